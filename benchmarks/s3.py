@@ -1,0 +1,108 @@
+"""S3 store benchmarks: hubproxy over an S3 store against a direct download of the same object.
+
+Runs moto in server mode (``moto_server``) as the S3 endpoint, the fake hub as the upstream, and
+prints ratios measured in the same run (medians of alternating pairs), as ../shared/BENCHMARKS.md
+asks. Run: ``python benchmarks/s3.py [--size-mib 256]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import boto3  # noqa: E402
+from run import BIG, REPO, SMALL, Proc, curl_time, free_port, pairs, start_fakehub, wait_http  # noqa: E402
+
+
+def start_hubproxy_s3(upstream: str, data_dir: Path, endpoint: str, bucket: str, redirect: bool,
+                      work: Path) -> tuple[Proc, str]:
+    port = free_port()
+    env = {**os.environ, "HUBPROXY_LOG_LEVEL": "warning", "HUBPROXY_STORE": "s3", "HUBPROXY_S3_BUCKET": bucket,
+           "HUBPROXY_S3_ENDPOINT_URL": endpoint, "HUBPROXY_S3_REGION": "us-east-1", "HUBPROXY_S3_PATH_STYLE": "true",
+           "HUBPROXY_S3_REDIRECT": str(redirect).lower(), "HUBPROXY_WORKERS": "1"}
+    proc = Proc([sys.executable, "-m", "hubproxy", "serve", "--host", "127.0.0.1", "--port", str(port),
+                 "--upstream", upstream, "--data-dir", str(data_dir)], env=env, log=work / f"hubproxy-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health")
+    return proc, url
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    size = args.size_mib * 1024 * 1024
+    print(f"cores: {os.cpu_count()}  file: {args.size_mib} MiB  date: {time.strftime('%Y-%m-%d')}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="hubproxy-s3-bench-"))
+    procs: list[Proc] = []
+    try:
+        files = work / "files"
+        files.mkdir()
+        with open(files / BIG, "wb") as f:
+            for _ in range(args.size_mib):
+                f.write(os.urandom(1024 * 1024))
+        (files / SMALL).write_text("{}")
+        sha = hashlib.sha256((files / BIG).read_bytes()).hexdigest()
+        s3_port = free_port()
+        moto = Proc([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(s3_port)],
+                    log=work / "moto.log")
+        procs.append(moto)
+        endpoint = f"http://127.0.0.1:{s3_port}"
+        time.sleep(2)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket="reference")
+        s3.upload_file(str(files / BIG), "reference", BIG)
+        direct = f"{endpoint}/reference/{BIG}"
+        hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL}, None)
+        procs.append(hub)
+        counter = [0]
+
+        def cold() -> float:
+            counter[0] += 1
+            bucket = f"cold{counter[0]}"
+            s3.create_bucket(Bucket=bucket)
+            proc, url = start_hubproxy_s3(hub_url, work / f"d{counter[0]}", endpoint, bucket, False, work)
+            try:
+                curl_time(f"{url}/{REPO}/resolve/main/{SMALL}")
+                return curl_time(f"{url}/{REPO}/resolve/main/{BIG}")
+            finally:
+                proc.stop()
+
+        pairs("S3 store, cold (fill + verify + upload), time (x direct S3 GET)", cold, lambda: curl_time(direct),
+              args.rounds, False)
+        s3.create_bucket(Bucket="hot")
+        for redirect in (False, True):
+            proc, url = start_hubproxy_s3(hub_url, work / f"hot-{redirect}", endpoint, "hot", redirect, work)
+            procs.append(proc)
+            big = f"{url}/{REPO}/resolve/main/{BIG}"
+            curl_time(big, follow=True)  # stored already after the first pass: the redirect mode answers 302
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    s3.head_object(Bucket="hot", Key=f"hubproxy/blobs/{sha[:2]}/{sha}")
+                    break
+                except Exception:  # noqa: BLE001
+                    time.sleep(0.5)
+            label = "redirected (302 to presigned URL)" if redirect else "streamed through hubproxy"
+            pairs(f"S3 store, hot, {label}, throughput (x direct S3 GET)",
+                  lambda big=big, redirect=redirect: size / curl_time(big, follow=redirect),
+                  lambda: size / curl_time(direct), args.rounds, True)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

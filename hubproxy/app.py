@@ -1,0 +1,232 @@
+"""Builds the ASGI app: routes, middleware, and the lifespan that owns DB, store and upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hubproxy import __version__
+from hubproxy.admin.api import AdminApi
+from hubproxy.audit import downloads as audit_downloads
+from hubproxy.audit.downloads import AuditLog
+from hubproxy.auth.authenticator import Authenticator
+from hubproxy.auth.gate import Gate
+from hubproxy.cache import manage
+from hubproxy.cache.fill import FillManager
+from hubproxy.cache.index import Index
+from hubproxy.cache.lease import FillLeases
+from hubproxy.cache.usage import Usage
+from hubproxy.config import Settings, load_settings
+from hubproxy.db import make_engine
+from hubproxy.hub.api import HubApi
+from hubproxy.hub.errors import HubError
+from hubproxy.hub.metadata import Metadata
+from hubproxy.hub.resolve import Resolver
+from hubproxy.store import make_store
+from hubproxy.store.base import BlobStore
+from hubproxy.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+@dataclass
+class Services:
+    """Everything a request may need, created in the lifespan."""
+
+    settings: Settings
+    index: Index
+    store: BlobStore
+    upstream: UpstreamClient
+    fills: FillManager
+    metadata: Metadata
+    hub: HubApi
+    admin: AdminApi
+
+
+class RequestIdMiddleware:
+    """Adds ``X-Request-Id`` to every answer (the caller's, if it sent a sane one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                rid = text if _REQUEST_ID.match(text) else None
+        rid_bytes = (rid or uuid.uuid4().hex).encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid_bytes)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _maintain(settings: Settings, index: Index, store: BlobStore, fills: FillManager,
+                    usage: Usage, auth: Authenticator) -> None:
+    """Every ``maintenance_interval`` (or after a fill): write access statistics, evict to the budget."""
+    while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(fills.committed.wait(), settings.maintenance_interval)
+        fills.committed.clear()
+        try:
+            await usage.flush()
+            await auth.flush()
+            await asyncio.to_thread(audit_downloads.prune, index.engine, settings.audit_retention_days)
+            if settings.cache_max_bytes:
+                evicted = await asyncio.to_thread(manage.evict, index.engine, store, settings.cache_max_bytes,
+                                                  fills.protected())
+                for key in evicted:
+                    fills.present.discard(key)
+                if evicted:
+                    log.info("evicted %d blobs to stay under %d bytes", len(evicted), settings.cache_max_bytes)
+        except Exception as exc:  # noqa: BLE001 - try again next round
+            log.warning("cache maintenance failed: %s", exc)
+
+
+def advertise_url(settings: Settings) -> str:
+    """Where other replicas reach this one."""
+    if settings.advertise_url:
+        return settings.advertise_url.rstrip("/")
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"http://{host}:{settings.port}{settings.path_prefix}"
+
+
+def configure_logging(settings: Settings) -> None:
+    from hubproxy.cli import LOG_FORMAT
+
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+
+
+def app_from_env() -> ASGIApp:
+    """App factory for worker processes: settings come from HUBPROXY_* variables."""
+    from hubproxy.cli import limit_malloc_arenas
+
+    limit_malloc_arenas()
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    """The hubproxy ASGI application."""
+    services: dict[str, Services] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = make_store(settings)
+        removed = store.clean_tmp()
+        if removed:
+            log.info("removed %d unfinished fills left by a previous run", removed)
+        index = Index(make_engine(settings.db_url))
+        upstream = UpstreamClient(settings)
+        await upstream.start()
+        leases = None
+        if settings.store == "s3":  # replicas do not share a spool: coordinate fills through the database
+            leases = FillLeases(index.engine, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+                                advertise_url(settings), settings.fill_lease_seconds)
+        fills = FillManager(settings, store, index, upstream, leases)
+        metadata = Metadata(settings, index, upstream)
+        usage = Usage(index.engine)
+        resolver = Resolver(settings, index, store, upstream, fills, metadata, usage)
+        auth = Authenticator(index.engine, settings.token_cache_seconds)
+        if settings.anonymous_access == "read":
+            log.warning("anonymous access is on: anyone who reaches hubproxy can download what the upstream serves")
+        audit = AuditLog(index.engine, settings.data_dir / "audit-spool.jsonl")
+        audit_task = asyncio.create_task(audit.run(), name="audit")
+        hub = HubApi(resolver, metadata, upstream, settings.public_url, settings.path_prefix, auth,
+                     settings.anonymous_access == "read", audit, settings.trusted_proxies,
+                     Gate(index.engine, settings.anonymous_project, settings.token_cache_seconds))
+        services["s"] = Services(settings, index, store, upstream, fills, metadata, hub,
+                                 AdminApi(index.engine, store, auth))
+        maintenance = asyncio.create_task(_maintain(settings, index, store, fills, usage, auth), name="maintenance")
+        if settings.offline:
+            log.warning("offline mode: serving only what is cached")
+        log.info("hubproxy %s ready; upstream %s; data in %s", __version__, settings.upstream_url, settings.data_dir)
+        try:
+            yield
+        finally:
+            maintenance.cancel()
+            audit_task.cancel()
+            await asyncio.gather(maintenance, audit_task, return_exceptions=True)
+            await audit.flush()
+            await usage.flush()
+            await auth.flush()
+            await fills.close()
+            await upstream.close()
+            index.engine.dispose()
+
+    async def health(request: Request) -> Response:
+        s = services.get("s")
+        if s is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__, "offline": s.settings.offline,
+                             "fills_in_flight": len(s.fills.active)})
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _run_lifespan(lifespan, scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        prefix = settings.path_prefix
+        if prefix and scope["path"] != "/health":
+            raw = scope.get("raw_path") or scope["path"].encode()
+            if not (raw == prefix.encode() or raw.startswith(prefix.encode() + b"/")):
+                await HubError(404, None, f"Not found: hubproxy is served under {prefix}").to_response()(
+                    scope, receive, send)
+                return
+            scope = {**scope, "raw_path": raw[len(prefix):] or b"/",
+                     "path": scope["path"][len(prefix):] or "/", "root_path": prefix}
+        request = Request(scope, receive)
+        if scope["path"] == "/health":
+            response = await health(request)
+        elif scope["path"].startswith("/admin/"):
+            response = await services["s"].admin(request)
+        else:
+            response = await services["s"].hub(request)
+        await response(scope, receive, send)
+
+    return RequestIdMiddleware(app)
+
+
+async def _run_lifespan(lifespan: Callable[[Any], contextlib.AbstractAsyncContextManager[None]],
+                        scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI lifespan protocol around our context manager."""
+    await receive()  # lifespan.startup
+    ctx = lifespan(None)
+    try:
+        await ctx.__aenter__()
+    except Exception as exc:  # noqa: BLE001
+        log.exception("startup failed")
+        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+        return
+    await send({"type": "lifespan.startup.complete"})
+    await receive()  # lifespan.shutdown
+    await ctx.__aexit__(None, None, None)
+    await send({"type": "lifespan.shutdown.complete"})

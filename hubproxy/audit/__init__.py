@@ -1,0 +1,1 @@
+"""The audit trail: who downloaded what, written off the hot path."""

@@ -1,0 +1,1 @@
+"""Identity: users, service accounts and their tokens."""

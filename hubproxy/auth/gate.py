@@ -1,0 +1,65 @@
+"""The check in front of every repo route: may this caller see the repo, and pull it from upstream?
+
+Decisions are cached for ``cache_seconds`` (policy changes take effect within that time), so the
+hot path does not query the database on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from hubproxy.auth.identity import Authenticated
+from hubproxy.auth.policy import Grant, decide
+from hubproxy.hub.errors import HubError, repo_not_found
+
+
+class Gate:
+    """Answers hidden repos like missing ones, and refuses pulls a policy does not allow."""
+
+    def __init__(self, engine: Engine, anonymous_project: str | None, cache_seconds: float) -> None:
+        self.engine = engine
+        self.anonymous_project = anonymous_project
+        self.cache_seconds = cache_seconds
+        self._grants: dict[tuple[int | None, str, str], tuple[Grant, float]] = {}
+        self._known: set[tuple[str, str]] = set()
+
+    async def check(self, who: Authenticated | None, repo_type: str, repo_id: str) -> Grant:
+        principal = who.principal if who else None
+        key = (principal.id if principal else None, repo_type, repo_id)
+        now = time.time()
+        hit = self._grants.get(key)
+        if hit is not None and hit[1] > now:
+            grant = hit[0]
+        else:
+            grant = await asyncio.to_thread(decide, self.engine, principal, repo_type, repo_id,
+                                            self.anonymous_project)
+            if self.cache_seconds > 0:
+                if len(self._grants) > 50_000:
+                    self._grants.clear()
+                self._grants[key] = (grant, now + self.cache_seconds)
+        if not grant.read:
+            raise repo_not_found(authenticated=who is not None)
+        if not grant.pull and not await self._cached(repo_type, repo_id):
+            # A gated-like refusal (P5): the repo exists for this caller, its download is not allowed yet.
+            raise HubError(403 if who else 401, "GatedRepo",
+                           f"{repo_type} {repo_id} is not in hubproxy's cache, and your project's policy or role "
+                           "does not allow pulling new repos from upstream")
+        return grant
+
+    async def _cached(self, repo_type: str, repo_id: str) -> bool:
+        if (repo_type, repo_id) in self._known:
+            return True
+
+        def look() -> bool:
+            with self.engine.connect() as conn:
+                return conn.execute(text("SELECT 1 FROM files WHERE repo_type = :t AND repo_id = :r LIMIT 1"),
+                                    {"t": repo_type, "r": repo_id}).first() is not None
+
+        if await asyncio.to_thread(look):
+            self._known.add((repo_type, repo_id))
+            return True
+        return False

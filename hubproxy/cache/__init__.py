@@ -1,0 +1,1 @@
+"""The revision index, the metadata cache and the fill engine."""

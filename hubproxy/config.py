@@ -1,0 +1,248 @@
+"""Settings: defaults < YAML file < HUBPROXY_* environment < command-line flags.
+
+One validated object for the whole process. Every setting is documented in
+``config/hubproxy.example.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting."""
+
+
+@dataclass
+class Settings:
+    """Every hubproxy setting with its default."""
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    upstream: str = "https://huggingface.co"
+    data_dir: Path = Path("./hubproxy-data")
+    offline: bool = False
+    upstream_token: str | None = field(default=None, repr=False)
+    #: Database URL; default is a SQLite file inside the data dir.
+    database_url: str | None = None
+    #: Public base URL clients use (for Link headers); default: derived from the request.
+    public_url: str | None = None
+    #: Path prefix hubproxy is served under (``/hf`` for ``HF_ENDPOINT=http://host/hf``); empty for none.
+    path_prefix: str = ""
+    #: Seconds a branch or tag -> commit mapping (and other mutable metadata) stays fresh.
+    revision_ttl: float = 60.0
+    #: Seconds to wait for the upstream when a stale cached answer could be served instead.
+    stale_timeout: float = 5.0
+    #: Seconds to connect to the upstream and between received bytes.
+    upstream_timeout: float = 30.0
+    #: How often a fill retries (with a Range request) after the upstream drops it.
+    fill_retries: int = 5
+    #: Entries per tree page (the Hub uses 1000, and 50 with expand=true).
+    tree_page_size: int = 1000
+    tree_expand_page_size: int = 50
+    #: Bytes per read when serving a stored blob.
+    serve_chunk_size: int = 1024 * 1024
+    log_level: str = "info"
+    #: Size budget of the blob store in bytes (suffixes K, M, G, T accepted); 0 = no limit.
+    cache_max_bytes: int = 0
+    #: Seconds between maintenance rounds (access statistics written, eviction to the budget).
+    maintenance_interval: float = 10.0
+    #: Where blobs live: ``local`` (the data dir, local disk or NFS) or ``s3``.
+    store: str = "local"
+    s3_bucket: str | None = None
+    #: Key prefix inside the bucket (blobs go under ``<prefix>blobs/``).
+    s3_prefix: str = "hubproxy/"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    #: Path-style addressing (most S3-compatible servers want it).
+    s3_path_style: bool = False
+    #: Answer downloads of stored LFS blobs with a 302 to a presigned URL instead of streaming them.
+    s3_redirect: bool = False
+    #: Seconds a presigned URL stays valid (it must outlive a resumed download).
+    s3_presign_ttl: int = 3600
+    #: URL other replicas reach this one at (fill relays with the S3 store); default: this host's address and port.
+    advertise_url: str | None = None
+    #: Seconds a replica's claim to fill a blob lasts without renewal (a dead replica's claim then lapses).
+    fill_lease_seconds: float = 30.0
+    #: Callers without a valid token: ``read`` (download what the upstream serves anonymously) or ``off``.
+    anonymous_access: str = "read"
+    #: Project whose policy anonymous callers read under (as developers); none: free while no project exists.
+    anonymous_project: str | None = None
+    #: Seconds a token check is remembered (a revoked token stops working within this time).
+    token_cache_seconds: float = 30.0
+    #: Proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDRs); others' is ignored.
+    trusted_proxies: str = ""
+    #: Days download events are kept (0: for ever).
+    audit_retention_days: float = 365.0
+    #: Server processes sharing the port and the store (fills are coordinated through the store).
+    workers: int = 1
+
+    @property
+    def db_url(self) -> str:
+        """The effective database URL."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hubproxy.db').resolve()}"
+
+    @property
+    def upstream_url(self) -> str:
+        """The upstream base URL without a trailing slash."""
+        return self.upstream.rstrip("/")
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """Convert ``value`` to the type of setting ``name`` or raise ConfigError."""
+    if value is None:
+        return None
+    try:
+        if kind is bool or kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _BOOL_TRUE:
+                return True
+            if text in _BOOL_FALSE:
+                return False
+            raise ValueError(f"expected true or false, got {value!r}")
+        if kind in (int, "int"):
+            if isinstance(value, bool):
+                raise ValueError("expected a whole number")
+            if name.endswith("_bytes"):
+                return parse_size(value)
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+        if kind in (Path, "Path"):
+            return Path(str(value)).expanduser()
+        if isinstance(value, bool):  # YAML reads a bare off/on as a boolean
+            return "on" if value else "off"
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: {exc}") from None
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: Any) -> int:
+    """``123``, ``500M``, ``20G``, ``1.5T`` (binary units, optional ``B``/``iB``) to bytes."""
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:] in "KMGT" and text[-1:] else ""
+    number = text[: len(text) - len(unit)] if unit else text
+    size = float(number) * _UNITS[unit]
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return int(size)
+
+
+def _field_kinds() -> dict[str, Any]:
+    kinds: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        annotation = str(f.type).replace(" | None", "")
+        kinds[f.name] = annotation
+    return kinds
+
+
+def _validate(s: Settings) -> Settings:
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"setting 'port': {s.port} is not a TCP port (1-65535)")
+    parts = urlsplit(s.upstream)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"setting 'upstream': {s.upstream!r} is not an http(s) URL")
+    if s.public_url:
+        p = urlsplit(s.public_url)
+        if p.scheme not in ("http", "https") or not p.netloc:
+            raise ConfigError(f"setting 'public_url': {s.public_url!r} is not an http(s) URL")
+    for name in ("revision_ttl", "stale_timeout", "upstream_timeout", "maintenance_interval", "cache_max_bytes",
+                 "fill_lease_seconds", "token_cache_seconds", "audit_retention_days"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"setting {name!r} must not be negative")
+    for name in ("tree_page_size", "tree_expand_page_size", "serve_chunk_size", "workers"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"setting {name!r} must be at least 1")
+    if s.path_prefix:
+        if not s.path_prefix.startswith("/") or "//" in s.path_prefix or "?" in s.path_prefix:
+            raise ConfigError(f"setting 'path_prefix': {s.path_prefix!r} must look like /name")
+        s.path_prefix = s.path_prefix.rstrip("/")
+    try:
+        trusted_networks(s.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"setting 'trusted_proxies': {exc}") from None
+    if s.anonymous_access not in ("read", "off"):
+        raise ConfigError(f"setting 'anonymous_access': {s.anonymous_access!r} is not one of read, off")
+    if s.store not in ("local", "s3"):
+        raise ConfigError(f"setting 'store': {s.store!r} is not one of local, s3")
+    if s.store == "s3" and not s.s3_bucket:
+        raise ConfigError("setting 's3_bucket' is required with store: s3")
+    if s.s3_presign_ttl < 60:
+        raise ConfigError("setting 's3_presign_ttl' must be at least 60 seconds")
+    if s.fill_retries < 0:
+        raise ConfigError("setting 'fill_retries' must not be negative")
+    if s.log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
+        raise ConfigError(f"setting 'log_level': {s.log_level!r} is not a log level")
+    return s
+
+
+def trusted_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Parse ``trusted_proxies``."""
+    return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
+
+
+def settings_to_env(s: Settings) -> dict[str, str]:
+    """The settings as HUBPROXY_* variables (for worker processes, which re-read the environment)."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(s, f.name)
+        if value is not None:
+            env[f"HUBPROXY_{f.name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build the settings: defaults, then the YAML file, then env vars, then ``overrides`` (flags)."""
+    env = os.environ if environ is None else environ
+    kinds = _field_kinds()
+    values: dict[str, Any] = {}
+
+    path = config_file or env.get("HUBPROXY_CONFIG")
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of settings")
+        for key, value in raw.items():
+            name = str(key).replace("-", "_")
+            if name not in kinds:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[name] = _coerce(name, kinds[name], value)
+
+    for name, kind in kinds.items():
+        env_value = env.get(f"HUBPROXY_{name.upper()}")
+        if env_value is not None:
+            values[name] = _coerce(name, kind, env_value)
+
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, kinds[name], value)
+
+    return _validate(Settings(**values))

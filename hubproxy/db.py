@@ -1,0 +1,148 @@
+"""SQLModel engine and tables: the revision index and the metadata cache.
+
+SQLite by default; PostgreSQL (``postgresql://...``) when several replicas share one index.
+The schema is created and upgraded by the Alembic migrations in ``hubproxy/migrations``
+at start, under a lock, so that replicas starting together do not race and an upgrade keeps
+what is cached.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import BigInteger, Column, event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Field, SQLModel, create_engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: PostgreSQL advisory lock key for migrations ("hubproxy" as a number).
+MIGRATION_LOCK = 0x6875627072
+
+
+class RefRecord(SQLModel, table=True):
+    """A branch or tag (or the default revision, name ``""``) and the commit it pointed to."""
+
+    __tablename__ = "refs"
+    repo_type: str = Field(primary_key=True)
+    repo_id: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    commit: str
+    fetched_at: float
+
+
+class FileRecord(SQLModel, table=True):
+    """What ``path`` is at ``commit``: a blob, or (blob is None) a path the upstream said is missing."""
+
+    __tablename__ = "files"
+    repo_type: str = Field(primary_key=True)
+    repo_id: str = Field(primary_key=True)
+    commit: str = Field(primary_key=True)
+    path: str = Field(primary_key=True)
+    blob: str | None = Field(default=None, index=True)
+    size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    is_lfs: bool = False
+    fetched_at: float = 0.0
+
+
+class MetaRecord(SQLModel, table=True):
+    """A cached metadata answer (JSON), keyed by what was asked."""
+
+    __tablename__ = "metadata"
+    key: str = Field(primary_key=True)
+    status: int
+    headers: str  # JSON object of the headers worth replaying
+    body: bytes
+    fetched_at: float
+
+
+class BlobRecord(SQLModel, table=True):
+    """A verified blob in the store."""
+
+    __tablename__ = "blobs"
+    key: str = Field(primary_key=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: float
+    last_access: float = Field(default=0.0, index=True)
+    hits: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class PinRecord(SQLModel, table=True):
+    """A repo at a commit whose blobs eviction must keep."""
+
+    __tablename__ = "pins"
+    repo_type: str = Field(primary_key=True)
+    repo_id: str = Field(primary_key=True)
+    commit: str = Field(primary_key=True)
+    revision: str
+    created_at: float
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine and bring the schema up to date."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    migrate(engine)
+    return engine
+
+
+def _alembic_config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the newest migration, one process at a time."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+            command.upgrade(_alembic_config(conn), "head")
+        return
+    database = engine.url.database
+    lock_fd = None
+    if database and database != ":memory:":
+        lock_fd = os.open(f"{database}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held until the migration has committed
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database is at."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(cfg).get_current_head()

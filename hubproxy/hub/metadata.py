@@ -1,0 +1,388 @@
+"""Metadata answers: repo info, tree, paths-info, refs, commits; cached, Xet-free.
+
+Answers about a commit never change and are kept for good. Answers about a branch or tag
+are fresh for ``revision_ttl`` seconds; after that the upstream is asked again, and when it
+is slow (``stale_timeout``), down, or hubproxy is offline, the last known answer is served
+with an ``X-HF-Warning``. Errors are only ever the upstream's own (``RevisionNotFound`` and
+``EntryNotFound`` are never invented from a cache miss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from starlette.responses import Response
+
+from hubproxy.cache.index import LRU, CachedAnswer, Index
+from hubproxy.config import Settings
+from hubproxy.hub.errors import HubError, offline_miss, upstream_timeout, upstream_unreachable
+from hubproxy.hub.routing import is_commit
+from hubproxy.upstream.client import UpstreamClient, UpstreamResponse, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+XET_KEYS = frozenset({"xetHash", "xetEnabled"})
+#: Upstream headers worth keeping with a cached answer.
+REPLAY_HEADERS = ("Content-Type", "X-Error-Code", "X-Error-Message", "X-Repo-Commit", "Link", "Retry-After",
+                  "RateLimit", "RateLimit-Policy")
+STALE_WARNING = "hubproxy; upstream unreachable, serving cached metadata"
+
+
+def strip_xet(value: Any) -> Any:
+    """Drop ``xetHash``/``xetEnabled`` keys at any depth (X3c)."""
+    if isinstance(value, dict):
+        return {k: strip_xet(v) for k, v in value.items() if k not in XET_KEYS}
+    if isinstance(value, list):
+        return [strip_xet(v) for v in value]
+    return value
+
+
+def api_path(repo_type: str, repo_id: str, *parts: str) -> str:
+    """``/api/{T}s/{repo}/...`` with every extra part encoded as one segment."""
+    return f"/api/{repo_type}s/{repo_id}" + "".join("/" + quote(p, safe="") for p in parts)
+
+
+def query_key(items: Iterable[tuple[str, str]]) -> str:
+    return urlencode(sorted(items))
+
+
+@dataclass
+class Answer:
+    """An answer ready to send: status, headers, body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    stale: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cached: CachedAnswer, stale: bool = False) -> Answer:
+        return cls(cached.status, dict(cached.headers), cached.body, stale)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def to_response(self) -> Response:
+        headers = {k: v for k, v in self.headers.items() if k != "Content-Type"}
+        headers.update(self.extra)
+        if self.stale:
+            headers["X-HF-Warning"] = STALE_WARNING
+        media = self.headers.get("Content-Type", "application/json")
+        return Response(self.body, status_code=self.status, headers=headers, media_type=media)
+
+
+def _from_upstream(resp: UpstreamResponse) -> Answer:
+    """Keep the replayable headers; strip Xet keys from JSON bodies."""
+    headers = {h: resp.headers[h] for h in REPLAY_HEADERS if h in resp.headers}
+    body = resp.body
+    if resp.status < 300 and "json" in headers.get("Content-Type", "application/json"):
+        try:
+            body = json.dumps(strip_xet(json.loads(body)), separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        except ValueError:
+            pass
+    if resp.status >= 400 and "X-Error-Message" not in headers:
+        headers["X-Error-Message"] = _error_text(resp.body) or f"Upstream answered {resp.status}"
+    return Answer(resp.status, headers, body)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            return data["error"]
+    except ValueError:
+        pass
+    return body[:200].decode("utf-8", "replace").strip()
+
+
+def unavailable_error(exc: UpstreamUnavailable, what: str) -> HubError:
+    """The 5xx for an upstream that cannot answer while nothing is cached (E4, P4)."""
+    if exc.offline:
+        return offline_miss(what)
+    if exc.timeout:
+        return upstream_timeout(exc.detail)
+    return upstream_unreachable(exc.detail)
+
+
+def upstream_failure(answer: Answer) -> HubError:
+    """An upstream 5xx, passed on as a gateway error."""
+    status = answer.status if answer.status in (502, 503, 504) else 502
+    message = answer.headers.get("X-Error-Message") or f"Upstream answered {answer.status}"
+    return HubError(status, answer.headers.get("X-Error-Code") or "UpstreamError", f"Upstream error: {message}")
+
+
+class Metadata:
+    """Serves the metadata routes from cache or upstream."""
+
+    def __init__(self, settings: Settings, index: Index, upstream: UpstreamClient) -> None:
+        self.settings = settings
+        self.index = index
+        self.upstream = upstream
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._trees: LRU[str, list[dict[str, Any]]] = LRU(32)
+
+    # -- plumbing ---------------------------------------------------------------------
+    async def single_flight(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``fn`` once for concurrent callers with the same key."""
+        fut = self._inflight.get(key)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+
+        async def run() -> None:
+            try:
+                fut.set_result(await fn())
+            except BaseException as exc:  # noqa: BLE001
+                fut.set_exception(exc)
+            finally:
+                self._inflight.pop(key, None)
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(fut)
+
+    async def _fetch(
+        self, key: str, method: str, path: str, *, params: Any = None, data: Any = None,
+        headers: dict[str, str] | None = None, stale_possible: bool = False,
+    ) -> Answer:
+        async def go() -> Answer:
+            return _from_upstream(await self.upstream.fetch(method, path, params=params, data=data, headers=headers))
+
+        task = self.single_flight(key, go)
+        if stale_possible:
+            try:
+                return await asyncio.wait_for(asyncio.shield(task), self.settings.stale_timeout)
+            except asyncio.TimeoutError:
+                raise UpstreamUnavailable(f"no answer within {self.settings.stale_timeout}s", timeout=True) from None
+        return await task
+
+    async def _fetch_or_stale(self, flight_key: str, method: str, path: str, hit: CachedAnswer | None, what: str,
+                              *, params: Any = None, data: Any = None) -> Answer:
+        """Ask the upstream; when it is down, slow or overloaded, fall back to ``hit`` (marked stale).
+
+        With nothing cached, an unreachable upstream is a 502/504 and an upstream 5xx a 502; a 429 is passed
+        on so the client backs off.
+        """
+        try:
+            answer = await self._fetch(flight_key, method, path, params=params, data=data,
+                                       stale_possible=hit is not None)
+        except UpstreamUnavailable as exc:
+            if hit is not None:
+                return Answer.of(hit, stale=True)
+            raise unavailable_error(exc, what) from None
+        if answer.status >= 500 or answer.status == 429:
+            if hit is not None:
+                return Answer.of(hit, stale=True)
+            if answer.status == 429:
+                return answer
+            raise upstream_failure(answer)
+        return answer
+
+    async def cached(
+        self, key: str, method: str, path: str, *, immutable: bool, params: Any = None, data: Any = None,
+        keep: Callable[[Answer], bool] = lambda a: a.status == 200, what: str = "this metadata",
+    ) -> Answer:
+        """The generic cache: fresh hit, else upstream, else the stale answer, else a 5xx."""
+        hit = await self.index.get_meta(key)
+        if hit is not None and (immutable or hit.age() < self.settings.revision_ttl):
+            return Answer.of(hit)
+        answer = await self._fetch_or_stale(key, method, path, hit, what, params=params, data=data)
+        if not answer.stale and keep(answer):
+            await self.index.put_meta(key, answer.status, answer.headers, answer.body)
+        return answer
+
+    # -- revisions --------------------------------------------------------------------
+    async def resolve_commit(self, repo_type: str, repo_id: str, rev: str) -> str:
+        """Map a revision to its commit (a commit maps to itself, with no upstream call)."""
+        if is_commit(rev):
+            return rev
+        ref = await self.index.get_ref(repo_type, repo_id, rev)
+        if ref is not None and _age(ref.fetched_at) < self.settings.revision_ttl:
+            return ref.commit
+        answer = await self.repo_info(repo_type, repo_id, rev, [])
+        if answer.status != 200:
+            raise HubError(answer.status, answer.headers.get("X-Error-Code"),
+                           answer.headers.get("X-Error-Message", "Upstream error"))
+        sha = _sha_of(answer)
+        if sha is None:
+            raise HubError(502, "UpstreamError", f"Upstream repo info for {repo_id}@{rev} has no commit sha")
+        return sha
+
+    async def repo_info(self, repo_type: str, repo_id: str, rev: str | None, query: list[tuple[str, str]]) -> Answer:
+        """``/api/{T}/{repo}`` and ``/api/{T}/{repo}/revision/{rev}``."""
+        qk = query_key(query)
+        path = api_path(repo_type, repo_id, "revision", rev) if rev else api_path(repo_type, repo_id)
+
+        def key_for(commit: str) -> str:
+            return f"info|{repo_type}|{repo_id}|{commit}|{qk}"
+
+        if rev and is_commit(rev):
+            return await self.cached(key_for(rev), "GET", path, immutable=True, params=query,
+                                     what=f"{repo_type} {repo_id} at {rev}")
+        name = rev or ""
+        ref = await self.index.get_ref(repo_type, repo_id, name)
+        hit = await self.index.get_meta(key_for(ref.commit)) if ref is not None else None
+        if hit is not None and ref is not None and _age(ref.fetched_at) < self.settings.revision_ttl:
+            return Answer.of(hit)
+        answer = await self._fetch_or_stale(f"GET {path}?{qk}", "GET", path, hit,
+                                            f"{repo_type} {repo_id} at {name or 'the default branch'}", params=query)
+        if answer.status == 200 and not answer.stale:
+            sha = _sha_of(answer)
+            if sha:
+                await self.index.set_ref(repo_type, repo_id, name, sha)
+                await self.index.put_meta(key_for(sha), answer.status, answer.headers, answer.body)
+        return answer
+
+    # -- tree -------------------------------------------------------------------------
+    async def _full_tree(self, repo_type: str, repo_id: str, commit: str, path: str,
+                         recursive: bool, expand: bool) -> tuple[Answer, list[dict[str, Any]] | None]:
+        """The whole listing at a commit (every upstream page), cached for good."""
+        key = f"tree|{repo_type}|{repo_id}|{commit}|{path}|{int(recursive)}|{int(expand)}"
+        entries = self._trees.get(key)
+        if entries is not None:
+            return Answer(200, {"Content-Type": "application/json"}, b""), entries
+        hit = await self.index.get_meta(key)
+        if hit is None:
+            try:
+                answer = await self.single_flight(key, lambda: self._fetch_tree_pages(
+                    repo_type, repo_id, commit, path, recursive, expand))
+            except UpstreamUnavailable as exc:
+                raise unavailable_error(exc, f"the tree of {repo_id} at {commit}") from None
+            if answer.status >= 500:
+                raise upstream_failure(answer)
+            if answer.status == 200 or answer.headers.get("X-Error-Code") == "EntryNotFound":
+                await self.index.put_meta(key, answer.status, answer.headers, answer.body)
+        else:
+            answer = Answer.of(hit)
+        if answer.status != 200:
+            return answer, None
+        entries = json.loads(answer.body)
+        self._trees.put(key, entries)
+        return answer, entries
+
+    async def _fetch_tree_pages(self, repo_type: str, repo_id: str, commit: str, path: str,
+                                recursive: bool, expand: bool) -> Answer:
+        parts = ["tree", commit] + ([path] if path else [])
+        url: str | None = api_path(repo_type, repo_id, *parts)
+        params: Any = {"recursive": str(recursive).lower(), "expand": str(expand).lower()}
+        entries: list[Any] = []
+        while url:
+            resp = await self.upstream.fetch("GET", url, params=params)
+            answer = _from_upstream(resp)
+            if answer.status != 200:
+                return answer
+            entries.extend(answer.json())
+            url = _next_link(resp.headers.get("Link", ""))
+            params = None
+        body = json.dumps(entries, separators=(",", ":")).encode()
+        return Answer(200, {"Content-Type": "application/json"}, body)
+
+    async def tree(self, repo_type: str, repo_id: str, rev: str, path: str, recursive: bool,
+                   expand: bool, cursor: int, base_url: str) -> Answer:
+        """One page of the listing, with an absolute ``Link`` to the next page on hubproxy."""
+        commit = await self.resolve_commit(repo_type, repo_id, rev)
+        answer, entries = await self._full_tree(repo_type, repo_id, commit, path, recursive, expand)
+        if entries is None:
+            return answer
+        size = self.settings.tree_expand_page_size if expand else self.settings.tree_page_size
+        page = entries[cursor: cursor + size]
+        headers = {"Content-Type": "application/json"}
+        if cursor + size < len(entries):
+            parts = ["tree", commit] + ([path] if path else [])
+            query = urlencode({"recursive": str(recursive).lower(), "expand": str(expand).lower(),
+                               "cursor": cursor + size})
+            headers["Link"] = f'<{base_url}{api_path(repo_type, repo_id, *parts)}?{query}>; rel="next"'
+        return Answer(200, headers, json.dumps(page, separators=(",", ":")).encode())
+
+    # -- paths-info -------------------------------------------------------------------
+    async def paths_info(self, repo_type: str, repo_id: str, rev: str, paths: list[str], expand: bool) -> Answer:
+        commit = await self.resolve_commit(repo_type, repo_id, rev)
+        digest = hashlib.sha256(json.dumps(sorted(set(paths))).encode()).hexdigest()
+        key = f"paths|{repo_type}|{repo_id}|{commit}|{int(expand)}|{digest}"
+        form = [("paths", p) for p in paths] + [("expand", str(expand).lower())]
+        try:
+            return await self.cached(key, "POST", api_path(repo_type, repo_id, "paths-info", commit),
+                                     immutable=True, data=form, what=f"paths-info of {repo_id} at {commit}")
+        except HubError:
+            if expand:
+                raise
+            local = await self._paths_from_tree(repo_type, repo_id, commit, paths)
+            if local is None:
+                raise
+            return local
+
+    async def _paths_from_tree(self, repo_type: str, repo_id: str, commit: str, paths: list[str]) -> Answer | None:
+        """paths-info computed from a cached recursive tree, for when the upstream cannot answer."""
+        key = f"tree|{repo_type}|{repo_id}|{commit}||1|0"
+        hit = await self.index.get_meta(key)
+        if hit is None or hit.status != 200:
+            return None
+        by_path = {e["path"]: e for e in json.loads(hit.body)}
+        found = [by_path[p] for p in dict.fromkeys(paths) if p in by_path]
+        return Answer(200, {"Content-Type": "application/json"}, json.dumps(found).encode(), stale=True)
+
+    # -- refs and commits -------------------------------------------------------------
+    async def refs(self, repo_type: str, repo_id: str, include_prs: bool) -> Answer:
+        key = f"refs|{repo_type}|{repo_id}|{int(include_prs)}"
+        params = {"include_prs": "1"} if include_prs else None
+        answer = await self.cached(key, "GET", api_path(repo_type, repo_id, "refs"), immutable=False,
+                                   params=params, what=f"the refs of {repo_id}")
+        if answer.status == 200 and not answer.stale:
+            data = answer.json()
+            for kind in ("branches", "tags"):
+                for ref in data.get(kind, []):
+                    if ref.get("name") and is_commit(ref.get("targetCommit")):
+                        current = await self.index.get_ref(repo_type, repo_id, ref["name"])
+                        if current is None or current.commit != ref["targetCommit"]:
+                            await self.index.set_ref(repo_type, repo_id, ref["name"], ref["targetCommit"])
+        return answer
+
+    async def commits(self, repo_type: str, repo_id: str, rev: str, query: list[tuple[str, str]],
+                      base_url: str) -> Answer:
+        key = f"commits|{repo_type}|{repo_id}|{rev}|{query_key(query)}"
+        answer = await self.cached(key, "GET", api_path(repo_type, repo_id, "commits", rev),
+                                   immutable=is_commit(rev), params=query, what=f"the commits of {repo_id}")
+        link = answer.headers.get("Link")
+        if link:
+            answer.headers["Link"] = self.rewrite_link(link, base_url)
+        return answer
+
+    def rewrite_link(self, link: str, base_url: str) -> str:
+        """Point an upstream ``Link`` at hubproxy (G10, M8)."""
+        return link.replace(self.upstream.base, base_url)
+
+
+def _age(ts: float) -> float:
+    import time
+
+    return time.time() - ts
+
+
+def _sha_of(answer: Answer) -> str | None:
+    try:
+        sha = answer.json().get("sha")
+    except (ValueError, AttributeError):
+        return None
+    return sha if is_commit(sha) else None
+
+
+def _next_link(link: str) -> str | None:
+    """The ``rel="next"`` URL of a Link header."""
+    for part in link.split(","):
+        if 'rel="next"' in part or "rel=next" in part:
+            start, end = part.find("<"), part.find(">")
+            if start != -1 and end > start:
+                return part[start + 1: end]
+    return None

@@ -1,0 +1,245 @@
+"""``HEAD``/``GET /{P}{repo}/resolve/{rev}/{path}``: headers, ranges, cache or fill.
+
+Every answer is a direct 200/206 from hubproxy (protocol D3): clients are never sent to an
+upstream or CDN host, and no Xet header ever reaches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from starlette.requests import Request
+
+from hubproxy.cache.fill import FillManager, read_fill
+from hubproxy.cache.index import FileInfo, Index
+from hubproxy.cache.lease import Holder
+from hubproxy.cache.usage import Usage
+from hubproxy.config import Settings
+from hubproxy.hub.errors import HubError, entry_not_found
+from hubproxy.hub.metadata import Metadata, unavailable_error
+from hubproxy.hub.routing import RESOLVE_PREFIX, Route
+from hubproxy.hub.serving import BodyResponse, parse_range
+from hubproxy.store.base import BlobStore, is_blob_key
+from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
+
+log = logging.getLogger(__name__)
+
+#: Header on a request one replica sends another that holds a fill lease (it must not relay again).
+RELAY_HEADER = "X-Hubproxy-Relay"
+#: A range starting this far beyond what a fill has written is fetched from the upstream directly.
+FOLLOW_WINDOW = 16 * 1024 * 1024
+#: Free space a fill leaves on the store's filesystem (the database and logs may live there too).
+ROOM_MARGIN = 64 * 1024
+
+
+def normalize_etag(value: str | None) -> str | None:
+    """The client's normalization: drop ``W/`` and quotes (D4)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"') or None
+
+
+def resolve_path(route: Route, rev: str) -> str:
+    """The upstream resolve path for ``route`` at ``rev``."""
+    prefix = RESOLVE_PREFIX[route.repo_type]
+    return f"/{prefix}{route.repo_id}/resolve/{quote(rev, safe='')}/{quote(route.path)}"
+
+
+@dataclass
+class Resolver:
+    """Answers resolve requests."""
+
+    settings: Settings
+    index: Index
+    store: BlobStore
+    upstream: UpstreamClient
+    fills: FillManager
+    metadata: Metadata
+    usage: Usage
+
+    async def file_info(self, route: Route, commit: str) -> FileInfo:
+        """What the path is at the commit: the index, or one upstream HEAD (recorded for good)."""
+        info = self.index.peek_file(route.repo_type, route.repo_id, commit, route.path)
+        if info is None:
+            info = await self.index.get_file(route.repo_type, route.repo_id, commit, route.path)
+        if info is not None:
+            return info
+        key = f"HEAD|{route.repo_type}|{route.repo_id}|{commit}|{route.path}"
+        return await self.metadata.single_flight(key, lambda: self._head_upstream(route, commit))
+
+    async def _head_upstream(self, route: Route, commit: str) -> FileInfo:
+        try:
+            resp = await self.upstream.head_file(resolve_path(route, commit))
+        except UpstreamUnavailable as exc:
+            raise unavailable_error(exc, f"{route.path} of {route.repo_id} at {commit}") from None
+        code = resp.headers.get("X-Error-Code")
+        if resp.status == 404 and code == "EntryNotFound":
+            info = FileInfo(None, 0, False, "")
+            await self.index.put_file(route.repo_type, route.repo_id, commit, route.path, info)
+            return info
+        if resp.status >= 400:
+            if resp.status >= 500:
+                raise HubError(502, code or "UpstreamError", f"Upstream answered {resp.status} for {route.path}")
+            raise HubError(resp.status, code, resp.headers.get("X-Error-Message", f"Upstream answered {resp.status}"))
+        linked = normalize_etag(resp.headers.get("X-Linked-Etag"))
+        etag = linked or normalize_etag(resp.headers.get("ETag"))
+        size_text = resp.headers.get("X-Linked-Size") or (
+            resp.headers.get("Content-Length") if resp.status < 300 else None)
+        if not etag or size_text is None or not size_text.isdigit():
+            raise HubError(502, "UpstreamError", f"Upstream metadata for {route.path} lacks an ETag or a size")
+        info = FileInfo(etag, int(size_text), linked is not None, etag)
+        await self.index.put_file(route.repo_type, route.repo_id, commit, route.path, info)
+        return info
+
+    async def handle(self, request: Request, route: Route) -> BodyResponse:
+        assert route.revision is not None
+        commit = await self.metadata.resolve_commit(route.repo_type, route.repo_id, route.revision)
+        info = await self.file_info(route, commit)
+        if info.blob is None:
+            raise entry_not_found(commit)
+        rng = parse_range(request.headers.get("range"), info.size)
+        headers = file_headers(commit, info, route.path)
+        if rng is None:
+            start, end, status = 0, info.size, 200
+        else:
+            start, end, status = rng[0], rng[1], 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+        if self.settings.s3_redirect and info.is_lfs and is_blob_key(info.blob) and await self.fills.has_blob(info.blob):
+            url = await asyncio.to_thread(self.store.presign, info.blob)
+            if url:
+                # A different origin: clients read the metadata on this 302 itself (D2, D6, P7).
+                headers = file_headers(commit, info, route.path)
+                headers.update({"Location": url, "Content-Length": "0"})
+                self.usage.touch(info.blob)
+                response = BodyResponse(302, headers)
+                response.source = "redirect"
+                return response
+        headers["Content-Length"] = str(end - start)
+        if request.method == "HEAD":
+            return BodyResponse(status, headers)
+        body, source = await self._body(route, commit, info, start, end, request.headers.get(RELAY_HEADER) == "1")
+        response = BodyResponse(status, headers, body)
+        response.source = source
+        return response
+
+    async def _body(self, route: Route, commit: str, info: FileInfo, start: int, end: int,
+                    relayed: bool = False) -> tuple[AsyncIterator[bytes], str]:
+        """The bytes, and where they come from: hit, miss (a fill), relay or passthrough (not stored)."""
+        key = info.blob
+        assert key is not None
+        chunk = self.settings.serve_chunk_size
+        if not is_blob_key(key):
+            # Not content-addressed upstream: nothing to verify against, so pass it through uncached.
+            return await self._upstream_body(route, commit, info, start, end), "passthrough"
+        self.usage.touch(key)
+        if await self.fills.has_blob(key):
+            stored = await self._stored_body(key, start, end)
+            if stored is not None:
+                return stored, "hit"
+        fill = self.fills.get(key)
+        if fill is None:
+            if self.upstream.offline:
+                raise unavailable_error(UpstreamUnavailable("offline", offline=True),
+                                        f"{route.path} of {route.repo_id} at {commit}")
+            if not await self._room_for(info.size):
+                log.warning("store full: serving %s of %s straight from the upstream, uncached",
+                            route.path, route.repo_id)
+                return await self._upstream_body(route, commit, info, start, end), "passthrough"
+            fill = await self.fills.start(key, info.size, resolve_path(route, commit))
+            if isinstance(fill, Holder):
+                return await self._relay_or_take_over(route, commit, info, start, end, fill, relayed), "relay"
+            if fill is None:  # another process stored it meanwhile
+                stored = await self._stored_body(key, start, end)
+                if stored is not None:
+                    return stored, "hit"
+                raise HubError(503, "CacheBusy", "the blob changed state while it was being opened; retry")
+        if start > fill.written + FOLLOW_WINDOW:
+            return await self._upstream_body(route, commit, info, start, end), "passthrough"
+        return read_fill(fill, start, end, chunk), "miss"
+
+    async def _relay_or_take_over(self, route: Route, commit: str, info: FileInfo, start: int, end: int,
+                                  holder: Holder, relayed: bool) -> AsyncIterator[bytes]:
+        """Another replica fills this blob: stream its bytes; if it is gone, fill it here instead."""
+        if relayed or not holder.url:
+            # Asked by a replica that thinks we fill it, or the lease keeps moving: pass the bytes through.
+            return await self._upstream_body(route, commit, info, start, end)
+        url = holder.url + resolve_path(route, commit)
+        try:
+            return await self._upstream_body(route, commit, info, start, end, url=url)
+        except HubError as exc:
+            if exc.status not in (502, 504):
+                raise
+        log.warning("fill lease holder %s is unreachable; taking over %s", holder.url, info.blob)
+        fill = await self.fills.start(info.blob or "", info.size, resolve_path(route, commit), dead_owner=holder.owner)
+        if isinstance(fill, Holder) or fill is None:
+            return await self._upstream_body(route, commit, info, start, end)
+        return read_fill(fill, start, end, self.settings.serve_chunk_size)
+
+    async def _room_for(self, size: int) -> bool:
+        """Whether the store's filesystem can take a blob of ``size`` bytes (with a little to spare)."""
+        free = await asyncio.to_thread(self.store.free_bytes)
+        return free >= size + ROOM_MARGIN
+
+    async def _stored_body(self, key: str, start: int, end: int) -> AsyncIterator[bytes] | None:
+        """The bytes from the store, or None if the blob is no longer there (evicted)."""
+        body = await self.store.reader(key, start, end, self.settings.serve_chunk_size)
+        if body is None:
+            self.fills.present.discard(key)
+            return None
+        return self.fills.track(key, body)
+
+    async def _upstream_body(self, route: Route, commit: str, info: FileInfo, start: int, end: int,
+                             url: str | None = None) -> AsyncIterator[bytes]:
+        """Stream a range straight from the upstream, or from ``url`` (a replica filling it); not stored."""
+        whole = start == 0 and end == info.size
+        try:
+            resp = await self.upstream.open_stream(url or resolve_path(route, commit), start,
+                                                   None if whole else end - 1,
+                                                   {RELAY_HEADER: "1"} if url else None)
+        except UpstreamUnavailable as exc:
+            raise unavailable_error(exc, f"{route.path} of {route.repo_id} at {commit}") from None
+        if resp.status not in (200, 206):
+            resp.release()
+            raise HubError(502, "UpstreamError", f"Upstream answered {resp.status} for {route.path}")
+        skip = start if resp.status == 200 else 0
+
+        async def body() -> AsyncIterator[bytes]:
+            remaining = end - start
+            try:
+                async for data in iter_body(resp, skip):
+                    if len(data) > remaining:
+                        data = data[:remaining]
+                    remaining -= len(data)
+                    yield data
+                    if remaining <= 0:
+                        break
+                if remaining > 0:
+                    raise OSError("upstream ended the body early")
+            finally:
+                resp.release()
+
+        return body()
+
+
+def file_headers(commit: str, info: FileInfo, path: str) -> dict[str, str]:
+    """The headers clients read on every resolve answer (D1, D3, D4, D17)."""
+    name = path.rsplit("/", 1)[-1]
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    headers = {
+        "X-Repo-Commit": commit,
+        "ETag": f'"{info.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{ascii_name}\";",
+    }
+    if info.is_lfs:
+        headers["X-Linked-Etag"] = f'"{info.etag}"'
+        headers["X-Linked-Size"] = str(info.size)
+    return headers

@@ -1,0 +1,202 @@
+"""URL grammar of the Hub: repo types, one- and two-segment repo ids, encoded revisions and paths.
+
+Parsing works on the raw (still percent-encoded) path so that ``refs%2Fpr%2F1`` stays one
+segment. Everything returned here is decoded and validated; nothing that could escape a
+directory or smuggle a second path to the upstream gets through.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from hubproxy.hub.errors import HubError, bad_request
+
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+#: Resolve-URL prefix per repo type (models have none).
+RESOLVE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+#: Sub-route keywords after ``/api/{T}/a/`` that make ``a`` a one-segment repo id (G7).
+SUBROUTES = {
+    "revision", "tree", "paths-info", "refs", "commits", "preupload", "commit", "branch", "tag",
+    "xet-read-token", "xet-write-token", "auth-check", "lfs-files", "safetensors-metadata",
+    "super-squash", "discussions", "settings", "likers", "treesize",
+}
+
+MAX_PATH_LENGTH = 1024
+MAX_SEGMENT_LENGTH = 255
+MAX_REVISION_LENGTH = 255
+_REPO_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,96}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A parsed request target."""
+
+    kind: str  # resolve | info | tree | paths-info | refs | commits | xet-token | unsupported
+    repo_type: str = "model"
+    repo_id: str = ""
+    revision: str | None = None
+    path: str = ""
+
+
+def is_commit(rev: str | None) -> bool:
+    """A full 40-hex commit id (immutable)."""
+    return bool(rev) and bool(_COMMIT.match(rev or ""))
+
+
+def parse_bool(value: str | None, default: bool = False) -> bool:
+    """Query booleans: ``true``/``True``/``1`` and ``false``/``False``/``0`` (G8)."""
+    if value is None:
+        return default
+    text = value.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise bad_request(f"Invalid boolean query value: {value!r}")
+
+
+def split_raw_path(raw_path: bytes) -> list[str]:
+    """Split the raw path on ``/``; segments stay percent-encoded."""
+    try:
+        text = raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        raise bad_request("Request path must be percent-encoded ASCII") from None
+    if "?" in text:
+        text = text.split("?", 1)[0]
+    return text.split("/")[1:] if text.startswith("/") else text.split("/")
+
+
+def _decode(segment: str) -> str:
+    try:
+        return unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        raise bad_request("Path segment is not valid UTF-8 once decoded") from None
+
+
+def _check_text(text: str, what: str) -> None:
+    if _CONTROL.search(text):
+        raise bad_request(f"{what} contains control characters")
+    if "\\" in text:
+        raise bad_request(f"{what} contains a backslash")
+
+
+def validate_repo_id(segments: list[str]) -> str:
+    """Decode and validate one or two repo id segments (G2)."""
+    parts = [_decode(s) for s in segments]
+    for part in parts:
+        if not _REPO_SEGMENT.match(part) or part in (".", "..") or "--" in part or ".." in part:
+            raise HubError(400, "BadRequest", f"Invalid repo id segment: {part[:100]!r}")
+    repo_id = "/".join(parts)
+    if repo_id.endswith(".git"):
+        raise bad_request(f"Invalid repo id: {repo_id!r}")
+    return repo_id
+
+
+def validate_revision(rev: str) -> str:
+    """Validate a decoded revision: branch, tag, commit or ``refs/...``."""
+    if not rev:
+        raise bad_request("Empty revision")
+    if len(rev) > MAX_REVISION_LENGTH:
+        raise bad_request("Revision is too long")
+    _check_text(rev, "Revision")
+    parts = rev.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise bad_request(f"Invalid revision: {rev[:100]!r}")
+    return rev
+
+
+def validate_repo_path(parts: list[str], what: str = "Path") -> str:
+    """Validate decoded path parts inside a repo; returns the joined relative path."""
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise bad_request(f"{what} has an empty, '.' or '..' segment")
+        if "/" in part:
+            raise bad_request(f"{what} contains an encoded slash")
+        _check_text(part, what)
+        # A second round of decoding must not reveal a traversal either (%252e%252e).
+        twice = unquote(part)
+        if twice in (".", "..") or "/" in twice or "\\" in twice:
+            raise bad_request(f"{what} contains an encoded traversal")
+        if len(part.encode()) > MAX_SEGMENT_LENGTH:
+            raise bad_request(f"{what} has a segment longer than {MAX_SEGMENT_LENGTH} bytes")
+    path = "/".join(parts)
+    if len(path.encode()) > MAX_PATH_LENGTH:
+        raise bad_request(f"{what} is longer than {MAX_PATH_LENGTH} bytes")
+    return path
+
+
+def _take_revision(segments: list[str]) -> tuple[str, list[str]]:
+    """Take the revision from the front of ``segments`` (one encoded segment, or literal refs/x/y)."""
+    if not segments or not segments[0]:
+        raise bad_request("Missing revision")
+    if segments[0] == "refs" and len(segments) >= 3 and segments[1] in ("pr", "convert"):
+        rev = "/".join(_decode(s) for s in segments[:3])
+        rest = segments[3:]
+    else:
+        rev = _decode(segments[0])
+        rest = segments[1:]
+    return validate_revision(rev), rest
+
+
+def parse_resolve(segments: list[str]) -> Route | None:
+    """``/{P}{repo}/resolve/{rev}/{path}`` or None if this is not a resolve URL."""
+    repo_type = "model"
+    if segments and segments[0] in ("datasets", "spaces"):
+        repo_type = REPO_TYPES[segments[0]]
+        segments = segments[1:]
+    for idx in (1, 2):
+        if len(segments) > idx and segments[idx] == "resolve":
+            repo_id = validate_repo_id(segments[:idx])
+            rev, rest = _take_revision(segments[idx + 1 :])
+            if not rest:
+                raise bad_request("Missing file path")
+            path = validate_repo_path([_decode(s) for s in rest])
+            return Route("resolve", repo_type, repo_id, rev, path)
+    return None
+
+
+def parse_api(segments: list[str]) -> Route:
+    """Parse ``/api/{T}/{repo}[/{sub}/...]`` (segments start after ``api``)."""
+    if not segments or segments[0] not in REPO_TYPES or len(segments) < 2:
+        raise HubError(404, None, "Not found")
+    repo_type = REPO_TYPES[segments[0]]
+    rest = segments[1:]
+    if len(rest) >= 2 and rest[1] not in SUBROUTES:
+        id_segments, rest = rest[:2], rest[2:]
+    else:
+        id_segments, rest = rest[:1], rest[1:]
+    if rest and rest[-1] == "" and len(rest) == 1:
+        rest = []
+    repo_id = validate_repo_id(id_segments)
+    if not rest:
+        return Route("info", repo_type, repo_id, None)
+    sub, args = rest[0], rest[1:]
+    if sub == "revision":
+        rev, extra = _take_revision(args)
+        if extra and extra != [""]:
+            raise HubError(404, None, "Not found")
+        return Route("info", repo_type, repo_id, rev)
+    if sub == "tree":
+        rev, extra = _take_revision(args)
+        parts: list[str] = []
+        for seg in extra:
+            parts.extend(_decode(seg).split("/"))  # G5: one %2F-encoded segment or literal slashes
+        if parts and parts[-1] == "":
+            parts = parts[:-1]
+        path = validate_repo_path(parts) if parts else ""
+        return Route("tree", repo_type, repo_id, rev, path)
+    if sub == "paths-info":
+        rev, _ = _take_revision(args)
+        return Route("paths-info", repo_type, repo_id, rev)
+    if sub == "refs" and not args:
+        return Route("refs", repo_type, repo_id)
+    if sub == "commits":
+        rev, _ = _take_revision(args)
+        return Route("commits", repo_type, repo_id, rev)
+    if sub in ("xet-read-token", "xet-write-token"):
+        return Route("xet-token", repo_type, repo_id)
+    return Route("unsupported", repo_type, repo_id, path=sub)

@@ -1,0 +1,107 @@
+"""Byte ranges and streamed bodies for ``/resolve``.
+
+One small ASGI response class serves every file body: from the store, from a fill in
+progress, or straight from the upstream. It sends headers first (HEAD stops there, with the
+same headers as GET), stops reading when the client goes away, and cuts the connection if
+its source fails, so a client never takes a short or wrong body for a whole one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+
+from starlette.types import Receive, Scope, Send
+
+from hubproxy.hub.errors import HubError
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Parse a ``Range`` header into ``(start, end_exclusive)``; None means the whole file.
+
+    Exact D13 semantics: the end is clipped to the size, a start at or past the size is 416,
+    a malformed or multi-part range is 400.
+    """
+    if header is None:
+        return None
+    text = header.strip().replace(" ", "")
+    if "," in text:
+        raise HubError(400, "InvalidRange", "Multiple byte ranges are not supported")
+    m = _RANGE.match(text)
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        raise HubError(400, "InvalidRange", f"Malformed Range header: {header[:100]!r}")
+    first, last = m.group(1), m.group(2)
+    unsatisfiable = HubError(
+        416, "RangeNotSatisfiable", f"Range {header[:100]} not satisfiable for a file of {size} bytes",
+        {"Content-Range": f"bytes */{size}"},
+    )
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise unsatisfiable
+        return max(0, size - suffix), size
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if last != "" and int(last) < start:
+        raise HubError(400, "InvalidRange", f"Range end before start: {header[:100]!r}")
+    if start >= size:
+        raise unsatisfiable
+    return start, end + 1
+
+
+class BodyResponse:
+    """Headers, then a streamed body (none for HEAD)."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: AsyncIterator[bytes] | None = None,
+        on_done: Callable[[int, bool], None] | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.on_done = on_done
+        #: Where the bytes come from (for the audit trail): hit, miss, relay, passthrough, redirect.
+        self.source: str | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        if self.body is None or scope["method"] == "HEAD":
+            if self.body is not None:
+                await self.body.aclose()  # type: ignore[attr-defined]
+            await send({"type": "http.response.body", "body": b""})
+            if self.on_done is not None:
+                self.on_done(0, True)
+            return
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        sent = 0
+        complete = False
+        try:
+            async for chunk in self.body:
+                if disconnected.is_set():
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
+            else:
+                await send({"type": "http.response.body", "body": b""})
+                complete = True
+        finally:
+            watcher.cancel()
+            await self.body.aclose()  # type: ignore[attr-defined]
+            if self.on_done is not None:
+                self.on_done(sent, complete)

@@ -1,0 +1,1 @@
+"""Alembic migrations of hubproxy's database (run at start; an upgrade never wipes the cache)."""

@@ -1,0 +1,207 @@
+"""One aiohttp session to the upstream hub: timeouts, redirects, the upstream token.
+
+The upstream token goes only to the upstream's own origin, never to a CDN a redirect
+points at, and never comes from a client. Redirects are followed here, by hand, so that
+no client is ever sent to an upstream or CDN host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from hubproxy import __version__
+from hubproxy.config import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 10
+USER_AGENT = f"hubproxy/{__version__}"
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream could not be reached (connection error, timeout, or offline mode)."""
+
+    def __init__(self, detail: str, timeout: bool = False, offline: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.timeout = timeout
+        self.offline = offline
+
+
+@dataclass
+class UpstreamResponse:
+    """A fully read upstream answer."""
+
+    status: int
+    headers: CIMultiDictProxy[str] | CIMultiDict[str]
+    body: bytes
+    url: str
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.lower()
+
+
+class UpstreamClient:
+    """The only way hubproxy talks to its upstream."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base = settings.upstream_url
+        self._origin = _origin(self.base)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=True,
+            read_bufsize=4 * 1024 * 1024,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def offline(self) -> bool:
+        return self.settings.offline
+
+    def url(self, path: str) -> str:
+        """Absolute upstream URL for an (already encoded) path starting with ``/``."""
+        return self.base + path
+
+    def _headers(self, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = dict(extra or {})
+        token = self.settings.upstream_token
+        if token and _origin(url) == self._origin:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _check(self) -> aiohttp.ClientSession:
+        if self.settings.offline:
+            raise UpstreamUnavailable("offline mode", offline=True)
+        if self._session is None:
+            raise UpstreamUnavailable("upstream client not started")
+        return self._session
+
+    def _timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+        t = self.settings.upstream_timeout
+        return aiohttp.ClientTimeout(total=total, connect=t, sock_connect=t, sock_read=t)
+
+    async def fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        send_token: bool = True,
+    ) -> UpstreamResponse:
+        """Send a request, follow redirects, and read the whole (small) answer."""
+        session = self._check()
+        url = path if path.startswith(("http://", "https://")) else self.url(path)
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                req_headers = self._headers(url, headers) if send_token else dict(headers or {})
+                async with session.request(
+                    method, url, params=params, data=data, headers=req_headers,
+                    allow_redirects=False, timeout=self._timeout(timeout or self.settings.upstream_timeout * 2),
+                ) as resp:
+                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                        url = urljoin(str(resp.url), resp.headers["Location"])
+                        params = None
+                        if resp.status == 303:
+                            method, data = "GET", None
+                        continue
+                    body = await resp.read()
+                    return UpstreamResponse(resp.status, resp.headers, body, str(resp.url))
+            raise UpstreamUnavailable(f"too many redirects from {path}")
+        except asyncio.TimeoutError:
+            raise UpstreamUnavailable(f"timed out on {method} {path}", timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"{type(exc).__name__} on {method} {path}: {exc}") from None
+
+    async def head_file(self, path: str, timeout: float | None = None) -> UpstreamResponse:
+        """HEAD a resolve URL the way a client does: follow same-origin redirects only.
+
+        It stops at a redirect to another origin (a CDN), whose 3xx carries the metadata.
+        """
+        session = self._check()
+        url = self.url(path)
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                async with session.head(
+                    url, headers=self._headers(url, {"Accept-Encoding": "identity"}),
+                    allow_redirects=False, timeout=self._timeout(timeout or self.settings.upstream_timeout),
+                ) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status in (301, 302, 303, 307, 308) and location:
+                        target = urljoin(str(resp.url), location)
+                        if _origin(target) == self._origin:
+                            url = target
+                            continue
+                    return UpstreamResponse(resp.status, resp.headers, b"", str(resp.url))
+            raise UpstreamUnavailable(f"too many redirects from {path}")
+        except asyncio.TimeoutError:
+            raise UpstreamUnavailable(f"timed out on HEAD {path}", timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"{type(exc).__name__} on HEAD {path}: {exc}") from None
+
+    async def open_stream(self, path: str, start: int = 0, end: int | None = None,
+                          extra_headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        """GET file bytes (optionally a range), following every redirect. The caller releases it.
+
+        ``path`` is an upstream path, or an absolute URL (another replica: it never gets the token).
+        Returns the final response whatever its status; raises UpstreamUnavailable on
+        connection errors.
+        """
+        session = self._check()
+        url = path if path.startswith(("http://", "https://")) else self.url(path)
+        headers = {"Accept-Encoding": "identity", **(extra_headers or {})}
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end}"
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                resp = await session.get(
+                    url, headers=self._headers(url, headers), allow_redirects=False,
+                    timeout=self._timeout(None), auto_decompress=False,
+                )
+                location = resp.headers.get("Location")
+                if resp.status in (301, 302, 303, 307, 308) and location:
+                    resp.release()
+                    url = urljoin(str(resp.url), location)
+                    continue
+                return resp
+            raise UpstreamUnavailable(f"too many redirects from {path}")
+        except asyncio.TimeoutError:
+            raise UpstreamUnavailable(f"timed out on GET {path}", timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"{type(exc).__name__} on GET {path}: {exc}") from None
+
+
+async def iter_body(resp: aiohttp.ClientResponse, skip: int = 0) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive, minus its first ``skip`` bytes.
+
+    ``skip`` is for an upstream that ignored our Range and answered 200 with the whole file.
+    """
+    async for chunk in resp.content.iter_any():
+        if skip:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk, skip = chunk[skip:], 0
+        yield chunk

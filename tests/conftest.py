@@ -1,0 +1,77 @@
+"""Shared fixtures: the fake upstream (real HTTP), its content, and hubproxy processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
+
+from tests.fakehub import FakeHub, Faults  # noqa: E402
+from tests.fixtures import folder_files, make_parquet_dataset, make_tiny_model, odd_files  # noqa: E402
+from tests.helpers import ProxyProcess  # noqa: E402
+
+UPSTREAM_TOKEN = "hf_upstream_secret_token"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def fakehub(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
+    hub = FakeHub(page_size=3, token=UPSTREAM_TOKEN)
+    hub.add_commit("model", "alice/tiny-gpt2", folder_files(model_dir))
+    sharded = make_tiny_model(tmp_path_factory.mktemp("tiny-gpt2-sharded"), shard=True)
+    hub.add_commit("model", "alice/tiny-gpt2-sharded", folder_files(sharded))
+    hub.add_commit("model", "alice/files", odd_files())
+    hub.add_commit("model", "gpt2", {"config.json": b'{"canonical": true}'})
+    hub.add_commit("dataset", "alice/tiny-ds", make_parquet_dataset())
+    hub.add_commit("space", "alice/demo", {"app.py": b"print('hi')\n", "README.md": b"# demo\n"})
+    hub.add_commit("model", "alice/gated", {"config.json": b"{}", "model.safetensors": os.urandom(4096)}, gated=True)
+    hub.add_commit("model", "alice/private", {"config.json": b"{}"}, private=True)
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_fakehub(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "fakehub" in request.fixturenames:
+        hub: FakeHub = request.getfixturevalue("fakehub")
+        hub.faults = Faults()
+        hub.throttle_bps = None
+
+
+@pytest.fixture
+def make_proxy(tmp_path: Path, fakehub: FakeHub) -> Iterator[Callable[..., ProxyProcess]]:
+    """Start hubproxy processes in front of the fake hub; all are stopped after the test."""
+    started: list[ProxyProcess] = []
+
+    def make(data_dir: Path | None = None, upstream: str | None = None, args: list[str] | None = None,
+             token: str | None = UPSTREAM_TOKEN, port: int | None = None, **env: str) -> ProxyProcess:
+        full_env = {f"HUBPROXY_{k.upper()}": str(v) for k, v in env.items()}
+        if token:
+            full_env["HUBPROXY_UPSTREAM_TOKEN"] = token
+        proxy = ProxyProcess(data_dir or tmp_path / f"data{len(started)}", upstream or fakehub.url,
+                             full_env, args, port)
+        started.append(proxy)
+        return proxy.start()
+
+    yield make
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def proxy(make_proxy: Callable[..., ProxyProcess], fakehub: FakeHub) -> ProxyProcess:
+    p = make_proxy()
+    fakehub.reset_counts()
+    return p

@@ -1,0 +1,268 @@
+"""Test helpers: run hubproxy as a real process, run real clients in subprocesses, raw HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProxyProcess:
+    """``hubproxy serve`` in its own process, on a free loopback port."""
+
+    def __init__(self, data_dir: Path, upstream: str, env: dict[str, str] | None = None,
+                 args: list[str] | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.upstream = upstream
+        self.env = env or {}
+        self.args = args or []
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"hubproxy-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ProxyProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBPROXY_", "HF_"))}
+        env.update(self.env)
+        cmd = [sys.executable, "-m", "hubproxy", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--upstream", self.upstream, "--data-dir", str(self.data_dir), *self.args]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hubproxy exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, _, _ = request("GET", self.url + "/health", timeout=1)
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"hubproxy did not become ready:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._killpg()
+                self.proc.wait()
+        if self.proc:
+            self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the server: no chance to clean up."""
+        assert self.proc is not None
+        self._killpg()
+        self.proc.wait()
+        self._log.close()
+
+    def _killpg(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def request(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None,
+            timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP request (no redirects followed); header names are lower-cased."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, target, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+@dataclass
+class ClientResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def client_env(endpoint: str, hf_home: Path, token: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a real client process pointed at ``endpoint``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUBPROXY_"))}
+    env.update({
+        "HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_ETAG_TIMEOUT": "10", "HF_HUB_DOWNLOAD_TIMEOUT": "10", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    })
+    if token:
+        env["HF_TOKEN"] = token
+    env.update(extra)
+    return env
+
+
+def run_client(code: str, env: dict[str, str], timeout: float = 240, check: bool = True,
+               args: list[str] | None = None) -> ClientResult:
+    """Run Python ``code`` (or a command given by ``args``) in a fresh process."""
+    cmd = args or [sys.executable, "-c", code]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    result = ClientResult(proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"client failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-4000:]}\n"
+                             f"STDERR:\n{proc.stderr[-6000:]}")
+    return result
+
+
+class TcpForwarder:
+    """A loopback TCP relay to ``target`` that a test can cut (an outage) and restore on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import threading
+
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and reset every open one."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+class S3FaultRelay:
+    """An HTTP relay in front of an S3 server that can refuse writes (a full or over-quota bucket).
+
+    Reads (GET, HEAD) pass; requests for which ``refuse(method, path)`` is true get the 507 an
+    S3-compatible server sends when it is out of space, so uploads fail while reads keep working.
+    """
+
+    def __init__(self, target: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.target = urlsplit(target)
+        self.refuse: Callable[[str, str], bool] = lambda method, path: False
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                return
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if relay.refuse(self.command, self.path):
+                    msg = b"<Error><Code>InsufficientStorage</Code><Message>bucket full</Message></Error>"
+                    self.send_response(507)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                conn = http.client.HTTPConnection(relay.target.hostname, relay.target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = self.headers.get("Host", "")
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,191 @@
+"""Fills under load and under faults: single flight, resume, verification, outages, crashes."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from huggingface_hub import hf_hub_download
+
+from tests.fakehub import FakeHub
+from tests.helpers import ProxyProcess, request
+
+
+def _big(hub: FakeHub, name: str, size: int) -> tuple[bytes, str]:
+    data = os.urandom(size)
+    hub.add_commit("model", f"alice/{name}", {"big.safetensors": data})
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _store_files(proxy: ProxyProcess) -> tuple[list[Path], list[Path]]:
+    """Stored blobs and temp files, once any fill still storing (fsync, rename) has settled."""
+    deadline = time.monotonic() + 10
+    while True:
+        blobs = [p for p in (proxy.data_dir / "blobs").rglob("*") if p.is_file()]
+        tmp = [p for p in (proxy.data_dir / "tmp").rglob("*") if p.is_file()]
+        if not tmp or time.monotonic() > deadline:
+            return blobs, tmp
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_cold_clients_one_upstream_fetch(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                    workers: int) -> None:
+    proxy = make_proxy(workers=str(workers))
+    size = 24 * 1024 * 1024
+    data, sha = _big(fakehub, f"concurrent{workers}", size)
+    fakehub.faults.trickle[sha] = (1 << 20, 0.02)  # slow enough that all clients overlap the fill
+    fakehub.reset_counts()
+
+    def download(i: int) -> bytes:
+        return Path(hf_hub_download(f"alice/concurrent{workers}", "big.safetensors", endpoint=proxy.url,
+                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(download, range(8)))
+    assert all(r == data for r in results)
+    assert fakehub.count("GET", f"CDN /_cdn/{sha}") == 1
+    assert fakehub.blob_bytes[sha] == size
+    blobs, tmp = _store_files(proxy)
+    assert [p.name for p in blobs] == [sha] and tmp == []
+
+
+def test_range_far_beyond_fill_is_served_at_once(proxy: ProxyProcess, fakehub: FakeHub) -> None:
+    size = 40 * 1024 * 1024
+    data, sha = _big(fakehub, "farrange", size)
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.05)  # ~5 MB/s: the tail would take many seconds
+    url = proxy.url + "/alice/farrange/resolve/main/big.safetensors"
+    first = threading.Thread(target=request, args=("GET", url), daemon=True)
+    first.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    status, h, body = request("GET", url, {"Range": f"bytes={size - 1000}-"})
+    assert status == 206 and body == data[-1000:]
+    assert time.monotonic() - t0 < 5
+    fakehub.faults.trickle.pop(sha)
+    first.join(60)
+
+
+def test_dropped_upstream_connection_is_resumed(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) -> None:
+    size = 12 * 1024 * 1024
+    data, sha = _big(fakehub, "dropped", size)
+    fakehub.faults.drop_after[sha] = [5 * 1024 * 1024, 2]
+    local = hf_hub_download("alice/dropped", "big.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert Path(local).read_bytes() == data
+    ranged = [h for m, p, h in fakehub.requests if p.startswith(f"CDN /_cdn/{sha}") and m == "GET"]
+    # Two drops, two resumptions, each a Range request from where the fill had got (not from 0).
+    assert len(ranged) == 3 and "Range" not in ranged[0]
+    offsets = [int(h["Range"].removeprefix("bytes=").rstrip("-")) for h in ranged[1:]]
+    assert all(0 < off <= 5 * 1024 * 1024 for off in offsets), offsets
+    assert fakehub.blob_bytes[sha] < 2 * size
+
+
+def test_upstream_5xx_on_blob_is_retried(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) -> None:
+    data, sha = _big(fakehub, "flaky", 2 * 1024 * 1024)
+    fakehub.faults.fail_next[sha] = 2
+    local = hf_hub_download("alice/flaky", "big.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert Path(local).read_bytes() == data
+
+
+def test_wrong_bytes_are_never_served_whole_nor_kept(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) -> None:
+    size = 3 * 1024 * 1024
+    data, sha = _big(fakehub, "corrupt", size)
+    fakehub.faults.corrupt.add(sha)
+    url = proxy.url + "/alice/corrupt/resolve/main/big.safetensors"
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    conn.request("GET", "/alice/corrupt/resolve/main/big.safetensors")
+    resp = conn.getresponse()
+    assert resp.status == 200 and int(resp.headers["Content-Length"]) == size
+    with pytest.raises(http.client.IncompleteRead) as exc:
+        resp.read()
+    assert len(exc.value.partial) < size
+    conn.close()
+    with pytest.raises(Exception):  # noqa: B017 - the client must fail, whatever it calls it
+        hf_hub_download("alice/corrupt", "big.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    time.sleep(0.5)
+    blobs, tmp = _store_files(proxy)
+    assert blobs == [] and tmp == []
+    fakehub.faults.corrupt.discard(sha)
+    status, _, body = request("GET", url)
+    assert status == 200 and body == data
+
+
+def test_upstream_down_serves_cache_including_metadata(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    proxy = make_proxy(revision_ttl="0", stale_timeout="2")
+    files = ("config.json", "weights.bin")
+    for name in files:
+        hf_hub_download("alice/files", name, endpoint=proxy.url, cache_dir=tmp_path / "warm")
+    tree_url = proxy.url + "/api/models/alice/files/tree/main?recursive=true&expand=false"
+    assert request("GET", tree_url)[0] == 200
+    fakehub.stop()
+    try:
+        for name in files:
+            local = hf_hub_download("alice/files", name, endpoint=proxy.url, cache_dir=tmp_path / "cold")
+            assert Path(local).exists()
+        status, h, _ = request("GET", proxy.url + "/api/models/alice/files/revision/main")
+        assert status == 200 and "x-hf-warning" in h
+        assert request("GET", tree_url)[0] == 200
+        t0 = time.monotonic()
+        status, h, _ = request("HEAD", proxy.url + "/alice/files/resolve/main/README.md")
+        assert status in (502, 504) and h["x-error-code"] and time.monotonic() - t0 < 5
+        status, h, _ = request("GET", proxy.url + "/alice/never/resolve/main/x.json")
+        assert status in (502, 504)
+    finally:
+        fakehub.restart()
+
+
+def test_offline_flag(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    data_dir = tmp_path / "shared"
+    online = make_proxy(data_dir=data_dir)
+    hf_hub_download("alice/files", "weights.bin", endpoint=online.url, cache_dir=tmp_path / "a")
+    online.stop()
+    offline = make_proxy(data_dir=data_dir, args=["--offline"], upstream="http://127.0.0.1:9")
+    local = hf_hub_download("alice/files", "weights.bin", endpoint=offline.url, cache_dir=tmp_path / "b")
+    assert Path(local).stat().st_size == 3 * 1024 * 1024 + 17
+    status, h, _ = request("GET", offline.url + "/alice/files/resolve/main/config.json")
+    assert status == 504 and h["x-error-code"] == "OfflineCacheMiss"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_mid_fill_leaves_nothing_served(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                workers: int) -> None:
+    size = 16 * 1024 * 1024
+    data, sha = _big(fakehub, f"killed{workers}", size)
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.05)
+    data_dir = tmp_path / "killed"
+    proxy = make_proxy(data_dir=data_dir, workers=str(workers))
+    url = f"/alice/killed{workers}/resolve/main/big.safetensors"
+    threading.Thread(target=lambda: _swallow(request, "GET", proxy.url + url), daemon=True).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        parts = list((data_dir / "tmp").glob("*.part"))
+        if parts and parts[0].stat().st_size > 1024 * 1024:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("fill did not start")
+    proxy.kill()
+    assert not (data_dir / "blobs" / sha[:2] / sha).exists()
+    fakehub.faults.trickle.pop(sha)
+    restarted = make_proxy(data_dir=data_dir, port=proxy.port)
+    assert list((data_dir / "tmp").iterdir()) == []
+    status, _, body = request("GET", restarted.url + url)
+    assert status == 200 and body == data
+    blob = data_dir / "blobs" / sha[:2] / sha
+    deadline = time.monotonic() + 10  # the tail is released on verification; the blob is stored right after
+    while not blob.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert blob.read_bytes() == data
+
+
+def _swallow(fn, *args):  # noqa: ANN001, ANN202
+    try:
+        return fn(*args)
+    except Exception:  # noqa: BLE001
+        return None

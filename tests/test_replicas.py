@@ -1,0 +1,133 @@
+"""Two hubproxy replicas on different ports sharing PostgreSQL and one store folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from huggingface_hub import hf_hub_download
+
+from tests.fakehub import FakeHub
+from tests.test_database import pg_url  # noqa: F401 - fixture
+from tests.test_s3_store import bucket, s3_endpoint  # noqa: F401 - fixtures
+
+
+def test_two_replicas_one_fetch_and_survive_a_killed_filler(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                            pg_url: str) -> None:  # noqa: F811
+    shared = tmp_path / "shared-store"
+    a = make_proxy(data_dir=shared, database_url=pg_url)
+    b = make_proxy(data_dir=shared, database_url=pg_url)
+    data = os.urandom(12 * 1024 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/replicated", {"w.safetensors": data})
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.03)
+    fakehub.reset_counts()
+
+    def download(i: int) -> bytes:
+        endpoint = (a if i % 2 == 0 else b).url
+        return Path(hf_hub_download("alice/replicated", "w.safetensors", endpoint=endpoint,
+                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(r == data for r in pool.map(download, range(6)))
+    assert fakehub.count("GET", f"CDN /_cdn/{sha}") == 1 and fakehub.blob_bytes[sha] == len(data)
+
+    # Now kill the replica that is filling; clients of the other one still get exact bytes.
+    data2 = os.urandom(12 * 1024 * 1024)
+    sha2 = hashlib.sha256(data2).hexdigest()
+    fakehub.add_commit("model", "alice/replicated2", {"w.safetensors": data2})
+    fakehub.faults.trickle[sha2] = (256 * 1024, 0.03)
+    results: dict[int, bytes] = {}
+
+    def fetch(i: int, endpoint: str) -> None:
+        results[i] = Path(hf_hub_download("alice/replicated2", "w.safetensors", endpoint=endpoint,
+                                          cache_dir=tmp_path / f"k{i}")).read_bytes()
+
+    first = threading.Thread(target=lambda: _swallow(fetch, 0, a.url), daemon=True)
+    first.start()  # replica a becomes the filler
+    deadline = time.monotonic() + 20
+    part = shared / "tmp" / f"{sha2}.part"
+    while not (part.exists() and part.stat().st_size > 1024 * 1024) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    followers = [threading.Thread(target=fetch, args=(i, b.url)) for i in (1, 2)]
+    for t in followers:
+        t.start()
+    time.sleep(0.5)
+    a.kill()
+    fakehub.faults.trickle.pop(sha2)
+    for t in followers:
+        t.join(120)
+    assert results.get(1) == data2 and results.get(2) == data2
+    assert (shared / "blobs" / sha2[:2] / sha2).read_bytes() == data2
+
+
+def _swallow(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    try:
+        return fn(*args, **kwargs)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                     pg_url: str, s3_endpoint: str, bucket) -> None:  # noqa: F811, ANN001
+    name, client = bucket
+    s3 = {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
+          "s3_path_style": "true", "database_url": pg_url, "fill_lease_seconds": "30"}
+    a = make_proxy(data_dir=tmp_path / "spool-a", **s3)
+    b = make_proxy(data_dir=tmp_path / "spool-b", **s3)  # separate spools: only the lease coordinates them
+    data = os.urandom(10 * 1024 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/s3-replicated", {"w.safetensors": data})
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.03)
+    fakehub.reset_counts()
+
+    def download(i: int) -> bytes:
+        endpoint = (a if i % 2 == 0 else b).url
+        return Path(hf_hub_download("alice/s3-replicated", "w.safetensors", endpoint=endpoint,
+                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(r == data for r in pool.map(download, range(6)))
+    assert fakehub.count("GET", f"CDN /_cdn/{sha}") == 1 and fakehub.blob_bytes[sha] == len(data)
+
+    # The replica holding the lease dies mid-fill: the other takes over and its clients get exact bytes.
+    data2 = os.urandom(10 * 1024 * 1024)
+    sha2 = hashlib.sha256(data2).hexdigest()
+    fakehub.add_commit("model", "alice/s3-replicated2", {"w.safetensors": data2})
+    fakehub.faults.trickle[sha2] = (256 * 1024, 0.03)
+    threading.Thread(target=lambda: _swallow(hf_hub_download, "alice/s3-replicated2", "w.safetensors",
+                                             endpoint=a.url, cache_dir=tmp_path / "k0"), daemon=True).start()
+    deadline = time.monotonic() + 20
+    part = tmp_path / "spool-a" / "tmp" / f"{sha2}.part"
+    while not (part.exists() and part.stat().st_size > 1024 * 1024) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    results: dict[int, bytes] = {}
+
+    def fetch(i: int) -> None:
+        results[i] = Path(hf_hub_download("alice/s3-replicated2", "w.safetensors", endpoint=b.url,
+                                          cache_dir=tmp_path / f"k{i}")).read_bytes()
+
+    followers = [threading.Thread(target=fetch, args=(i,)) for i in (1, 2)]
+    for t in followers:
+        t.start()
+    time.sleep(0.5)
+    a.kill()
+    fakehub.faults.trickle.pop(sha2)
+    for t in followers:
+        t.join(120)
+    assert results.get(1) == data2 and results.get(2) == data2
+    assert "taking over" in b.log()  # the lease of the dead replica was taken over, not waited out
+    key = f"hubproxy/blobs/{sha2[:2]}/{sha2}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            assert client.get_object(Bucket=name, Key=key)["Body"].read() == data2
+            break
+        except client.exceptions.NoSuchKey:
+            time.sleep(0.2)
+    else:
+        raise AssertionError("the surviving replica did not store the blob")

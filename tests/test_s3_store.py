@@ -1,0 +1,199 @@
+"""The S3 blob store against moto in server mode (a real HTTP endpoint), streamed and redirected."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from huggingface_hub import hf_hub_download, snapshot_download
+
+from tests.fakehub import FakeHub
+from tests.helpers import free_port, request
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> tuple[str, object]:
+    name = f"hubproxy-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    return name, client
+
+
+def _s3_env(endpoint: str, name: str, **extra: str) -> dict[str, str]:
+    return {"store": "s3", "s3_bucket": name, "s3_endpoint_url": endpoint, "s3_region": "us-east-1",
+            "s3_path_style": "true", **extra}
+
+
+def _objects(client, name: str) -> list[str]:  # noqa: ANN001
+    return [o["Key"] for o in client.list_objects_v2(Bucket=name).get("Contents", [])]
+
+
+def test_s3_streamed(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp_path: Path) -> None:  # noqa: ANN001
+    name, client = bucket
+    proxy = make_proxy(**_s3_env(s3_endpoint, name))
+    data = os.urandom(20 * 1024 * 1024 + 3)  # several multipart parts
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/s3-model", {"w.safetensors": data, "config.json": b'{"a": 1}'})
+    local = hf_hub_download("alice/s3-model", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "a")
+    assert Path(local).read_bytes() == data
+    key = f"hubproxy/blobs/{sha[:2]}/{sha}"
+    deadline = time.monotonic() + 20
+    while key not in _objects(client, name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.get_object(Bucket=name, Key=key)["Body"].read() == data
+    assert not (proxy.data_dir / "blobs").exists() or not any((proxy.data_dir / "blobs").rglob("*"))
+    assert list((proxy.data_dir / "tmp").iterdir()) == []
+    fakehub.reset_counts()
+    local = hf_hub_download("alice/s3-model", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "b")
+    assert Path(local).read_bytes() == data
+    status, h, body = request("GET", proxy.url + "/alice/s3-model/resolve/main/w.safetensors",
+                              {"Range": "bytes=1000-2000000"})
+    assert status == 206 and body == data[1000:2000001]
+    assert fakehub.count(contains=sha) == 0  # served from the bucket, not the upstream
+
+
+def test_s3_redirect(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp_path: Path) -> None:  # noqa: ANN001
+    name, client = bucket
+    proxy = make_proxy(**_s3_env(s3_endpoint, name, s3_redirect="true"))
+    repo = fakehub.repos[("model", "alice/tiny-gpt2-sharded")]
+    files = {p: f.blob.data for p, f in repo.commits[repo.branches["main"]].files.items()}
+    first = Path(snapshot_download("alice/tiny-gpt2-sharded", endpoint=proxy.url, cache_dir=tmp_path / "a"))
+    assert {str(p.relative_to(first)): p.read_bytes() for p in first.rglob("*") if p.is_file()} == files
+    shard = next(p for p in files if p.endswith(".safetensors"))
+    sha = hashlib.sha256(files[shard]).hexdigest()
+    deadline = time.monotonic() + 20
+    while f"hubproxy/blobs/{sha[:2]}/{sha}" not in _objects(client, name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status, h, _ = request("HEAD", f"{proxy.url}/alice/tiny-gpt2-sharded/resolve/main/{shard}")
+    assert status == 302 and h["location"].startswith(s3_endpoint)
+    assert h["x-linked-etag"] == f'"{sha}"' and h["x-linked-size"] == str(len(files[shard])) and h["x-repo-commit"]
+    fakehub.reset_counts()
+    again = Path(snapshot_download("alice/tiny-gpt2-sharded", endpoint=proxy.url, cache_dir=tmp_path / "b"))
+    assert {str(p.relative_to(again)): p.read_bytes() for p in again.rglob("*") if p.is_file()} == files
+    assert fakehub.count(contains=sha) == 0  # the client fetched the shard from S3 itself
+
+
+def test_s3_corrupt_upstream_uploads_nothing(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
+    name, client = bucket
+    proxy = make_proxy(**_s3_env(s3_endpoint, name))
+    data = os.urandom(9 * 1024 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/s3-bad", {"w.safetensors": data})
+    fakehub.faults.corrupt.add(sha)
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    conn.request("GET", "/alice/s3-bad/resolve/main/w.safetensors")
+    with pytest.raises(http.client.IncompleteRead):
+        conn.getresponse().read()
+    conn.close()
+    assert not [k for k in _objects(client, name) if sha in k]
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+
+
+def test_s3_verify_quarantines_and_purge(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket,  # noqa: ANN001
+                                         tmp_path: Path) -> None:
+    from hubproxy.cache import manage
+    from hubproxy.config import load_settings
+    from hubproxy.db import make_engine
+    from hubproxy.store import make_store
+
+    name, client = bucket
+    env = _s3_env(s3_endpoint, name)
+    proxy = make_proxy(**env)
+    good, bad = os.urandom(100_000), os.urandom(120_000)
+    fakehub.add_commit("model", "alice/s3-scrub", {"good.safetensors": good, "bad.safetensors": bad})
+    for path, data in (("good.safetensors", good), ("bad.safetensors", bad)):
+        assert request("GET", f"{proxy.url}/alice/s3-scrub/resolve/main/{path}")[2] == data
+    bad_key = f"hubproxy/blobs/{hashlib.sha256(bad).hexdigest()[:2]}/{hashlib.sha256(bad).hexdigest()}"
+    deadline = time.monotonic() + 20
+    while len(_objects(client, name)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    client.put_object(Bucket=name, Key=bad_key, Body=b"x" + bad[1:])
+    settings = load_settings(environ={f"HUBPROXY_{k.upper()}": v for k, v in env.items()} | {
+        "HUBPROXY_DATA_DIR": str(proxy.data_dir)})
+    engine, store = make_engine(settings.db_url), make_store(settings)
+    report = manage.verify(engine, store)
+    assert report.checked == 2 and report.corrupt == [hashlib.sha256(bad).hexdigest()]
+    assert f"hubproxy/quarantine/{hashlib.sha256(bad).hexdigest()}" in _objects(client, name)
+    count, size = manage.purge(engine, store, "model", "alice/s3-scrub")
+    assert (count, size) == (1, len(good))
+    assert [k for k in _objects(client, name) if "/blobs/" in k] == []
+    engine.dispose()
+
+
+def test_s3_outage_is_a_clear_503_and_recovers(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    name = f"hubproxy-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    proxy = make_proxy(**_s3_env(endpoint, name))
+    data = os.urandom(300_000)
+    fakehub.add_commit("model", "alice/s3-outage", {"w.safetensors": data})
+    url = proxy.url + "/alice/s3-outage/resolve/main/w.safetensors"
+    assert request("GET", url)[2] == data
+    time.sleep(1)  # let the upload finish
+    server.stop()
+    try:
+        status, h, _ = request("GET", url)
+        assert status == 503 and h["x-error-code"] == "StoreUnavailable" and h["retry-after"]
+    finally:
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+    status, _, body = request("GET", url)
+    assert status == 200 and body == data
+    server.stop()
+
+
+def test_bucket_full_mid_fill(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
+    """Uploads refused (507): the client still gets the verified bytes, nothing partial stays, hits go on."""
+    from tests.helpers import S3FaultRelay
+
+    name, client = bucket
+    relay = S3FaultRelay(s3_endpoint)
+    try:
+        proxy = make_proxy(**_s3_env(relay.url, name))
+        hot = os.urandom(100_000)
+        fakehub.add_commit("model", "alice/s3-full", {"hot.safetensors": hot})
+        assert request("GET", proxy.url + "/alice/s3-full/resolve/main/hot.safetensors")[2] == hot
+        deadline = time.monotonic() + 20
+        while len(_objects(client, name)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # The bucket fills up mid-upload: the first part is taken, the second refused.
+        relay.refuse = lambda method, path: method == "PUT" and "partNumber=2" in path
+        big = os.urandom(18 * 1024 * 1024)  # three parts of 8 MiB
+        fakehub.add_commit("model", "alice/s3-full-big", {"big.safetensors": big})
+        status, _, body = request("GET", proxy.url + "/alice/s3-full-big/resolve/main/big.safetensors")
+        assert status == 200 and body == big
+        deadline = time.monotonic() + 20
+        while list((proxy.data_dir / "tmp").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list((proxy.data_dir / "tmp").iterdir()) == []  # the spool is cleaned up
+        assert not [k for k in _objects(client, name) if hashlib.sha256(big).hexdigest() in k]
+        assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+        status, _, body = request("GET", proxy.url + "/alice/s3-full/resolve/main/hot.safetensors")
+        assert status == 200 and body == hot  # cache hits keep being served
+    finally:
+        relay.stop()
