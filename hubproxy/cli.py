@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--include", action="append", default=[], help="glob of paths to fetch (repeatable)")
     pre.add_argument("--exclude", action="append", default=[], help="glob of paths to skip (repeatable)")
     pre.add_argument("--server", help="hubproxy URL (default http://127.0.0.1:<port>)")
+    _sync_parser(sub)
     admin = sub.add_parser("admin", help="users, service accounts and tokens")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
 
@@ -103,6 +104,37 @@ def _parser() -> argparse.ArgumentParser:
     aud.add_argument("--offset", type=int, default=0)
     aud.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
     return parser
+
+
+def _sync_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sync = sub.add_parser("sync", help="air-gapped bundles: export, import, verify")
+    sync_sub = sync.add_subparsers(dest="sync_command", required=True)
+
+    def sync_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sync_sub.add_parser(name, help=help_text)
+        p.add_argument("--config", help="YAML config file (store, database, upstream, keys)")
+        p.add_argument("--data-dir", help="cache and database folder")
+        p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        p.add_argument("--plain", action="store_true", help="log lines instead of progress bars, even on a terminal")
+        return p
+
+    exp = sync_cmd("export", "fetch repos (through the upstream, reusing the local cache) into a bundle")
+    exp.add_argument("--repo", action="append", default=[], help="[TYPE:]ORG/NAME[@REVISION] (repeatable)")
+    exp.add_argument("--repo-type", choices=["model", "dataset", "space"], default="model",
+                     help="type of repos given without a TYPE: prefix")
+    exp.add_argument("--repos-file", help="a file with one repo spec per line")
+    exp.add_argument("--include", action="append", default=[], help="glob of paths to carry (repeatable)")
+    exp.add_argument("--exclude", action="append", default=[], help="glob of paths to leave out (repeatable)")
+    exp.add_argument("--since", help="a previous bundle (or its manifest.json): carry only the blobs it lacks")
+    exp.add_argument("--source", help="hub or hubproxy URL to export from (default: the configured upstream)")
+    exp.add_argument("--out", required=True, help="bundle to write: a new directory, or NAME.tar")
+    imp = sync_cmd("import", "load a bundle into this hubproxy's store and index")
+    imp.add_argument("bundle")
+    imp.add_argument("--no-pin", action="store_true", help="let eviction remove the imported revisions")
+    ver = sync_cmd("verify", "check a bundle (checksum, signature, every blob's hash) without importing it")
+    ver.add_argument("bundle")
+    key = sync_sub.add_parser("keygen", help="make an ed25519 key pair for signing bundles")
+    key.add_argument("prefix", help="writes PREFIX.key (private) and PREFIX.pub")
 
 
 def _when(value: str | None) -> float | None:
@@ -367,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         return cache_command(args)
     if args.command == "admin":
         return admin_command(args)
+    if args.command == "sync":
+        from hubproxy.sync.command import sync_command
+
+        return sync_command(args)
     return 2
 
 

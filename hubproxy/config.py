@@ -84,6 +84,10 @@ class Settings:
     audit_retention_days: float = 365.0
     #: Server processes sharing the port and the store (fills are coordinated through the store).
     workers: int = 1
+    #: PEM file of the ed25519 private key ``hubproxy sync export`` signs bundle manifests with; none: unsigned.
+    sync_signing_key: str | None = None
+    #: PEM files (comma-separated) of the public keys ``sync import``/``verify`` accept; set: unsigned is refused.
+    sync_trusted_keys: str = ""
 
     @property
     def db_url(self) -> str:

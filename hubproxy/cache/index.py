@@ -93,14 +93,18 @@ class Index:
         return await asyncio.to_thread(run)
 
     # -- refs -------------------------------------------------------------------------
-    async def get_ref(self, repo_type: str, repo_id: str, name: str) -> RefInfo | None:
+    async def get_ref(self, repo_type: str, repo_id: str, name: str, max_age: float | None = None) -> RefInfo | None:
+        """The last known commit of a ref. A memory copy older than ``max_age`` is re-read from the
+        database, where another replica or a ``sync import`` may have recorded a newer one."""
         key = (repo_type, repo_id, name)
         ref = self._refs.get(key)
-        if ref is not None:
+        if ref is not None and (max_age is None or time.time() - ref.fetched_at < max_age):
             return ref
         rec = await self._db(lambda s: s.get(RefRecord, key))
         if rec is None:
-            return None
+            return ref
+        if ref is not None and ref.fetched_at >= rec.fetched_at:
+            return ref
         ref = RefInfo(rec.commit, rec.fetched_at)
         self._refs[key] = ref
         return ref

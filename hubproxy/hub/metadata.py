@@ -53,6 +53,39 @@ def query_key(items: Iterable[tuple[str, str]]) -> str:
     return urlencode(sorted(items))
 
 
+def info_key(repo_type: str, repo_id: str, commit: str, qk: str = "") -> str:
+    """Cache key of a repo info answer at a commit, for one query string."""
+    return f"info|{repo_type}|{repo_id}|{commit}|{qk}"
+
+
+def tree_key(repo_type: str, repo_id: str, commit: str, path: str, recursive: bool, expand: bool) -> str:
+    """Cache key of a whole (all pages) tree listing at a commit."""
+    return f"tree|{repo_type}|{repo_id}|{commit}|{path}|{int(recursive)}|{int(expand)}"
+
+
+def refs_key(repo_type: str, repo_id: str, include_prs: bool) -> str:
+    return f"refs|{repo_type}|{repo_id}|{int(include_prs)}"
+
+
+def snapshot_key(repo_type: str, repo_id: str, commit: str) -> str:
+    """Cache key of an imported snapshot: repo info and full recursive tree at a commit (``hubproxy sync``)."""
+    return f"snapshot|{repo_type}|{repo_id}|{commit}"
+
+
+def tree_view(entries: list[dict[str, Any]], path: str, recursive: bool, expand: bool) -> list[dict[str, Any]] | None:
+    """A listing of ``path`` computed from a full recursive listing; None if ``path`` is no folder in it."""
+    prefix = path.strip("/") + "/" if path.strip("/") else ""
+    if prefix and not any(e["path"].startswith(prefix) for e in entries):
+        return None
+    view = []
+    for e in entries:
+        rel = e["path"][len(prefix):] if e["path"].startswith(prefix) else None
+        if not rel or (not recursive and "/" in rel):
+            continue
+        view.append(e if expand else {k: v for k, v in e.items() if k not in ("lastCommit", "securityFileStatus")})
+    return view
+
+
 @dataclass
 class Answer:
     """An answer ready to send: status, headers, body."""
@@ -79,7 +112,7 @@ class Answer:
         return Response(self.body, status_code=self.status, headers=headers, media_type=media)
 
 
-def _from_upstream(resp: UpstreamResponse) -> Answer:
+def from_upstream(resp: UpstreamResponse) -> Answer:
     """Keep the replayable headers; strip Xet keys from JSON bodies."""
     headers = {h: resp.headers[h] for h in REPLAY_HEADERS if h in resp.headers}
     body = resp.body
@@ -120,6 +153,25 @@ def upstream_failure(answer: Answer) -> HubError:
     return HubError(status, answer.headers.get("X-Error-Code") or "UpstreamError", f"Upstream error: {message}")
 
 
+async def fetch_tree(upstream: UpstreamClient, repo_type: str, repo_id: str, commit: str, path: str,
+                     recursive: bool, expand: bool) -> Answer:
+    """The whole upstream listing of ``path`` at ``commit``: every page, joined, Xet keys stripped."""
+    parts = ["tree", commit] + ([path] if path else [])
+    url: str | None = api_path(repo_type, repo_id, *parts)
+    params: Any = {"recursive": str(recursive).lower(), "expand": str(expand).lower()}
+    entries: list[Any] = []
+    while url:
+        resp = await upstream.fetch("GET", url, params=params)
+        answer = from_upstream(resp)
+        if answer.status != 200:
+            return answer
+        entries.extend(answer.json())
+        url = _next_link(resp.headers.get("Link", ""))
+        params = None
+    body = json.dumps(entries, separators=(",", ":")).encode()
+    return Answer(200, {"Content-Type": "application/json"}, body)
+
+
 class Metadata:
     """Serves the metadata routes from cache or upstream."""
 
@@ -130,6 +182,7 @@ class Metadata:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._trees: LRU[str, list[dict[str, Any]]] = LRU(32)
+        self._snapshot_paths: LRU[str, frozenset[str]] = LRU(32)
 
     # -- plumbing ---------------------------------------------------------------------
     async def single_flight(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -158,7 +211,7 @@ class Metadata:
         headers: dict[str, str] | None = None, stale_possible: bool = False,
     ) -> Answer:
         async def go() -> Answer:
-            return _from_upstream(await self.upstream.fetch(method, path, params=params, data=data, headers=headers))
+            return from_upstream(await self.upstream.fetch(method, path, params=params, data=data, headers=headers))
 
         task = self.single_flight(key, go)
         if stale_possible:
@@ -208,7 +261,7 @@ class Metadata:
         """Map a revision to its commit (a commit maps to itself, with no upstream call)."""
         if is_commit(rev):
             return rev
-        ref = await self.index.get_ref(repo_type, repo_id, rev)
+        ref = await self.index.get_ref(repo_type, repo_id, rev, self.settings.revision_ttl)
         if ref is not None and _age(ref.fetched_at) < self.settings.revision_ttl:
             return ref.commit
         answer = await self.repo_info(repo_type, repo_id, rev, [])
@@ -226,14 +279,23 @@ class Metadata:
         path = api_path(repo_type, repo_id, "revision", rev) if rev else api_path(repo_type, repo_id)
 
         def key_for(commit: str) -> str:
-            return f"info|{repo_type}|{repo_id}|{commit}|{qk}"
+            return info_key(repo_type, repo_id, commit, qk)
 
         if rev and is_commit(rev):
-            return await self.cached(key_for(rev), "GET", path, immutable=True, params=query,
-                                     what=f"{repo_type} {repo_id} at {rev}")
+            try:
+                return await self.cached(key_for(rev), "GET", path, immutable=True, params=query,
+                                         what=f"{repo_type} {repo_id} at {rev}")
+            except HubError as exc:
+                snap = await self._snapshot_info(repo_type, repo_id, rev) if exc.status >= 500 else None
+                if snap is None:
+                    raise
+                return Answer.of(snap)  # an answer about a commit is never stale
         name = rev or ""
-        ref = await self.index.get_ref(repo_type, repo_id, name)
-        hit = await self.index.get_meta(key_for(ref.commit)) if ref is not None else None
+        ref = await self.index.get_ref(repo_type, repo_id, name, self.settings.revision_ttl)
+        hit = None
+        if ref is not None:
+            hit = await self.index.get_meta(key_for(ref.commit)) or await self._snapshot_info(
+                repo_type, repo_id, ref.commit)
         if hit is not None and ref is not None and _age(ref.fetched_at) < self.settings.revision_ttl:
             return Answer.of(hit)
         answer = await self._fetch_or_stale(f"GET {path}?{qk}", "GET", path, hit,
@@ -249,19 +311,24 @@ class Metadata:
     async def _full_tree(self, repo_type: str, repo_id: str, commit: str, path: str,
                          recursive: bool, expand: bool) -> tuple[Answer, list[dict[str, Any]] | None]:
         """The whole listing at a commit (every upstream page), cached for good."""
-        key = f"tree|{repo_type}|{repo_id}|{commit}|{path}|{int(recursive)}|{int(expand)}"
+        key = tree_key(repo_type, repo_id, commit, path, recursive, expand)
         entries = self._trees.get(key)
         if entries is not None:
             return Answer(200, {"Content-Type": "application/json"}, b""), entries
         hit = await self.index.get_meta(key)
         if hit is None:
             try:
-                answer = await self.single_flight(key, lambda: self._fetch_tree_pages(
-                    repo_type, repo_id, commit, path, recursive, expand))
+                answer = await self.single_flight(key, lambda: fetch_tree(
+                    self.upstream, repo_type, repo_id, commit, path, recursive, expand))
             except UpstreamUnavailable as exc:
-                raise unavailable_error(exc, f"the tree of {repo_id} at {commit}") from None
+                answer = await self._snapshot_tree(repo_type, repo_id, commit, path, recursive, expand)
+                if answer is None:
+                    raise unavailable_error(exc, f"the tree of {repo_id} at {commit}") from None
             if answer.status >= 500:
-                raise upstream_failure(answer)
+                snapped = await self._snapshot_tree(repo_type, repo_id, commit, path, recursive, expand)
+                if snapped is None:
+                    raise upstream_failure(answer)
+                answer = snapped
             if answer.status == 200 or answer.headers.get("X-Error-Code") == "EntryNotFound":
                 await self.index.put_meta(key, answer.status, answer.headers, answer.body)
         else:
@@ -271,23 +338,6 @@ class Metadata:
         entries = json.loads(answer.body)
         self._trees.put(key, entries)
         return answer, entries
-
-    async def _fetch_tree_pages(self, repo_type: str, repo_id: str, commit: str, path: str,
-                                recursive: bool, expand: bool) -> Answer:
-        parts = ["tree", commit] + ([path] if path else [])
-        url: str | None = api_path(repo_type, repo_id, *parts)
-        params: Any = {"recursive": str(recursive).lower(), "expand": str(expand).lower()}
-        entries: list[Any] = []
-        while url:
-            resp = await self.upstream.fetch("GET", url, params=params)
-            answer = _from_upstream(resp)
-            if answer.status != 200:
-                return answer
-            entries.extend(answer.json())
-            url = _next_link(resp.headers.get("Link", ""))
-            params = None
-        body = json.dumps(entries, separators=(",", ":")).encode()
-        return Answer(200, {"Content-Type": "application/json"}, body)
 
     async def tree(self, repo_type: str, repo_id: str, rev: str, path: str, recursive: bool,
                    expand: bool, cursor: int, base_url: str) -> Answer:
@@ -316,26 +366,74 @@ class Metadata:
             return await self.cached(key, "POST", api_path(repo_type, repo_id, "paths-info", commit),
                                      immutable=True, data=form, what=f"paths-info of {repo_id} at {commit}")
         except HubError:
-            if expand:
-                raise
-            local = await self._paths_from_tree(repo_type, repo_id, commit, paths)
+            local = await self._paths_from_tree(repo_type, repo_id, commit, paths, expand)
             if local is None:
                 raise
             return local
 
-    async def _paths_from_tree(self, repo_type: str, repo_id: str, commit: str, paths: list[str]) -> Answer | None:
-        """paths-info computed from a cached recursive tree, for when the upstream cannot answer."""
-        key = f"tree|{repo_type}|{repo_id}|{commit}||1|0"
-        hit = await self.index.get_meta(key)
+    async def _paths_from_tree(self, repo_type: str, repo_id: str, commit: str, paths: list[str],
+                               expand: bool) -> Answer | None:
+        """paths-info computed from a cached or imported recursive tree, for when the upstream cannot answer.
+
+        A cached listing without ``expand`` only stands in for a plain paths-info; an imported snapshot
+        answers both (without the expanded fields, which bundles do not carry).
+        """
+        hit = None if expand else await self.index.get_meta(tree_key(repo_type, repo_id, commit, "", True, False))
+        if hit is not None and hit.status == 200:
+            entries, stale = json.loads(hit.body), True
+        else:
+            snap = await self._snapshot(repo_type, repo_id, commit)
+            if snap is None:
+                return None
+            entries, stale = snap["tree"], False  # an imported snapshot is complete, not a stand-in
+        by_path = {e["path"]: e for e in entries}
+        found = [by_path[p.strip("/")] for p in dict.fromkeys(paths) if p.strip("/") in by_path]
+        return Answer(200, {"Content-Type": "application/json"}, json.dumps(found).encode(), stale=stale)
+
+    # -- imported snapshots (hubproxy sync) -------------------------------------------
+    async def _snapshot(self, repo_type: str, repo_id: str, commit: str) -> dict[str, Any] | None:
+        """The repo info and full tree a bundle import recorded for this commit, if any."""
+        hit = await self.index.get_meta(snapshot_key(repo_type, repo_id, commit))
         if hit is None or hit.status != 200:
             return None
-        by_path = {e["path"]: e for e in json.loads(hit.body)}
-        found = [by_path[p] for p in dict.fromkeys(paths) if p in by_path]
-        return Answer(200, {"Content-Type": "application/json"}, json.dumps(found).encode(), stale=True)
+        snap: dict[str, Any] = json.loads(hit.body)
+        return snap
+
+    async def snapshot_has_file(self, repo_type: str, repo_id: str, commit: str, path: str) -> bool | None:
+        """Whether an imported snapshot lists ``path`` as a file at ``commit``; None without a snapshot."""
+        key = snapshot_key(repo_type, repo_id, commit)
+        paths = self._snapshot_paths.get(key)
+        if paths is None:
+            snap = await self._snapshot(repo_type, repo_id, commit)
+            if snap is None:
+                return None
+            paths = frozenset(e["path"] for e in snap["tree"] if e.get("type") == "file")
+            self._snapshot_paths.put(key, paths)
+        return path in paths
+
+    async def _snapshot_info(self, repo_type: str, repo_id: str, commit: str) -> CachedAnswer | None:
+        hit = await self.index.get_meta(snapshot_key(repo_type, repo_id, commit))
+        if hit is None or hit.status != 200:
+            return None
+        info = json.loads(hit.body)["info"]
+        return CachedAnswer(200, {"Content-Type": "application/json"},
+                            json.dumps(info, separators=(",", ":")).encode(), hit.fetched_at)
+
+    async def _snapshot_tree(self, repo_type: str, repo_id: str, commit: str, path: str, recursive: bool,
+                             expand: bool) -> Answer | None:
+        snap = await self._snapshot(repo_type, repo_id, commit)
+        if snap is None:
+            return None
+        view = tree_view(snap["tree"], path, recursive, expand)
+        if view is None:
+            return Answer(404, {"Content-Type": "application/json", "X-Error-Code": "EntryNotFound",
+                                "X-Error-Message": f'{path} does not exist on "{commit}"'},
+                          json.dumps({"error": f'{path} does not exist on "{commit}"'}).encode())
+        return Answer(200, {"Content-Type": "application/json"}, json.dumps(view, separators=(",", ":")).encode())
 
     # -- refs and commits -------------------------------------------------------------
     async def refs(self, repo_type: str, repo_id: str, include_prs: bool) -> Answer:
-        key = f"refs|{repo_type}|{repo_id}|{int(include_prs)}"
+        key = refs_key(repo_type, repo_id, include_prs)
         params = {"include_prs": "1"} if include_prs else None
         answer = await self.cached(key, "GET", api_path(repo_type, repo_id, "refs"), immutable=False,
                                    params=params, what=f"the refs of {repo_id}")

@@ -78,6 +78,9 @@ class Resolver:
         try:
             resp = await self.upstream.head_file(resolve_path(route, commit))
         except UpstreamUnavailable as exc:
+            listed = await self.metadata.snapshot_has_file(route.repo_type, route.repo_id, commit, route.path)
+            if listed is False:  # an imported bundle knows every file of this commit: this is none of them
+                return FileInfo(None, 0, False, "")
             raise unavailable_error(exc, f"{route.path} of {route.repo_id} at {commit}") from None
         code = resp.headers.get("X-Error-Code")
         if resp.status == 404 and code == "EntryNotFound":

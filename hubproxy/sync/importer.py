@@ -1,0 +1,205 @@
+"""``hubproxy sync import`` and ``verify``: check a bundle, load its blobs and metadata into hubproxy.
+
+Import is two phases. First every blob the bundle carries is streamed into the store, hashed on
+the way and committed only when it matches (blobs already stored are skipped, so an interrupted
+import is simply run again). Only when every blob the repos need is stored does one database
+transaction add the files, refs, metadata snapshots and pins that make the repos visible: a
+damaged bundle never makes anything servable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from hubproxy.config import Settings
+from hubproxy.db import BlobRecord, FileRecord, MetaRecord, PinRecord, RefRecord, make_engine
+from hubproxy.hub.metadata import info_key, refs_key, snapshot_key, tree_key
+from hubproxy.hub.routing import is_commit
+from hubproxy.store import make_store
+from hubproxy.store.base import BlobStore, FillWriter
+from hubproxy.sync.bundle import BundleReader
+from hubproxy.sync.manifest import BundleError, Manifest, load_public_keys
+from hubproxy.sync.progress import Progress, human_bytes
+
+#: Seconds to wait for another process's fill of a blob this import also carries.
+FOLLOW_TIMEOUT = 600.0
+JSON_HEADERS = json.dumps({"Content-Type": "application/json"})
+
+
+@dataclass
+class SyncSummary:
+    """What a verify or an import found and did."""
+
+    bundle: str
+    checksum: str
+    signed_by: str | None
+    repos: list[str]
+    files: int
+    blobs: int
+    blobs_stored: int
+    blobs_skipped: int
+    bytes: int
+    seconds: float
+    from_base: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def open_checked(path: Path, settings: Settings) -> tuple[BundleReader, Manifest, str | None]:
+    """Open a bundle, check its manifest's checksum and signature; the caller closes the reader."""
+    reader = BundleReader(path)
+    try:
+        manifest = reader.manifest()
+        signer = manifest.check_signature(load_public_keys(settings.sync_trusted_keys))
+    except BaseException:
+        reader.close()
+        raise
+    return reader, manifest, signer
+
+
+def verify(path: Path, settings: Settings, progress_plain: bool = False) -> SyncSummary:
+    """Check a bundle without importing it: manifest, signature, every carried blob's size and hash."""
+    reader, manifest, signer = open_checked(path, settings)
+    with reader:
+        _check_sizes(manifest)
+        progress = Progress(f"verify {path.name}", sum(manifest.blobs.values()), force_plain=progress_plain)
+        try:
+            for key, size in manifest.blobs.items():
+                reader.read_blob(key, size, progress=progress.advance)
+        finally:
+            seconds = progress.close()
+    from_base = len(set(manifest.referenced_blobs()) - set(manifest.blobs))
+    return SyncSummary(str(path), manifest.checksum or "", signer, [r.label for r in manifest.repos],
+                       sum(len(r.files) for r in manifest.repos), len(manifest.blobs), 0, 0,
+                       sum(manifest.blobs.values()), seconds, from_base)
+
+
+def _check_sizes(manifest: Manifest) -> None:
+    for repo in manifest.repos:
+        for f in repo.files:
+            carried = manifest.blobs.get(f.blob)
+            if carried is not None and carried != f.size:
+                raise BundleError(f"manifest.json: {repo.label} {f.path} says {f.size} bytes but its blob "
+                                  f"{f.blob} is listed with {carried}")
+
+
+class Importer:
+    """Loads bundles into the store and database the settings name."""
+
+    def __init__(self, settings: Settings, pin: bool = True, progress_plain: bool = False) -> None:
+        self.settings = settings
+        self.pin = pin
+        self.progress_plain = progress_plain
+
+    def run(self, path: Path) -> SyncSummary:
+        reader, manifest, signer = open_checked(path, self.settings)
+        with reader:
+            _check_sizes(manifest)
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            engine = make_engine(self.settings.db_url)
+            store = make_store(self.settings)
+            try:
+                missing = [(r, f) for r in manifest.repos for f in r.files
+                           if f.blob not in manifest.blobs and not store.has(f.blob)]
+                if missing:
+                    repo, f = missing[0]
+                    raise BundleError(
+                        f"{path}: an incremental bundle (on top of {manifest.base}); {len(missing)} file(s) need "
+                        f"blobs from its base that this hubproxy does not have, e.g. {repo.label} {f.path} "
+                        f"({f.blob}): import the base bundle first")
+                stored, skipped, seconds = self._load_blobs(reader, manifest, store, engine, path)
+                self._publish(manifest, engine)
+            finally:
+                engine.dispose()
+        return SyncSummary(str(path), manifest.checksum or "", signer, [r.label for r in manifest.repos],
+                           sum(len(r.files) for r in manifest.repos), len(manifest.blobs), stored, skipped,
+                           sum(manifest.blobs.values()), seconds,
+                           len(set(manifest.referenced_blobs()) - set(manifest.blobs)))
+
+    def _load_blobs(self, reader: BundleReader, manifest: Manifest, store: BlobStore, engine: Any,
+                    path: Path) -> tuple[int, int, float]:
+        """Phase one: every carried blob verified into the store. Returns (stored, skipped, seconds)."""
+        progress = Progress(f"import {path.name}", sum(manifest.blobs.values()), force_plain=self.progress_plain)
+        stored = skipped = 0
+        names = {f.blob: f"{r.repo_id}: {f.path}" for r in manifest.repos for f in r.files}
+        try:
+            for key, size in manifest.blobs.items():
+                if store.size(key) == size:
+                    skipped += 1
+                    progress.advance(size)
+                    _record_blob(engine, key, size)
+                    continue
+                writer = _claim(store, key, size)
+                if writer is None:  # a hubproxy filled the same blob meanwhile
+                    skipped += 1
+                    progress.advance(size)
+                    _record_blob(engine, key, size)
+                    continue
+                try:
+                    reader.read_blob(key, size, sink=writer.write, progress=progress.advance)
+                except BaseException:
+                    writer.abort()
+                    raise
+                writer.commit()
+                _record_blob(engine, key, size)
+                stored += 1
+                progress.note(f"stored {names.get(key, key)} ({human_bytes(size)})")
+        finally:
+            seconds = progress.close()
+        return stored, skipped, seconds
+
+    def _publish(self, manifest: Manifest, engine: Any) -> None:
+        """Phase two, one transaction: files, refs, metadata snapshots and pins become visible together."""
+        now = time.time()
+        with Session(engine) as s:
+            for repo in manifest.repos:
+                t, rid, commit = repo.repo_type, repo.repo_id, repo.commit
+                for f in repo.files:
+                    s.merge(FileRecord(repo_type=t, repo_id=rid, commit=commit, path=f.path, blob=f.blob,
+                                       size=f.size, is_lfs=f.lfs, fetched_at=now))
+                if not is_commit(repo.revision):
+                    s.merge(RefRecord(repo_type=t, repo_id=rid, name=repo.revision, commit=commit, fetched_at=now))
+                if repo.revision == repo.info.get("defaultBranch", "main"):
+                    s.merge(RefRecord(repo_type=t, repo_id=rid, name="", commit=commit, fetched_at=now))
+                snapshot = {"info": repo.info, "tree": repo.tree}
+                answers = {snapshot_key(t, rid, commit): snapshot, info_key(t, rid, commit): repo.info,
+                           tree_key(t, rid, commit, "", True, False): repo.tree}
+                if repo.refs is not None:
+                    answers[refs_key(t, rid, False)] = repo.refs
+                for key, body in answers.items():
+                    s.merge(MetaRecord(key=key, status=200, headers=JSON_HEADERS,
+                                       body=json.dumps(body, separators=(",", ":")).encode(), fetched_at=now))
+                if self.pin:
+                    s.merge(PinRecord(repo_type=t, repo_id=rid, commit=commit, revision=repo.revision,
+                                      created_at=now))
+            s.commit()
+
+
+def _record_blob(engine: Any, key: str, size: int) -> None:
+    with Session(engine) as s:
+        if s.get(BlobRecord, key) is None:
+            now = time.time()
+            s.add(BlobRecord(key=key, size=size, created_at=now, last_access=now))
+            s.commit()
+
+
+def _claim(store: BlobStore, key: str, size: int) -> FillWriter | None:
+    """A writer for the blob, or None once another process (a hubproxy filling it too) has stored it."""
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while True:
+        if store.size(key) == size:
+            return None
+        writer = store.begin_fill(key)
+        if writer is not None:
+            return writer
+        if time.monotonic() > deadline:
+            raise BundleError(f"blob {key}: another process has been filling it for {FOLLOW_TIMEOUT:.0f}s")
+        time.sleep(0.5)
