@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
+import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hubproxy import __version__
 from hubproxy.admin.api import AdminApi
@@ -34,12 +34,14 @@ from hubproxy.hub.api import HubApi
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.metadata import Metadata
 from hubproxy.hub.resolve import Resolver
+from hubproxy.observability import metrics
+from hubproxy.observability.logs import setup_logging
+from hubproxy.observability.middleware import ObservabilityMiddleware, RequestIdMiddleware
 from hubproxy.store import make_store
 from hubproxy.store.base import BlobStore
 from hubproxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 @dataclass
@@ -54,31 +56,6 @@ class Services:
     metadata: Metadata
     hub: HubApi
     admin: AdminApi
-
-
-class RequestIdMiddleware:
-    """Adds ``X-Request-Id`` to every answer (the caller's, if it sent a sane one)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                text = value.decode("latin-1")
-                rid = text if _REQUEST_ID.match(text) else None
-        rid_bytes = (rid or uuid.uuid4().hex).encode()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid_bytes)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 async def _maintain(settings: Settings, index: Index, store: BlobStore, fills: FillManager,
@@ -98,7 +75,9 @@ async def _maintain(settings: Settings, index: Index, store: BlobStore, fills: F
                 for key in evicted:
                     fills.present.discard(key)
                 if evicted:
+                    metrics.EVICTIONS.inc(len(evicted))
                     log.info("evicted %d blobs to stay under %d bytes", len(evicted), settings.cache_max_bytes)
+            metrics.CACHE_BYTES.set(await asyncio.to_thread(manage.total_size, index.engine))
         except Exception as exc:  # noqa: BLE001 - try again next round
             log.warning("cache maintenance failed: %s", exc)
 
@@ -117,9 +96,24 @@ def advertise_url(settings: Settings) -> str:
 
 
 def configure_logging(settings: Settings) -> None:
-    from hubproxy.cli import LOG_FORMAT
+    setup_logging(settings.log_level, settings.log_format)
 
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+
+def _on_shutdown_signal(callback: Callable[[], None]) -> None:
+    """Call ``callback`` first when SIGTERM or SIGINT arrives, then the server's own handler."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
+            callback()
+            previous(signum, frame)
+
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (an embedded server): nothing to watch
+            return
 
 
 def app_from_env() -> ASGIApp:
@@ -135,6 +129,13 @@ def app_from_env() -> ASGIApp:
 def create_app(settings: Settings) -> ASGIApp:
     """The hubproxy ASGI application."""
     services: dict[str, Services] = {}
+    lifecycle = {"draining": False}
+
+    def start_draining() -> None:
+        if not lifecycle["draining"]:
+            lifecycle["draining"] = True
+            log.info("shutting down: no new connections; finishing downloads in flight (up to %ss)",
+                     settings.shutdown_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -167,14 +168,17 @@ def create_app(settings: Settings) -> ASGIApp:
         maintenance = asyncio.create_task(_maintain(settings, index, store, fills, usage, auth), name="maintenance")
         if settings.offline:
             log.warning("offline mode: serving only what is cached")
+        _on_shutdown_signal(start_draining)
         log.info("hubproxy %s ready; upstream %s; data in %s", __version__, settings.upstream_url, settings.data_dir)
         try:
             yield
         finally:
+            start_draining()
             maintenance.cancel()
             audit_task.cancel()
             await asyncio.gather(maintenance, audit_task, return_exceptions=True)
             await audit.flush()
+            log.info("audit queue flushed; stopped")
             await usage.flush()
             await auth.flush()
             await fills.close()
@@ -188,6 +192,30 @@ def create_app(settings: Settings) -> ASGIApp:
         return JSONResponse({"status": "ok", "version": __version__, "offline": s.settings.offline,
                              "fills_in_flight": len(s.fills.active)})
 
+    async def ready(request: Request) -> Response:
+        """Ready for traffic: started, not draining, database and store reachable."""
+        s = services.get("s")
+        if s is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        if lifecycle["draining"]:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        checks: dict[str, str] = {}
+        for name, probe in (("database", lambda: _ping_database(s.index)), ("store", s.store.ping)):
+            try:
+                await asyncio.wait_for(asyncio.to_thread(probe), READY_TIMEOUT)
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which
+                checks[name] = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
+                            status_code=200 if ok else 503)
+
+    async def metrics_page(request: Request) -> Response:
+        body, media = metrics.exposition()
+        return Response(body, media_type=media)
+
+    local_routes = {"/health": health, "/ready": ready, "/metrics": metrics_page}
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _run_lifespan(lifespan, scope, receive, send)
@@ -195,7 +223,7 @@ def create_app(settings: Settings) -> ASGIApp:
         if scope["type"] != "http":
             return
         prefix = settings.path_prefix
-        if prefix and scope["path"] != "/health":
+        if prefix and scope["path"] not in local_routes:
             raw = scope.get("raw_path") or scope["path"].encode()
             if not (raw == prefix.encode() or raw.startswith(prefix.encode() + b"/")):
                 await HubError(404, None, f"Not found: hubproxy is served under {prefix}").to_response()(
@@ -204,15 +232,25 @@ def create_app(settings: Settings) -> ASGIApp:
             scope = {**scope, "raw_path": raw[len(prefix):] or b"/",
                      "path": scope["path"][len(prefix):] or "/", "root_path": prefix}
         request = Request(scope, receive)
-        if scope["path"] == "/health":
-            response = await health(request)
+        if scope["path"] in local_routes:
+            response = await local_routes[scope["path"]](request)
         elif scope["path"].startswith("/admin/"):
             response = await services["s"].admin(request)
         else:
             response = await services["s"].hub(request)
         await response(scope, receive, send)
 
-    return RequestIdMiddleware(app)
+    return RequestIdMiddleware(ObservabilityMiddleware(app, settings.access_log))
+
+
+READY_TIMEOUT = 3.0
+
+
+def _ping_database(index: Index) -> None:
+    from sqlalchemy import text
+
+    with index.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 async def _run_lifespan(lifespan: Callable[[Any], contextlib.AbstractAsyncContextManager[None]],

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
 
 from hubproxy import __version__
 from hubproxy.config import ConfigError, Settings, load_settings, settings_to_env
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -175,11 +173,20 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hubproxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    from hubproxy.observability.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "loop": "uvloop",
               "http": "httptools", "timeout_keep_alive": 30, "server_header": False,
-              "proxy_headers": False}  # X-Forwarded-For is judged by trusted_proxies, not uvicorn
+              "proxy_headers": False,  # X-Forwarded-For is judged by trusted_proxies, not uvicorn
+              "log_config": None, "access_log": False,  # our logging setup; our own access log, with request ids
+              "timeout_graceful_shutdown": settings.shutdown_timeout}
     if settings.workers > 1:
+        # Metrics of all workers are kept in files here and summed by whichever worker is scraped.
+        multiproc = settings.data_dir / "prometheus-multiproc"
+        shutil.rmtree(multiproc, ignore_errors=True)
+        multiproc.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
         # Worker processes build their app from the environment: hand them the resolved settings.
         os.environ.update(settings_to_env(settings))
         os.environ.pop("HUBPROXY_CONFIG", None)

@@ -51,6 +51,12 @@ class Settings:
     #: Bytes per read when serving a stored blob.
     serve_chunk_size: int = 1024 * 1024
     log_level: str = "info"
+    #: ``json`` (one object per line, with the request id) or ``text``.
+    log_format: str = "json"
+    #: One log line per request (method, path, status, bytes, duration, time to first byte, request id).
+    access_log: bool = True
+    #: Seconds SIGTERM waits for in-flight downloads before closing them (then the audit queue is flushed).
+    shutdown_timeout: float = 30.0
     #: Size budget of the blob store in bytes (suffixes K, M, G, T accepted); 0 = no limit.
     cache_max_bytes: int = 0
     #: Seconds between maintenance rounds (access statistics written, eviction to the budget).
@@ -170,7 +176,7 @@ def _validate(s: Settings) -> Settings:
         if p.scheme not in ("http", "https") or not p.netloc:
             raise ConfigError(f"setting 'public_url': {s.public_url!r} is not an http(s) URL")
     for name in ("revision_ttl", "stale_timeout", "upstream_timeout", "maintenance_interval", "cache_max_bytes",
-                 "fill_lease_seconds", "token_cache_seconds", "audit_retention_days"):
+                 "fill_lease_seconds", "token_cache_seconds", "audit_retention_days", "shutdown_timeout"):
         if getattr(s, name) < 0:
             raise ConfigError(f"setting {name!r} must not be negative")
     for name in ("tree_page_size", "tree_expand_page_size", "serve_chunk_size", "workers"):
@@ -194,6 +200,8 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError("setting 's3_presign_ttl' must be at least 60 seconds")
     if s.fill_retries < 0:
         raise ConfigError("setting 'fill_retries' must not be negative")
+    if s.log_format not in ("json", "text"):
+        raise ConfigError(f"setting 'log_format': {s.log_format!r} is not one of json, text")
     if s.log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
         raise ConfigError(f"setting 'log_level': {s.log_level!r} is not a log level")
     return s

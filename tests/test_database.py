@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -90,8 +91,13 @@ def test_database_outage_is_a_clear_503_and_recovers(make_proxy, fakehub: FakeHu
         assert status == 200
         status, h, _ = request("HEAD", proxy.url + "/alice/tiny-gpt2/resolve/main/config.json")
         assert status == 503 and h["x-error-code"] == "DatabaseUnavailable"
+        # Readiness says so, naming the database (a load balancer then routes to other replicas).
+        status, _, body = request("GET", proxy.url + "/ready")
+        checks = json.loads(body)["checks"]
+        assert status == 503 and checks["store"] == "ok" and checks["database"] != "ok"
     finally:
         relay.restore()
+    assert request("GET", proxy.url + "/ready")[0] == 200
     status, _, body = request("GET", proxy.url + "/alice/tiny-gpt2/resolve/main/config.json")
     assert status == 200 and body == fakehub.repos[("model", "alice/tiny-gpt2")].commits[
         fakehub.repos[("model", "alice/tiny-gpt2")].branches["main"]].files["config.json"].blob.data

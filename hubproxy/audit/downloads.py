@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from hubproxy.observability import metrics
+
 log = logging.getLogger(__name__)
 
 BATCH = 500
@@ -68,6 +70,7 @@ class AuditLog:
     def record(self, event: DownloadEvent) -> None:
         """Hot path: append to memory, nothing else."""
         self._queue.append(event)
+        metrics.AUDIT_QUEUE.set(len(self._queue))
         if len(self._queue) >= BATCH:
             self._wake.set()
 
@@ -80,6 +83,7 @@ class AuditLog:
 
     async def flush(self) -> None:
         batch, self._queue = self._queue, []
+        metrics.AUDIT_QUEUE.set(0)
         rows = [asdict(e) for e in batch]
         await asyncio.to_thread(self._write, rows)
 

@@ -23,6 +23,7 @@ import aiohttp
 from hubproxy.cache.index import Index
 from hubproxy.cache.lease import FillLeases, Holder
 from hubproxy.config import Settings
+from hubproxy.observability import metrics
 from hubproxy.store.base import BlobHasher, BlobStore, FillWriter
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
 
@@ -231,6 +232,8 @@ class FillManager:
     async def _run(self, fill: Fill, writer: FillWriter, source_path: str) -> None:
         hasher = BlobHasher(fill.key, fill.size)
         renewer = asyncio.create_task(self._renew_lease(fill.key)) if self.leases is not None else None
+        metrics.FILLS_IN_FLIGHT.inc()
+        result = "error"
         try:
             await self._download(fill, writer, hasher, source_path)
             if fill.written != fill.size:
@@ -245,15 +248,20 @@ class FillManager:
             self.present.add(fill.key)
             await self.index.add_blob(fill.key, fill.size)
             self.committed.set()
+            result = "ok"
             log.info("filled blob %s (%d bytes) in %.2fs", fill.key, fill.size, time.monotonic() - fill.started)
         except BaseException as exc:  # noqa: BLE001 - also on cancellation: never keep a partial blob
             if not fill.verified:  # once verified, readers may finish even if storing it failed
                 fill.error = exc if isinstance(exc, Exception) else FillError("fill cancelled")
             log.warning("fill of blob %s failed: %s", fill.key, exc)
+            if isinstance(exc, BlobMismatch):
+                metrics.UPSTREAM_ERRORS.labels("mismatch").inc()
             await asyncio.to_thread(writer.abort)
             if not isinstance(exc, Exception):
                 raise
         finally:
+            metrics.FILLS_IN_FLIGHT.dec()
+            metrics.FILLS.labels(result).observe(time.monotonic() - fill.started)
             self.active.pop(fill.key, None)
             fill.notify()
             if renewer is not None:

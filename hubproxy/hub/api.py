@@ -28,6 +28,7 @@ from hubproxy.hub.routing import (
     split_raw_path,
     validate_repo_path,
 )
+from hubproxy.observability import metrics
 from hubproxy.store.base import StoreUnavailable
 from hubproxy.upstream.client import UpstreamClient
 
@@ -152,6 +153,8 @@ class HubApi:
             raise
 
         def done(sent: int, complete: bool) -> None:
+            if sent:
+                metrics.SERVED_BYTES.labels(response.source or "hit").inc(sent)
             audit.record(DownloadEvent(**base, commit=response.headers.get("X-Repo-Commit"), bytes_sent=sent,
                                        status=response.status, cache=response.source,
                                        duration=time.monotonic() - t0, complete=complete))

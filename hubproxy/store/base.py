@@ -83,6 +83,9 @@ class BlobStore(Protocol):
 
     def free_bytes(self) -> int: ...
 
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store can be read and written now (readiness)."""
+
     def delete(self, key: str) -> None: ...
 
     def list_blobs(self) -> Iterator[str]: ...

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from hubproxy.store.base import BlobHasher, is_blob_key
+from hubproxy.store.base import BlobHasher, StoreUnavailable, is_blob_key
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,11 @@ class LocalBlobStore:
         finally:
             os.close(fd)
         return written, False
+
+    def ping(self) -> None:
+        for folder in (self.blob_dir, self.tmp_dir):
+            if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+                raise StoreUnavailable(f"{folder} is not readable and writable")
 
     def free_bytes(self) -> int:
         """Space left on the store's filesystem for fills."""

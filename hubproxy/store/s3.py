@@ -159,6 +159,13 @@ class S3BlobStore:
     def clean_tmp(self) -> int:
         return self.spool.clean_tmp()
 
+    def ping(self) -> None:
+        self.spool.ping()
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailable(f"S3 bucket {self.bucket}: {exc}") from None
+
     def free_bytes(self) -> int:
         return self.spool.free_bytes()
 

@@ -19,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from hubproxy import __version__
 from hubproxy.config import Settings
+from hubproxy.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,15 @@ class UpstreamClient:
                             method, data = "GET", None
                         continue
                     body = await resp.read()
+                    if resp.status >= 500:
+                        metrics.UPSTREAM_ERRORS.labels("status_5xx").inc()
                     return UpstreamResponse(resp.status, resp.headers, body, str(resp.url))
             raise UpstreamUnavailable(f"too many redirects from {path}")
         except asyncio.TimeoutError:
+            metrics.UPSTREAM_ERRORS.labels("timeout").inc()
             raise UpstreamUnavailable(f"timed out on {method} {path}", timeout=True) from None
         except aiohttp.ClientError as exc:
+            metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
             raise UpstreamUnavailable(f"{type(exc).__name__} on {method} {path}: {exc}") from None
 
     async def head_file(self, path: str, timeout: float | None = None) -> UpstreamResponse:
@@ -157,8 +162,10 @@ class UpstreamClient:
                     return UpstreamResponse(resp.status, resp.headers, b"", str(resp.url))
             raise UpstreamUnavailable(f"too many redirects from {path}")
         except asyncio.TimeoutError:
+            metrics.UPSTREAM_ERRORS.labels("timeout").inc()
             raise UpstreamUnavailable(f"timed out on HEAD {path}", timeout=True) from None
         except aiohttp.ClientError as exc:
+            metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
             raise UpstreamUnavailable(f"{type(exc).__name__} on HEAD {path}: {exc}") from None
 
     async def open_stream(self, path: str, start: int = 0, end: int | None = None,
@@ -185,11 +192,15 @@ class UpstreamClient:
                     resp.release()
                     url = urljoin(str(resp.url), location)
                     continue
+                if resp.status >= 500:
+                    metrics.UPSTREAM_ERRORS.labels("status_5xx").inc()
                 return resp
             raise UpstreamUnavailable(f"too many redirects from {path}")
         except asyncio.TimeoutError:
+            metrics.UPSTREAM_ERRORS.labels("timeout").inc()
             raise UpstreamUnavailable(f"timed out on GET {path}", timeout=True) from None
         except aiohttp.ClientError as exc:
+            metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
             raise UpstreamUnavailable(f"{type(exc).__name__} on GET {path}: {exc}") from None
 
 
@@ -204,4 +215,5 @@ async def iter_body(resp: aiohttp.ClientResponse, skip: int = 0) -> AsyncIterato
                 skip -= len(chunk)
                 continue
             chunk, skip = chunk[skip:], 0
+        metrics.UPSTREAM_BYTES.inc(len(chunk))
         yield chunk

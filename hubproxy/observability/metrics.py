@@ -1,0 +1,68 @@
+"""Prometheus metrics, served at ``/metrics``.
+
+Metric objects are module globals: one server process is one app. With ``workers: N`` the
+server sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, prometheus_client then
+keeps values in files there, and a scrape of any worker sums them all.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+#: Latency buckets (seconds) for time to first byte and request duration.
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+FILL_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+REQUESTS = Counter("hubproxy_requests_total", "HTTP requests answered, by route, method and status",
+                   ["route", "method", "status"])
+TTFB = Histogram("hubproxy_time_to_first_byte_seconds",
+                 "Seconds from a request's arrival to the first byte of its answer", ["route"], buckets=LATENCY)
+DURATION = Histogram("hubproxy_request_duration_seconds", "Seconds from a request's arrival to its last byte",
+                     ["route"], buckets=LATENCY)
+SERVED_BYTES = Counter("hubproxy_served_bytes_total",
+                       "File bytes sent to clients, by where they came from (hit, miss, relay, passthrough)",
+                       ["cache"])
+UPSTREAM_BYTES = Counter("hubproxy_upstream_bytes_total", "File bytes received from the upstream")
+UPSTREAM_ERRORS = Counter("hubproxy_upstream_errors_total",
+                          "Upstream failures: unreachable, timeout, 5xx answers, bytes that failed verification",
+                          ["kind"])
+FILLS_IN_FLIGHT = Gauge("hubproxy_fills_in_flight", "Blob fills from the upstream in progress",
+                        multiprocess_mode="livesum")
+FILLS = Histogram("hubproxy_fill_duration_seconds", "Seconds a blob fill took, by result (ok, error)",
+                  ["result"], buckets=FILL_SECONDS)
+CACHE_BYTES = Gauge("hubproxy_cache_size_bytes", "Bytes of verified blobs in the store (as the index counts them)",
+                    multiprocess_mode="max")
+EVICTIONS = Counter("hubproxy_evictions_total", "Blobs evicted to stay under cache_max_bytes")
+AUDIT_QUEUE = Gauge("hubproxy_audit_queue_depth", "Download events waiting to be written",
+                    multiprocess_mode="livesum")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition format, summed over worker processes when there are several."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def route_of(path: str) -> str:
+    """A small, fixed set of route labels (never a repo id: label values must stay few)."""
+    if path in ("/health", "/ready", "/metrics"):
+        return path[1:]
+    if path.startswith("/admin/"):
+        return "admin"
+    if path.startswith("/api/"):
+        parts = path.split("/")
+        if len(parts) > 2 and parts[2] in ("models", "datasets", "spaces"):
+            for sub in ("tree", "paths-info", "refs", "commits", "revision"):
+                if f"/{sub}/" in path or path.endswith(f"/{sub}"):
+                    return "info" if sub == "revision" else sub
+            return "info" if len(parts) <= 5 else "api-other"
+        return "whoami" if path.startswith("/api/whoami") else "api-other"
+    if "/resolve/" in path:
+        return "resolve"
+    return "other"

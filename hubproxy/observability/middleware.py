@@ -1,0 +1,89 @@
+"""ASGI middleware: request ids, per-request metrics and the access log."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hubproxy.observability import metrics
+from hubproxy.observability.logs import REQUEST_ID
+
+access_log = logging.getLogger("hubproxy.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Adds ``X-Request-Id`` to every answer (the caller's, if it sent a sane one) and to the logs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                rid = text if _REQUEST_ID.match(text) else None
+        rid = rid or uuid.uuid4().hex
+        rid_bytes = rid.encode()
+        token = REQUEST_ID.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid_bytes)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+class ObservabilityMiddleware:
+    """Counts requests by route and status, times the first and last byte, writes the access log."""
+
+    def __init__(self, app: ASGIApp, access: bool = True) -> None:
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        route = metrics.route_of(scope["path"])
+        state = {"status": 500, "bytes": 0, "ttfb": None}
+
+        async def observe(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if state["ttfb"] is None and (body or not message.get("more_body", False)):
+                    state["ttfb"] = time.perf_counter() - started
+                state["bytes"] += len(body)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            elapsed = time.perf_counter() - started
+            status = str(state["status"])
+            metrics.REQUESTS.labels(route, scope["method"], status).inc()
+            metrics.DURATION.labels(route).observe(elapsed)
+            if state["ttfb"] is not None:
+                metrics.TTFB.labels(route).observe(state["ttfb"])
+            if self.access and route not in ("health", "ready", "metrics"):
+                client = scope.get("client")
+                access_log.info("%s %s %s", scope["method"], scope["path"], status, extra={
+                    "method": scope["method"], "path": scope["path"], "route": route, "status": state["status"],
+                    "bytes": state["bytes"], "duration_ms": round(elapsed * 1000, 2),
+                    "ttfb_ms": round(state["ttfb"] * 1000, 2) if state["ttfb"] is not None else None,
+                    "client": client[0] if client else None})

@@ -1,0 +1,136 @@
+"""Operations: /metrics, /ready, JSON logs with request ids, graceful SIGTERM, configuration errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fakehub import FakeHub
+from tests.helpers import ROOT, request
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``/metrics``: (name, sorted labels) -> value."""
+    status, headers, body = request("GET", url + "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_ready_and_logs(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    proxy = make_proxy(maintenance_interval="0.3")
+    repo = fakehub.repos[("model", "alice/files")]
+    path, f = next((p, f) for p, f in repo.commits[repo.branches["main"]].files.items() if f.blob.size > 1000)
+    url = f"{proxy.url}/alice/files/resolve/main/{path}"
+    before = scrape(proxy.url)
+    unknown_token = "hf_" + "Q" * 34  # served as anonymous: must never reach the log
+    for _ in range(2):  # cold, then hot
+        status, _, body = request("GET", url, {"Authorization": f"Bearer {unknown_token}"})
+        assert status == 200 and body == f.blob.data
+    status, headers, _ = request("GET", proxy.url + "/alice/files/resolve/main/missing.txt",
+                                 {"X-Request-Id": "trace-me-42"})
+    assert status == 404 and headers["x-request-id"] == "trace-me-42"
+    deadline = time.monotonic() + 10
+    while value(after := scrape(proxy.url), "hubproxy_cache_size_bytes") < f.blob.size:
+        assert time.monotonic() < deadline, "cache size never reported"
+        time.sleep(0.2)
+    size = f.blob.size
+    assert value(after, "hubproxy_requests_total", route="resolve", method="GET", status="200") - \
+        value(before, "hubproxy_requests_total", route="resolve", method="GET", status="200") == 2
+    assert value(after, "hubproxy_requests_total", route="resolve", method="GET", status="404") >= 1
+    assert value(after, "hubproxy_served_bytes_total", cache="miss") == size
+    assert value(after, "hubproxy_served_bytes_total", cache="hit") == size
+    assert value(after, "hubproxy_upstream_bytes_total") >= size
+    assert value(after, "hubproxy_fill_duration_seconds_count", result="ok") == 1
+    assert value(after, "hubproxy_fills_in_flight") == 0
+    assert value(after, "hubproxy_time_to_first_byte_seconds_count", route="resolve") >= 3
+    assert ("hubproxy_audit_queue_depth", ()) in after and ("hubproxy_evictions_total", ()) in after
+    status, _, body = request("GET", proxy.url + "/ready")
+    assert status == 200 and json.loads(body) == {"status": "ready", "checks": {"database": "ok", "store": "ok"}}
+    # JSON logs: one object per line; the access line of the 404 carries its request id; no token anywhere.
+    lines = [json.loads(line) for line in proxy.log().splitlines() if line.startswith("{")]
+    assert lines and len(lines) == len([x for x in proxy.log().splitlines() if x.strip()])
+    access = [e for e in lines if e["logger"] == "hubproxy.access" and e.get("request_id") == "trace-me-42"]
+    assert access and access[0]["status"] == 404 and access[0]["path"].endswith("missing.txt")
+    assert all(e.get("request_id") for e in lines if e["logger"] == "hubproxy.access")
+    assert unknown_token not in proxy.log() and "hf_upstream_secret_token" not in proxy.log()
+
+
+def test_upstream_errors_are_counted(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    from tests.helpers import free_port
+
+    proxy = make_proxy(upstream=f"http://127.0.0.1:{free_port()}")
+    assert request("GET", proxy.url + "/api/models/alice/files")[0] == 502
+    assert value(scrape(proxy.url), "hubproxy_upstream_errors_total", kind="unreachable") >= 1
+
+
+def test_metrics_sum_over_workers(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    proxy = make_proxy(workers="2")
+    for _ in range(12):  # new connections each time: both workers answer some
+        assert request("HEAD", proxy.url + "/alice/files/resolve/main/config.json")[0] == 200
+    samples = scrape(proxy.url)
+    assert value(samples, "hubproxy_requests_total", route="resolve", method="HEAD", status="200") == 12
+
+
+def test_sigterm_drains_downloads_and_flushes_audit(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    data = os.urandom(6 * 1024 * 1024)
+    fakehub.add_commit("model", "alice/drain", {"model.safetensors": data})
+    fakehub.throttle_bps = 2 * 1024 * 1024  # the cold download takes about 3 s
+    proxy = make_proxy(shutdown_timeout="30")
+    got: dict[str, object] = {}
+
+    def download() -> None:
+        with urllib.request.urlopen(f"{proxy.url}/alice/drain/resolve/main/model.safetensors", timeout=60) as resp:
+            got["first"] = resp.read(65536)
+            got["rest"] = resp.read()
+
+    worker = threading.Thread(target=download)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while "first" not in got:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert proxy.proc is not None
+    proxy.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    # No new connections once draining...
+    try:
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
+        refused = False
+    except OSError:
+        refused = True
+    assert refused, "hubproxy still accepted connections after SIGTERM"
+    # ...but the download in flight finishes, whole and right.
+    worker.join(30)
+    assert got["first"] + got["rest"] == data  # type: ignore[operator]
+    proxy.proc.wait(30)
+    log = proxy.log()
+    assert "audit queue flushed" in log
+    events = json.loads(subprocess.run(
+        [sys.executable, "-m", "hubproxy", "admin", "audit", "--json", "--repo", "alice/drain", "--data-dir",
+         str(proxy.data_dir)], capture_output=True, text=True, cwd=ROOT, check=True).stdout)
+    assert [(e["bytes_sent"], e["complete"]) for e in events] == [(len(data), True)]
+
+
+def test_bad_settings_are_named_at_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBPROXY_")}
+    for name, bad in (("LOG_FORMAT", "xml"), ("SHUTDOWN_TIMEOUT", "-1"), ("PORT", "70000"), ("STORE", "s3")):
+        proc = subprocess.run([sys.executable, "-m", "hubproxy", "serve", "--data-dir", str(tmp_path)],
+                              env={**env, f"HUBPROXY_{name}": bad}, capture_output=True, text=True, cwd=ROOT,
+                              timeout=30)
+        setting = "s3_bucket" if name == "STORE" else name.lower()
+        assert proc.returncode == 2 and f"'{setting}'" in proc.stderr, (name, proc.stderr)
