@@ -38,9 +38,13 @@ def test_metrics_ready_and_logs(make_proxy, fakehub: FakeHub) -> None:  # noqa: 
     url = f"{proxy.url}/alice/files/resolve/main/{path}"
     before = scrape(proxy.url)
     unknown_token = "hf_" + "Q" * 34  # served as anonymous: must never reach the log
-    for _ in range(2):  # cold, then hot
+    for attempt in range(2):  # cold, then (once the fill is committed) hot
         status, _, body = request("GET", url, {"Authorization": f"Bearer {unknown_token}"})
         assert status == 200 and body == f.blob.data
+        deadline = time.monotonic() + 10
+        while attempt == 0 and value(scrape(proxy.url), "hubproxy_fill_duration_seconds_count", result="ok") < 1:
+            assert time.monotonic() < deadline, "the fill never finished"
+            time.sleep(0.05)
     status, headers, _ = request("GET", proxy.url + "/alice/files/resolve/main/missing.txt",
                                  {"X-Request-Id": "trace-me-42"})
     assert status == 404 and headers["x-request-id"] == "trace-me-42"
