@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import time
 import uuid
@@ -197,3 +198,30 @@ def test_bucket_full_mid_fill(make_proxy, fakehub: FakeHub, s3_endpoint: str, bu
         assert status == 200 and body == hot  # cache hits keep being served
     finally:
         relay.stop()
+
+
+def test_bundle_import_into_the_bucket(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp_path: Path) -> None:  # noqa: ANN001
+    """``sync import`` stores verified blobs in S3; an offline replica on the same bucket serves them."""
+    from tests.test_sync import offline_proxy, sync
+
+    name, client = bucket
+    bundle = tmp_path / "bundle.tar"
+    sync("export", "--source", fakehub.url, "--repo", "alice/tiny-gpt2", "--out", str(bundle),
+         env={"HUBPROXY_UPSTREAM_TOKEN": "hf_upstream_secret_token"})
+    env = {f"HUBPROXY_{k.upper()}": v for k, v in _s3_env(s3_endpoint, name).items()}
+    imported = json.loads(sync("import", str(bundle), "--data-dir", str(tmp_path / "site"), "--json", env=env).stdout)
+    stored = {key.rsplit("/", 1)[-1] for key in _objects(client, name)}
+    assert imported["blobs_stored"] == imported["blobs"] == len(_bundle_blobs(bundle))
+    assert stored == _bundle_blobs(bundle)
+    site = offline_proxy(make_proxy, tmp_path / "site", **_s3_env(s3_endpoint, name))
+    repo = fakehub.repos[("model", "alice/tiny-gpt2")]
+    for path, f in repo.commits[repo.branches["main"]].files.items():
+        assert Path(hf_hub_download("alice/tiny-gpt2", path, endpoint=site.url,
+                                    cache_dir=tmp_path / "c")).read_bytes() == f.blob.data
+
+
+def _bundle_blobs(bundle: Path) -> set[str]:
+    import tarfile
+
+    with tarfile.open(bundle) as tar:
+        return {m.name.rsplit("/", 1)[-1] for m in tar.getmembers() if m.name.startswith("blobs/")}

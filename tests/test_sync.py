@@ -206,7 +206,11 @@ def test_signed_bundles(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  
     trusted = {"HUBPROXY_SYNC_TRUSTED_KEYS": str(tmp_path / "export.pub")}
     signed, unsigned = tmp_path / "signed", tmp_path / "unsigned"
     sync("export", "--source", fakehub.url, "--repo", "gpt2", "--out", str(signed), env=signing)
-    sync("export", "--source", fakehub.url, "--repo", "gpt2", "--out", str(unsigned))
+    repos_file = tmp_path / "repos.txt"
+    repos_file.write_text("# what the site asked for\ngpt2   # the canonical one\n\nspace:alice/demo@main\n")
+    listed = json.loads(sync("export", "--source", fakehub.url, "--repos-file", str(repos_file), "--out", str(unsigned),
+                             "--json").stdout)
+    assert listed["repos"] == 2 and listed["signed_by"] is None
     assert json.loads(sync("verify", str(signed), "--json", env=trusted).stdout)["signed_by"]
     # Trusted keys configured: an unsigned bundle, or one signed by another key, is refused.
     proc = sync("import", str(unsigned), "--data-dir", str(tmp_path / "site"), env=trusted, check=False)
