@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".parquet", ".gguf", ".pt", ".h5", ".onnx", ".msgpack")
 LFS_MIN_SIZE = 1024 * 1024
@@ -337,6 +337,8 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 return self._error(404, None, "Not found")
             t = TYPES[segs[0]]
             rest = segs[1:]
+            if not rest or rest == [""]:
+                return self._list(t, segs[0], q)
             subs = {"revision", "tree", "paths-info", "refs", "commits", "xet-read-token", "xet-write-token"}
             if len(rest) >= 2 and rest[1] not in subs:
                 repo_id, rest = "/".join(rest[:2]), rest[2:]
@@ -393,6 +395,29 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
                     headers["Link"] = f'<{hub.url}/api/{segs[0]}/{repo_id}/commits/{rest[1]}?p={page + 1}>; rel="next"'
                 return self._json(chunk, headers)
             return self._error(404, None, "Not found")
+
+        def _list(self, repo_type: str, seg: str, q: dict[str, str]) -> None:
+            """``/api/models?search=&author=&limit=``: public repos (private ones only with the token), paginated."""
+            search, author = q.get("search", "").lower(), q.get("author", "")
+            found = [r for (t, _), r in sorted(hub.repos.items()) if t == repo_type
+                     and (not r.private or self._token() == hub.token) and search in r.repo_id.lower()
+                     and (not author or r.repo_id.startswith(author + "/"))]
+            limit = int(q.get("limit") or 1000)
+            cursor = int(q.get("cursor", "0"))
+            page = found[cursor:cursor + min(limit, hub.page_size)]
+            items = []
+            for r in page:
+                item: dict[str, object] = {"_id": hashlib.md5(r.repo_id.encode()).hexdigest()[:24], "id": r.repo_id,
+                                           "private": r.private, "downloads": 0, "likes": 0, "tags": [],
+                                           "sha": r.branches.get("main")}
+                if repo_type == "model":
+                    item["modelId"] = r.repo_id
+                items.append(item)
+            headers = {}
+            if cursor + len(page) < len(found) and len(page) < limit:
+                query = urlencode({**q, "cursor": cursor + len(page)})
+                headers["Link"] = f'<{hub.url}/api/{seg}?{query}>; rel="next"'
+            self._json(items, headers)
 
         def _info(self, repo: Repo, commit: Commit, q: dict[str, str]) -> dict[str, object]:
             blobs = q.get("blobs", "").lower() in ("1", "true")

@@ -74,6 +74,15 @@ def test_permission_matrix(make_proxy, fakehub: FakeHub, tmp_path: Path, databas
     with pytest.raises(RepositoryNotFoundError):
         api.list_repo_files("gpt2")
     assert not api.repo_exists("alice/gated") and api.repo_exists("alice/files")
+    # Listings (M20, paginated upstream and followed through hubproxy's Link) show only what each caller may see.
+    def listed(user: str) -> list[str]:
+        return sorted(m.id for m in HfApi(endpoint=proxy.url, token=tokens[user]).list_models())
+
+    every = listed("admin")
+    assert {"gpt2", "alice/gated", "alice/files"} <= set(every)
+    assert listed("viewer") == [m for m in every if m.startswith("alice/") and not m.startswith("alice/gated")]
+    assert listed("outsider") == ["gpt2"]
+    assert [m.id for m in HfApi(endpoint=proxy.url, token=tokens["outsider"]).list_models(search="alice")] == []
     # The audit trail names the project that granted each download.
     # Events are written in batches about once a second: wait for the viewer's download to land.
     deadline = time.monotonic() + 15

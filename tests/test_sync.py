@@ -97,6 +97,9 @@ def test_export_import_serves_offline(make_proxy, fakehub: FakeHub, model_dir: P
     rows_online = run_client("", client_env(inside_net.url, tmp_path / "hf-online"),
                              args=[sys.executable, "-c", LOAD_DATASET, "alice/tiny-ds"]).stdout
     assert json.loads(rows_offline.strip().splitlines()[-1]) == json.loads(rows_online.strip().splitlines()[-1])
+    # Offline, listings show what the site holds.
+    assert sorted(m.id for m in api.list_models()) == ["alice/files", "alice/tiny-gpt2"]
+    assert [d.id for d in api.list_datasets(search="tiny")] == ["alice/tiny-ds"]
     # What the bundle did not carry is an offline miss, not a wrong answer.
     with pytest.raises(HfHubHTTPError) as err:
         api.model_info("gpt2")

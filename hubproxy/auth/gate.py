@@ -28,6 +28,22 @@ class Gate:
         self._known: set[tuple[str, str]] = set()
 
     async def check(self, who: Authenticated | None, repo_type: str, repo_id: str) -> Grant:
+        grant = await self.grant(who, repo_type, repo_id)
+        if not grant.read:
+            raise repo_not_found(authenticated=who is not None)
+        if not grant.pull and not await self._cached(repo_type, repo_id):
+            # A gated-like refusal (P5): the repo exists for this caller, its download is not allowed yet.
+            raise HubError(403 if who else 401, "GatedRepo",
+                           f"{repo_type} {repo_id} is not in hubproxy's cache, and your project's policy or role "
+                           "does not allow pulling new repos from upstream")
+        return grant
+
+    async def visible(self, who: Authenticated | None, repo_type: str, repo_id: str) -> bool:
+        """Whether the caller may know the repo exists (listings show only these)."""
+        return (await self.grant(who, repo_type, repo_id)).read
+
+    async def grant(self, who: Authenticated | None, repo_type: str, repo_id: str) -> Grant:
+        """What the caller may do with the repo (cached for ``cache_seconds``)."""
         principal = who.principal if who else None
         key = (principal.id if principal else None, repo_type, repo_id)
         now = time.time()
@@ -41,13 +57,6 @@ class Gate:
                 if len(self._grants) > 50_000:
                     self._grants.clear()
                 self._grants[key] = (grant, now + self.cache_seconds)
-        if not grant.read:
-            raise repo_not_found(authenticated=who is not None)
-        if not grant.pull and not await self._cached(repo_type, repo_id):
-            # A gated-like refusal (P5): the repo exists for this caller, its download is not allowed yet.
-            raise HubError(403 if who else 401, "GatedRepo",
-                           f"{repo_type} {repo_id} is not in hubproxy's cache, and your project's policy or role "
-                           "does not allow pulling new repos from upstream")
         return grant
 
     async def _cached(self, repo_type: str, repo_id: str) -> bool:

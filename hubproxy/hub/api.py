@@ -18,9 +18,11 @@ from hubproxy.auth.gate import Gate
 from hubproxy.auth.identity import Authenticated
 from hubproxy.config import trusted_networks
 from hubproxy.hub.errors import HubError, bad_request
+from hubproxy.hub.listing import Listing
 from hubproxy.hub.metadata import Metadata
 from hubproxy.hub.resolve import Resolver
 from hubproxy.hub.routing import (
+    REPO_TYPES,
     Route,
     parse_api,
     parse_bool,
@@ -115,6 +117,8 @@ class HubApi:
             if rest and rest[0] == "telemetry":
                 return Response(b"", status_code=200)
             who = await self.caller(request)
+            if rest and rest[0] in REPO_TYPES and rest[1:] in ([], [""]) and method == "GET":
+                return await self.listing(request, REPO_TYPES[rest[0]], who)
             route = parse_api(rest)
             if self.gate is not None:
                 await self.gate.check(who, route.repo_type, route.repo_id)
@@ -162,10 +166,23 @@ class HubApi:
         response.on_done = done
         return response
 
-    async def api(self, request: Request, route: Route, method: str) -> Response:
+    def base_url(self, request: Request) -> str:
+        """hubproxy's own base URL as this client reaches it (for Link headers)."""
         base = public_base(request, self.public_url)
-        if not self.public_url:
-            base += self.path_prefix
+        return base if self.public_url else base + self.path_prefix
+
+    async def listing(self, request: Request, repo_type: str, who: Authenticated | None) -> Response:
+        """Repo listings and search, showing only what the caller may see."""
+        gate = self.gate
+
+        async def visible(t: str, repo_id: str) -> bool:
+            return bool(repo_id) and (gate is None or await gate.visible(who, t, repo_id))
+
+        return await Listing(self.metadata.index.engine, self.upstream, self.metadata, visible).handle(
+            request, repo_type, self.base_url(request))
+
+    async def api(self, request: Request, route: Route, method: str) -> Response:
+        base = self.base_url(request)
         md = self.metadata
         if route.kind == "xet-token":
             raise HubError(404, "XetNotSupported",

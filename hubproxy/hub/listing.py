@@ -1,0 +1,100 @@
+"""``GET /api/{models,datasets,spaces}``: repo listings and search (protocol M20), filtered by policy.
+
+The upstream's listing is passed on with every repo the caller may not see removed (so a page may
+hold fewer entries than asked for; its ``Link`` still leads to the next one). When the upstream
+cannot answer, or hubproxy is offline, the repos hubproxy holds are listed instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hubproxy.hub.errors import HubError
+from hubproxy.hub.metadata import STALE_WARNING, Metadata, from_upstream
+from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable
+
+#: Query parameters passed on to the upstream (the ones huggingface_hub's list_* functions send).
+PASSED = frozenset({"search", "author", "filter", "sort", "direction", "limit", "full", "config", "cardData",
+                    "expand", "cursor", "gated", "apps", "inference", "pipeline_tag", "library", "language",
+                    "model_name", "dataset_name", "task_categories", "task_ids", "size_categories", "tags",
+                    "trained_dataset", "emissions_thresholds", "fetch_config"})
+LOCAL_LIMIT = 1000
+
+
+class Listing:
+    """Answers listing requests."""
+
+    def __init__(self, engine: Engine, upstream: UpstreamClient, metadata: Metadata,
+                 visible: Callable[[str, str], Awaitable[bool]]) -> None:
+        self.engine = engine
+        self.upstream = upstream
+        self.metadata = metadata
+        self.visible = visible
+
+    async def handle(self, request: Request, repo_type: str, base_url: str) -> Response:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k in PASSED or k.startswith("expand")]
+        try:
+            resp = await self.upstream.fetch("GET", f"/api/{repo_type}s", params=params)
+        except UpstreamUnavailable:
+            return await self._local(repo_type, dict(params))
+        if resp.status >= 500:
+            return await self._local(repo_type, dict(params))
+        answer = from_upstream(resp)
+        if answer.status != 200:
+            return answer.to_response()
+        try:
+            items = answer.json()
+            assert isinstance(items, list)
+        except (ValueError, AssertionError):
+            raise HubError(502, "UpstreamError", "the upstream's listing is not a JSON list") from None
+        shown = [item for item in items if isinstance(item, dict) and await self.visible(repo_type, _id_of(item))]
+        headers = {}
+        link = resp.headers.get("Link")
+        if link:
+            headers["Link"] = self.metadata.rewrite_link(link, base_url)
+        return Response(json.dumps(shown, separators=(",", ":")), media_type="application/json", headers=headers)
+
+    async def _local(self, repo_type: str, params: dict[str, str]) -> Response:
+        """The repos this hubproxy holds, for when the upstream cannot list."""
+        search = params.get("search", "").lower()
+        author = params.get("author", "")
+        try:
+            limit = max(1, min(int(params.get("limit") or LOCAL_LIMIT), LOCAL_LIMIT))
+        except ValueError:
+            raise HubError(400, "BadRequest", "limit must be a number") from None
+        rows = await asyncio.to_thread(self._held, repo_type)
+        items: list[dict[str, Any]] = []
+        for repo_id, sha in rows:
+            if search not in repo_id.lower() or (author and not repo_id.startswith(author + "/")):
+                continue
+            if not await self.visible(repo_type, repo_id):
+                continue
+            item: dict[str, Any] = {"id": repo_id, "private": False, "sha": sha}
+            if repo_type == "model":
+                item["modelId"] = repo_id
+            items.append(item)
+            if len(items) >= limit:
+                break
+        return Response(json.dumps(items, separators=(",", ":")), media_type="application/json",
+                        headers={"X-HF-Warning": STALE_WARNING})
+
+    def _held(self, repo_type: str) -> list[tuple[str, str | None]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT DISTINCT f.repo_id, r.\"commit\" FROM files f LEFT JOIN refs r ON r.repo_type = f.repo_type "
+                "AND r.repo_id = f.repo_id AND r.name = '' WHERE f.repo_type = :t AND f.blob IS NOT NULL "
+                "ORDER BY f.repo_id"), {"t": repo_type}).all()
+        return [(r[0], r[1]) for r in rows]
+
+
+def _id_of(item: dict[str, Any]) -> str:
+    value = item.get("id") or item.get("modelId") or ""
+    return value if isinstance(value, str) else ""
