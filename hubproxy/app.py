@@ -35,6 +35,7 @@ from hubproxy.hub.errors import HubError
 from hubproxy.hub.metadata import Metadata
 from hubproxy.hub.resolve import Resolver
 from hubproxy.observability import metrics
+from hubproxy.observability.access import AccessLog
 from hubproxy.observability.logs import setup_logging
 from hubproxy.observability.middleware import ObservabilityMiddleware, RequestIdMiddleware
 from hubproxy.store import make_store
@@ -240,7 +241,8 @@ def create_app(settings: Settings) -> ASGIApp:
             response = await services["s"].hub(request)
         await response(scope, receive, send)
 
-    return RequestIdMiddleware(ObservabilityMiddleware(app, settings.access_log))
+    access = AccessLog(settings.log_format) if settings.access_log else None
+    return RequestIdMiddleware(ObservabilityMiddleware(app, access))
 
 
 READY_TIMEOUT = 3.0

@@ -45,6 +45,8 @@ def test_metrics_ready_and_logs(make_proxy, fakehub: FakeHub) -> None:  # noqa: 
         while attempt == 0 and value(scrape(proxy.url), "hubproxy_fill_duration_seconds_count", result="ok") < 1:
             assert time.monotonic() < deadline, "the fill never finished"
             time.sleep(0.05)
+    # A token pasted into a URL by mistake is masked in the access log too.
+    assert request("GET", f"{proxy.url}/alice/{unknown_token}/resolve/main/x")[0] in (400, 401, 404)
     status, headers, _ = request("GET", proxy.url + "/alice/files/resolve/main/missing.txt",
                                  {"X-Request-Id": "trace-me-42"})
     assert status == 404 and headers["x-request-id"] == "trace-me-42"
@@ -66,6 +68,9 @@ def test_metrics_ready_and_logs(make_proxy, fakehub: FakeHub) -> None:  # noqa: 
     status, _, body = request("GET", proxy.url + "/ready")
     assert status == 200 and json.loads(body) == {"status": "ready", "checks": {"database": "ok", "store": "ok"}}
     # JSON logs: one object per line; the access line of the 404 carries its request id; no token anywhere.
+    deadline = time.monotonic() + 5  # access lines are written in batches, within 0.2 s
+    while "trace-me-42" not in proxy.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = [json.loads(line) for line in proxy.log().splitlines() if line.startswith("{")]
     assert lines and len(lines) == len([x for x in proxy.log().splitlines() if x.strip()])
     access = [e for e in lines if e["logger"] == "hubproxy.access" and e.get("request_id") == "trace-me-42"]

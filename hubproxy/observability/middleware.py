@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import uuid
@@ -10,9 +9,9 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hubproxy.observability import metrics
+from hubproxy.observability.access import AccessLog
 from hubproxy.observability.logs import REQUEST_ID
 
-access_log = logging.getLogger("hubproxy.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -49,7 +48,7 @@ class RequestIdMiddleware:
 class ObservabilityMiddleware:
     """Counts requests by route and status, times the first and last byte, writes the access log."""
 
-    def __init__(self, app: ASGIApp, access: bool = True) -> None:
+    def __init__(self, app: ASGIApp, access: AccessLog | None = None) -> None:
         self.app = app
         self.access = access
 
@@ -80,10 +79,7 @@ class ObservabilityMiddleware:
             metrics.DURATION.labels(route).observe(elapsed)
             if state["ttfb"] is not None:
                 metrics.TTFB.labels(route).observe(state["ttfb"])
-            if self.access and route not in ("health", "ready", "metrics"):
+            if self.access is not None and route not in ("health", "ready", "metrics"):
                 client = scope.get("client")
-                access_log.info("%s %s %s", scope["method"], scope["path"], status, extra={
-                    "method": scope["method"], "path": scope["path"], "route": route, "status": state["status"],
-                    "bytes": state["bytes"], "duration_ms": round(elapsed * 1000, 2),
-                    "ttfb_ms": round(state["ttfb"] * 1000, 2) if state["ttfb"] is not None else None,
-                    "client": client[0] if client else None})
+                self.access.record(scope["method"], scope["path"], route, state["status"], state["bytes"], elapsed,
+                                   state["ttfb"], client[0] if client else None, REQUEST_ID.get())
