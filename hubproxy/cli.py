@@ -30,10 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def cache_cmd(name: str, help_text: str, repo: bool = True, revision_required: bool = False
                   ) -> argparse.ArgumentParser:
-        p = cache_sub.add_parser(name, help=help_text)
-        p.add_argument("--config", help="YAML config file (to find the data dir and database)")
-        p.add_argument("--data-dir", help="cache and database folder")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p = _command(cache_sub, name, help_text, "to find the data dir and database", "cache and database folder")
         if repo:
             p.add_argument("repo", help="ORG/NAME[@REVISION]" if not revision_required else "ORG/NAME@REVISION")
             p.add_argument("--repo-type", choices=["model", "dataset", "space"], default="model")
@@ -55,11 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
 
     def admin_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = admin_sub.add_parser(name, help=help_text)
-        p.add_argument("--config", help="YAML config file (to find the database)")
-        p.add_argument("--data-dir", help="data folder (its SQLite database, by default)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+        return _command(admin_sub, name, help_text, "to find the database", "data folder (its SQLite database, by default)")
 
     boot = admin_cmd("bootstrap", "on a fresh install: create the first admin and print its token once")
     boot.add_argument("--name", default="admin")
@@ -104,15 +97,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(sub: argparse._SubParsersAction, name: str, help_text: str, config_for: str,  # type: ignore[type-arg]
+             data_dir_help: str) -> argparse.ArgumentParser:
+    """A management subcommand with the options they all share: --config, --data-dir, --json."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--config", help=f"YAML config file ({config_for})")
+    p.add_argument("--data-dir", help=data_dir_help)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
 def _sync_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sync = sub.add_parser("sync", help="air-gapped bundles: export, import, verify")
     sync_sub = sync.add_subparsers(dest="sync_command", required=True)
 
     def sync_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sync_sub.add_parser(name, help=help_text)
-        p.add_argument("--config", help="YAML config file (store, database, upstream, keys)")
-        p.add_argument("--data-dir", help="cache and database folder")
-        p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        p = _command(sync_sub, name, help_text, "store, database, upstream, keys", "cache and database folder")
         p.add_argument("--plain", action="store_true", help="log lines instead of progress bars, even on a terminal")
         return p
 
