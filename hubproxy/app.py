@@ -29,7 +29,7 @@ from hubproxy.cache.index import Index
 from hubproxy.cache.lease import FillLeases
 from hubproxy.cache.usage import Usage
 from hubproxy.config import Settings, load_settings
-from hubproxy.db import make_engine
+from hubproxy.db import make_engine, ping_database
 from hubproxy.hub.api import HubApi
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.metadata import Metadata
@@ -201,7 +201,7 @@ def create_app(settings: Settings) -> ASGIApp:
         if lifecycle["draining"]:
             return JSONResponse({"status": "draining"}, status_code=503)
         checks: dict[str, str] = {}
-        for name, probe in (("database", lambda: _ping_database(s.index)), ("store", s.store.ping)):
+        for name, probe in (("database", lambda: ping_database(s.index.engine)), ("store", s.store.ping)):
             try:
                 await asyncio.wait_for(asyncio.to_thread(probe), READY_TIMEOUT)
                 checks[name] = "ok"
@@ -245,14 +245,8 @@ def create_app(settings: Settings) -> ASGIApp:
     return RequestIdMiddleware(ObservabilityMiddleware(app, access))
 
 
+#: Seconds each readiness check may take.
 READY_TIMEOUT = 3.0
-
-
-def _ping_database(index: Index) -> None:
-    from sqlalchemy import text
-
-    with index.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
 
 
 async def _run_lifespan(lifespan: Callable[[Any], contextlib.AbstractAsyncContextManager[None]],

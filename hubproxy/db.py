@@ -91,6 +91,12 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def ping_database(engine: Engine) -> None:
+    """Raise unless the database answers now (readiness)."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine and bring the schema up to date."""
     url = normalize_url(url)

@@ -89,14 +89,37 @@ def test_upstream_errors_are_counted(make_proxy, fakehub: FakeHub) -> None:  # n
 
 def test_metrics_sum_over_workers(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
     proxy = make_proxy(workers="2")
-    for _ in range(12):  # new connections each time: both workers answer some
-        assert request("HEAD", proxy.url + "/alice/files/resolve/main/config.json")[0] == 200
+    sent = 0
+    while sent < 12 or len([n for n in per_worker_heads(proxy.data_dir).values() if n]) < 2:
+        assert sent < 200, f"one worker answered every request: {per_worker_heads(proxy.data_dir)}"
+        assert request("HEAD", proxy.url + "/alice/files/resolve/main/config.json")[0] == 200  # a new connection
+        sent += 1
+    # Both workers answered some; a scrape of either one reports them all.
     # A request is counted just after its last byte is sent: allow the last one a moment to land.
     deadline = time.monotonic() + 5
     while (seen := value(scrape(proxy.url), "hubproxy_requests_total", route="resolve", method="HEAD",
-                         status="200")) < 12 and time.monotonic() < deadline:
+                         status="200")) < sent and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert seen == 12
+    assert seen == sent
+    assert sum(per_worker_heads(proxy.data_dir).values()) == sent
+
+
+def per_worker_heads(data_dir: Path) -> dict[str, float]:
+    """Resolve HEADs each worker counted, read from its own prometheus_client multiprocess file."""
+    import shutil
+    import tempfile
+
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    counts = {}
+    for db in (data_dir / "prometheus-multiproc").glob("counter_*.db"):
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(db, alone)
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=alone)
+            counts[db.name] = registry.get_sample_value(
+                "hubproxy_requests_total", {"route": "resolve", "method": "HEAD", "status": "200"}) or 0.0
+    return counts
 
 
 def test_sigterm_drains_downloads_and_flushes_audit(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001

@@ -37,6 +37,12 @@ def offline_proxy(make_proxy, data_dir: Path, **env: str):  # noqa: ANN001, ANN2
                       **env)
 
 
+def resolve_gets(proxy, fragment: str) -> int:  # noqa: ANN001
+    """GET requests for ``fragment`` in a hubproxy's access log (written within 0.2 s of each request)."""
+    time.sleep(0.5)
+    return sum(1 for line in proxy.log().splitlines() if '"method": "GET"' in line and fragment in line)
+
+
 def tree_files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
@@ -46,6 +52,8 @@ def test_export_import_serves_offline(make_proxy, fakehub: FakeHub, model_dir: P
     # Warm one repo: its blobs are then taken from the local store, not fetched again.
     snapshot_download("alice/tiny-gpt2", endpoint=inside_net.url, cache_dir=tmp_path / "warm")
     fakehub.reset_counts()
+    warm_gets = resolve_gets(inside_net, "/alice/tiny-gpt2/resolve/")
+    assert warm_gets > 0
     bundle = tmp_path / "models.tar"
     proc = sync("export", "--data-dir", str(inside_net.data_dir), "--source", inside_net.url, "--repo", "alice/tiny-gpt2",
                 "--repo", "dataset:alice/tiny-ds", "--repo", "alice/files@main", "--out", str(bundle), "--json")
@@ -58,6 +66,9 @@ def test_export_import_serves_offline(make_proxy, fakehub: FakeHub, model_dir: P
     tiny_files = {p: f.blob.data for p, f in tiny.commits[tiny.branches["main"]].files.items()}
     assert not any("GET /alice/tiny-gpt2/resolve" in p for p in fakehub.paths()), "warm blobs were fetched again"
     assert any("GET /alice/files/resolve" in p for p in fakehub.paths())  # cold ones came through the hubproxy
+    # The warm repo's bytes came from the local store: not one more download from the hubproxy either.
+    assert resolve_gets(inside_net, "/alice/tiny-gpt2/resolve/") == warm_gets
+    assert resolve_gets(inside_net, "/alice/files/resolve/") > 0
     verified = json.loads(sync("verify", str(bundle), "--json").stdout)
     assert verified["checksum"] == summary["checksum"] and len(verified["repos"]) == 3
 

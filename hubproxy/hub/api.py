@@ -87,6 +87,7 @@ class HubApi:
         self.metadata = metadata
         self.upstream = upstream
         self.public_url = public_url
+        self.listings = Listing(metadata.index.engine, upstream, metadata)
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -158,7 +159,7 @@ class HubApi:
 
         def done(sent: int, complete: bool) -> None:
             if sent:
-                metrics.SERVED_BYTES.labels(response.source or "hit").inc(sent)
+                metrics.SERVED_BYTES.labels(response.source or "unknown").inc(sent)
             audit.record(DownloadEvent(**base, commit=response.headers.get("X-Repo-Commit"), bytes_sent=sent,
                                        status=response.status, cache=response.source,
                                        duration=time.monotonic() - t0, complete=complete))
@@ -178,8 +179,7 @@ class HubApi:
         async def visible(t: str, repo_id: str) -> bool:
             return bool(repo_id) and (gate is None or await gate.visible(who, t, repo_id))
 
-        return await Listing(self.metadata.index.engine, self.upstream, self.metadata, visible).handle(
-            request, repo_type, self.base_url(request))
+        return await self.listings.handle(request, repo_type, self.base_url(request), visible)
 
     async def api(self, request: Request, route: Route, method: str) -> Response:
         base = self.base_url(request)

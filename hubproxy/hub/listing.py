@@ -27,42 +27,44 @@ PASSED = frozenset({"search", "author", "filter", "sort", "direction", "limit", 
                     "model_name", "dataset_name", "task_categories", "task_ids", "size_categories", "tags",
                     "trained_dataset", "emissions_thresholds", "fetch_config"})
 LOCAL_LIMIT = 1000
+#: Whether the caller may see a repo: (repo type, repo id) -> bool.
+Visible = Callable[[str, str], Awaitable[bool]]
 
 
 class Listing:
     """Answers listing requests."""
 
-    def __init__(self, engine: Engine, upstream: UpstreamClient, metadata: Metadata,
-                 visible: Callable[[str, str], Awaitable[bool]]) -> None:
+    def __init__(self, engine: Engine, upstream: UpstreamClient, metadata: Metadata) -> None:
         self.engine = engine
         self.upstream = upstream
         self.metadata = metadata
-        self.visible = visible
 
-    async def handle(self, request: Request, repo_type: str, base_url: str) -> Response:
+    async def handle(self, request: Request, repo_type: str, base_url: str, visible: Visible) -> Response:
+        """One page of the listing, with only the repos ``visible`` allows."""
         params = [(k, v) for k, v in request.query_params.multi_items() if k in PASSED or k.startswith("expand")]
         try:
             resp = await self.upstream.fetch("GET", f"/api/{repo_type}s", params=params)
         except UpstreamUnavailable:
-            return await self._local(repo_type, dict(params))
+            return await self._local(repo_type, dict(params), visible)
         if resp.status >= 500:
-            return await self._local(repo_type, dict(params))
+            return await self._local(repo_type, dict(params), visible)
         answer = from_upstream(resp)
         if answer.status != 200:
             return answer.to_response()
         try:
             items = answer.json()
-            assert isinstance(items, list)
-        except (ValueError, AssertionError):
-            raise HubError(502, "UpstreamError", "the upstream's listing is not a JSON list") from None
-        shown = [item for item in items if isinstance(item, dict) and await self.visible(repo_type, _id_of(item))]
+        except ValueError:
+            items = None
+        if not isinstance(items, list):
+            raise HubError(502, "UpstreamError", "the upstream's listing is not a JSON list")
+        shown = [item for item in items if isinstance(item, dict) and await visible(repo_type, _id_of(item))]
         headers = {}
         link = resp.headers.get("Link")
         if link:
             headers["Link"] = self.metadata.rewrite_link(link, base_url)
         return Response(json.dumps(shown, separators=(",", ":")), media_type="application/json", headers=headers)
 
-    async def _local(self, repo_type: str, params: dict[str, str]) -> Response:
+    async def _local(self, repo_type: str, params: dict[str, str], visible: Visible) -> Response:
         """The repos this hubproxy holds, for when the upstream cannot list."""
         search = params.get("search", "").lower()
         author = params.get("author", "")
@@ -75,7 +77,7 @@ class Listing:
         for repo_id, sha in rows:
             if search not in repo_id.lower() or (author and not repo_id.startswith(author + "/")):
                 continue
-            if not await self.visible(repo_type, repo_id):
+            if not await visible(repo_type, repo_id):
                 continue
             item: dict[str, Any] = {"id": repo_id, "private": False, "sha": sha}
             if repo_type == "model":

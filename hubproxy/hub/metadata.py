@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 from starlette.responses import Response
 
-from hubproxy.cache.index import LRU, CachedAnswer, Index
+from hubproxy.cache.index import LRU, CachedAnswer, FileInfo, Index
 from hubproxy.config import Settings
 from hubproxy.hub.errors import HubError, offline_miss, upstream_timeout, upstream_unreachable
 from hubproxy.hub.routing import is_commit
@@ -65,11 +65,6 @@ def tree_key(repo_type: str, repo_id: str, commit: str, path: str, recursive: bo
 
 def refs_key(repo_type: str, repo_id: str, include_prs: bool) -> str:
     return f"refs|{repo_type}|{repo_id}|{int(include_prs)}"
-
-
-def snapshot_key(repo_type: str, repo_id: str, commit: str) -> str:
-    """Cache key of an imported snapshot: repo info and full recursive tree at a commit (``hubproxy sync``)."""
-    return f"snapshot|{repo_type}|{repo_id}|{commit}"
 
 
 def tree_view(entries: list[dict[str, Any]], path: str, recursive: bool, expand: bool) -> list[dict[str, Any]] | None:
@@ -182,7 +177,7 @@ class Metadata:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._trees: LRU[str, list[dict[str, Any]]] = LRU(32)
-        self._snapshot_paths: LRU[str, frozenset[str]] = LRU(32)
+        self._listed_files: LRU[str, dict[str, dict[str, Any]]] = LRU(32)
 
     # -- plumbing ---------------------------------------------------------------------
     async def single_flight(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -286,18 +281,17 @@ class Metadata:
                 return await self.cached(key_for(rev), "GET", path, immutable=True, params=query,
                                          what=f"{repo_type} {repo_id} at {rev}")
             except HubError as exc:
-                snap = await self._snapshot_info(repo_type, repo_id, rev) if exc.status >= 500 else None
-                if snap is None:
+                plain = await self._plain_info(repo_type, repo_id, rev) if exc.status >= 500 else None
+                if plain is None:
                     raise
-                return Answer.of(snap)  # an answer about a commit is never stale
+                return Answer.of(plain, stale=bool(qk))
         name = rev or ""
         ref = await self.index.get_ref(repo_type, repo_id, name, self.settings.revision_ttl)
-        hit = None
-        if ref is not None:
-            hit = await self.index.get_meta(key_for(ref.commit)) or await self._snapshot_info(
-                repo_type, repo_id, ref.commit)
+        hit = await self.index.get_meta(key_for(ref.commit)) if ref is not None else None
         if hit is not None and ref is not None and _age(ref.fetched_at) < self.settings.revision_ttl:
             return Answer.of(hit)
+        if hit is None and ref is not None:
+            hit = await self._plain_info(repo_type, repo_id, ref.commit)  # only if the upstream cannot answer
         answer = await self._fetch_or_stale(f"GET {path}?{qk}", "GET", path, hit,
                                             f"{repo_type} {repo_id} at {name or 'the default branch'}", params=query)
         if answer.status == 200 and not answer.stale:
@@ -316,23 +310,24 @@ class Metadata:
         if entries is not None:
             return Answer(200, {"Content-Type": "application/json"}, b""), entries
         hit = await self.index.get_meta(key)
-        if hit is None:
+        if hit is not None:
+            answer = Answer.of(hit)
+        else:
             try:
                 answer = await self.single_flight(key, lambda: fetch_tree(
                     self.upstream, repo_type, repo_id, commit, path, recursive, expand))
             except UpstreamUnavailable as exc:
-                answer = await self._snapshot_tree(repo_type, repo_id, commit, path, recursive, expand)
-                if answer is None:
+                derived = await self._derived_tree(repo_type, repo_id, commit, path, recursive, expand)
+                if derived is None:
                     raise unavailable_error(exc, f"the tree of {repo_id} at {commit}") from None
+                return derived  # computed again next time: the upstream's own answer is the one to keep
             if answer.status >= 500:
-                snapped = await self._snapshot_tree(repo_type, repo_id, commit, path, recursive, expand)
-                if snapped is None:
+                derived = await self._derived_tree(repo_type, repo_id, commit, path, recursive, expand)
+                if derived is None:
                     raise upstream_failure(answer)
-                answer = snapped
+                return derived
             if answer.status == 200 or answer.headers.get("X-Error-Code") == "EntryNotFound":
                 await self.index.put_meta(key, answer.status, answer.headers, answer.body)
-        else:
-            answer = Answer.of(hit)
         if answer.status != 200:
             return answer, None
         entries = json.loads(answer.body)
@@ -354,7 +349,7 @@ class Metadata:
             query = urlencode({"recursive": str(recursive).lower(), "expand": str(expand).lower(),
                                "cursor": cursor + size})
             headers["Link"] = f'<{base_url}{api_path(repo_type, repo_id, *parts)}?{query}>; rel="next"'
-        return Answer(200, headers, json.dumps(page, separators=(",", ":")).encode())
+        return Answer(200, headers, json.dumps(page, separators=(",", ":")).encode(), stale=answer.stale)
 
     # -- paths-info -------------------------------------------------------------------
     async def paths_info(self, repo_type: str, repo_id: str, rev: str, paths: list[str], expand: bool) -> Answer:
@@ -373,63 +368,72 @@ class Metadata:
 
     async def _paths_from_tree(self, repo_type: str, repo_id: str, commit: str, paths: list[str],
                                expand: bool) -> Answer | None:
-        """paths-info computed from a cached or imported recursive tree, for when the upstream cannot answer.
+        """paths-info computed from the commit's full listing, for when the upstream cannot answer.
 
-        A cached listing without ``expand`` only stands in for a plain paths-info; an imported snapshot
-        answers both (without the expanded fields, which bundles do not carry).
+        Exact without ``expand``; with it, the expanded fields are missing, so the answer is marked stale.
         """
-        hit = None if expand else await self.index.get_meta(tree_key(repo_type, repo_id, commit, "", True, False))
-        if hit is not None and hit.status == 200:
-            entries, stale = json.loads(hit.body), True
-        else:
-            snap = await self._snapshot(repo_type, repo_id, commit)
-            if snap is None:
-                return None
-            entries, stale = snap["tree"], False  # an imported snapshot is complete, not a stand-in
+        entries = await self._listing(repo_type, repo_id, commit)
+        if entries is None:
+            return None
         by_path = {e["path"]: e for e in entries}
         found = [by_path[p.strip("/")] for p in dict.fromkeys(paths) if p.strip("/") in by_path]
-        return Answer(200, {"Content-Type": "application/json"}, json.dumps(found).encode(), stale=stale)
+        return Answer(200, {"Content-Type": "application/json"}, json.dumps(found).encode(), stale=expand)
 
-    # -- imported snapshots (hubproxy sync) -------------------------------------------
-    async def _snapshot(self, repo_type: str, repo_id: str, commit: str) -> dict[str, Any] | None:
-        """The repo info and full tree a bundle import recorded for this commit, if any."""
-        hit = await self.index.get_meta(snapshot_key(repo_type, repo_id, commit))
-        if hit is None or hit.status != 200:
-            return None
-        snap: dict[str, Any] = json.loads(hit.body)
-        return snap
-
-    async def snapshot_has_file(self, repo_type: str, repo_id: str, commit: str, path: str) -> bool | None:
-        """Whether an imported snapshot lists ``path`` as a file at ``commit``; None without a snapshot."""
-        key = snapshot_key(repo_type, repo_id, commit)
-        paths = self._snapshot_paths.get(key)
-        if paths is None:
-            snap = await self._snapshot(repo_type, repo_id, commit)
-            if snap is None:
+    # -- answers derived from a commit's full listing ---------------------------------
+    # A commit never changes, so its full recursive listing (cached from the upstream, or written by
+    # ``hubproxy sync import``) answers any folder listing and any paths-info at that commit, and says
+    # for certain which files do not exist. These stand in when the upstream cannot answer.
+    async def _listing(self, repo_type: str, repo_id: str, commit: str) -> list[dict[str, Any]] | None:
+        """The commit's full recursive listing, if hubproxy holds it (parsed once, then kept in memory)."""
+        key = tree_key(repo_type, repo_id, commit, "", True, False)
+        entries = self._trees.get(key)
+        if entries is None:
+            hit = await self.index.get_meta(key)
+            if hit is None or hit.status != 200:
                 return None
-            paths = frozenset(e["path"] for e in snap["tree"] if e.get("type") == "file")
-            self._snapshot_paths.put(key, paths)
-        return path in paths
+            entries = json.loads(hit.body)
+            self._trees.put(key, entries)
+        return entries
 
-    async def _snapshot_info(self, repo_type: str, repo_id: str, commit: str) -> CachedAnswer | None:
-        hit = await self.index.get_meta(snapshot_key(repo_type, repo_id, commit))
-        if hit is None or hit.status != 200:
-            return None
-        info = json.loads(hit.body)["info"]
-        return CachedAnswer(200, {"Content-Type": "application/json"},
-                            json.dumps(info, separators=(",", ":")).encode(), hit.fetched_at)
+    async def listed_file(self, repo_type: str, repo_id: str, commit: str, path: str) -> FileInfo | None:
+        """What ``path`` is at ``commit`` by the commit's full listing (``blob`` None: certainly missing);
+        None if hubproxy does not hold that listing."""
+        key = tree_key(repo_type, repo_id, commit, "", True, False)
+        files = self._listed_files.get(key)
+        if files is None:
+            entries = await self._listing(repo_type, repo_id, commit)
+            if entries is None:
+                return None
+            files = {e["path"]: e for e in entries if e.get("type") == "file"}
+            self._listed_files.put(key, files)
+        entry = files.get(path)
+        if entry is None:
+            return FileInfo(None, 0, False, "")
+        lfs = entry.get("lfs")
+        blob = lfs["oid"] if lfs else entry.get("oid")
+        size = lfs["size"] if lfs else entry.get("size")
+        if not isinstance(blob, str) or not isinstance(size, int):
+            return None  # a listing without hashes or sizes cannot stand in for the upstream
+        return FileInfo(blob, size, bool(lfs), blob)
 
-    async def _snapshot_tree(self, repo_type: str, repo_id: str, commit: str, path: str, recursive: bool,
-                             expand: bool) -> Answer | None:
-        snap = await self._snapshot(repo_type, repo_id, commit)
-        if snap is None:
+    async def _plain_info(self, repo_type: str, repo_id: str, commit: str) -> CachedAnswer | None:
+        """The commit's repo info without query parameters: a stand-in for any other variant of it."""
+        hit = await self.index.get_meta(info_key(repo_type, repo_id, commit))
+        return hit if hit is not None and hit.status == 200 else None
+
+    async def _derived_tree(self, repo_type: str, repo_id: str, commit: str, path: str, recursive: bool,
+                            expand: bool) -> tuple[Answer, list[dict[str, Any]] | None] | None:
+        """A folder listing computed from the commit's full listing (as ``_full_tree`` returns it)."""
+        entries = await self._listing(repo_type, repo_id, commit)
+        if entries is None:
             return None
-        view = tree_view(snap["tree"], path, recursive, expand)
+        view = tree_view(entries, path, recursive, expand)
         if view is None:
+            message = f'{path} does not exist on "{commit}"'
             return Answer(404, {"Content-Type": "application/json", "X-Error-Code": "EntryNotFound",
-                                "X-Error-Message": f'{path} does not exist on "{commit}"'},
-                          json.dumps({"error": f'{path} does not exist on "{commit}"'}).encode())
-        return Answer(200, {"Content-Type": "application/json"}, json.dumps(view, separators=(",", ":")).encode())
+                                "X-Error-Message": message}, json.dumps({"error": message}).encode()), None
+        # With expand, the expanded fields are missing: say so with the stale warning.
+        return Answer(200, {"Content-Type": "application/json"}, b"", stale=expand), view
 
     # -- refs and commits -------------------------------------------------------------
     async def refs(self, repo_type: str, repo_id: str, include_prs: bool) -> Answer:

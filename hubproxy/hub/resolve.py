@@ -78,9 +78,12 @@ class Resolver:
         try:
             resp = await self.upstream.head_file(resolve_path(route, commit))
         except UpstreamUnavailable as exc:
-            listed = await self.metadata.snapshot_has_file(route.repo_type, route.repo_id, commit, route.path)
-            if listed is False:  # an imported bundle knows every file of this commit: this is none of them
-                return FileInfo(None, 0, False, "")
+            # The commit's full listing, if held, knows every file of it and that no other exists. A listed
+            # file is answered only if its bytes are stored too: HEAD must promise no more than GET keeps.
+            listed = await self.metadata.listed_file(route.repo_type, route.repo_id, commit, route.path)
+            if listed is not None and (listed.blob is None or await self.fills.has_blob(listed.blob)):
+                await self.index.put_file(route.repo_type, route.repo_id, commit, route.path, listed)
+                return listed
             raise unavailable_error(exc, f"{route.path} of {route.repo_id} at {commit}") from None
         code = resp.headers.get("X-Error-Code")
         if resp.status == 404 and code == "EntryNotFound":

@@ -3,7 +3,7 @@
 Import is two phases. First every blob the bundle carries is streamed into the store, hashed on
 the way and committed only when it matches (blobs already stored are skipped, so an interrupted
 import is simply run again). Only when every blob the repos need is stored does one database
-transaction add the files, refs, metadata snapshots and pins that make the repos visible: a
+transaction add the files, refs, metadata answers and pins that make the repos visible: a
 damaged bundle never makes anything servable.
 """
 
@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from hubproxy.config import Settings
 from hubproxy.db import BlobRecord, FileRecord, MetaRecord, PinRecord, RefRecord, make_engine
-from hubproxy.hub.metadata import info_key, refs_key, snapshot_key, tree_key
+from hubproxy.hub.metadata import info_key, refs_key, tree_key
 from hubproxy.hub.routing import is_commit
 from hubproxy.store import make_store
 from hubproxy.store.base import BlobStore, FillWriter
@@ -157,7 +157,7 @@ class Importer:
         return stored, skipped, seconds
 
     def _publish(self, manifest: Manifest, engine: Any) -> None:
-        """Phase two, one transaction: files, refs, metadata snapshots and pins become visible together."""
+        """Phase two, one transaction: files, refs, metadata answers and pins become visible together."""
         now = time.time()
         with Session(engine) as s:
             for repo in manifest.repos:
@@ -169,9 +169,9 @@ class Importer:
                     s.merge(RefRecord(repo_type=t, repo_id=rid, name=repo.revision, commit=commit, fetched_at=now))
                 if repo.revision == repo.info.get("defaultBranch", "main"):
                     s.merge(RefRecord(repo_type=t, repo_id=rid, name="", commit=commit, fetched_at=now))
-                snapshot = {"info": repo.info, "tree": repo.tree}
-                answers = {snapshot_key(t, rid, commit): snapshot, info_key(t, rid, commit): repo.info,
-                           tree_key(t, rid, commit, "", True, False): repo.tree}
+                # The answers hubproxy keeps for any repo at a commit; every other listing, paths-info and
+                # info variant is derived from these two while the upstream is out of reach.
+                answers = {info_key(t, rid, commit): repo.info, tree_key(t, rid, commit, "", True, False): repo.tree}
                 if repo.refs is not None:
                     answers[refs_key(t, rid, False)] = repo.refs
                 for key, body in answers.items():
