@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hubproxy import __version__
 from hubproxy.admin.api import AdminApi
+from hubproxy.admin.service import AdminService
 from hubproxy.audit import downloads as audit_downloads
 from hubproxy.audit.downloads import AuditLog
 from hubproxy.auth.authenticator import Authenticator
@@ -28,11 +29,12 @@ from hubproxy.cache.fill import FillManager
 from hubproxy.cache.index import Index
 from hubproxy.cache.lease import FillLeases
 from hubproxy.cache.usage import Usage
-from hubproxy.config import Settings, load_settings
-from hubproxy.db import make_engine, ping_database
+from hubproxy.config import Settings, default_db_url, load_settings
+from hubproxy.db import make_engine, ping_database, record_database
 from hubproxy.hub.api import HubApi
-from hubproxy.hub.errors import HubError
+from hubproxy.hub.errors import HubError, hide_origin
 from hubproxy.hub.metadata import Metadata
+from hubproxy.hub.names import RepoNames
 from hubproxy.hub.resolve import Resolver
 from hubproxy.observability import metrics
 from hubproxy.observability.access import AccessLog
@@ -119,7 +121,7 @@ def _on_shutdown_signal(callback: Callable[[], None]) -> None:
 
 def app_from_env() -> ASGIApp:
     """App factory for worker processes: settings come from HUBPROXY_* variables."""
-    from hubproxy.cli import limit_malloc_arenas
+    from hubproxy.cli.serve import limit_malloc_arenas
 
     limit_malloc_arenas()
     settings = load_settings()
@@ -146,7 +148,9 @@ def create_app(settings: Settings) -> ASGIApp:
         if removed:
             log.info("removed %d unfinished fills left by a previous run", removed)
         index = Index(make_engine(settings.db_url))
+        record_database(settings.data_dir, settings.db_url, default_db_url(settings.data_dir))
         upstream = UpstreamClient(settings)
+        hide_origin(settings.upstream_url)
         await upstream.start()
         leases = None
         if settings.store == "s3":  # replicas do not share a spool: coordinate fills through the database
@@ -159,13 +163,15 @@ def create_app(settings: Settings) -> ASGIApp:
         auth = Authenticator(index.engine, settings.token_cache_seconds)
         if settings.anonymous_access == "read":
             log.warning("anonymous access is on: anyone who reaches hubproxy can download what the upstream serves")
-        audit = AuditLog(index.engine, settings.data_dir / "audit-spool.jsonl")
+        audit = AuditLog(index.engine, settings.data_dir)
         audit_task = asyncio.create_task(audit.run(), name="audit")
-        hub = HubApi(resolver, metadata, upstream, settings.public_url, settings.path_prefix, auth,
+        names = RepoNames(metadata, index.engine, settings.revision_ttl)
+        hub = HubApi(resolver, metadata, upstream, names, settings.public_url, settings.path_prefix, auth,
                      settings.anonymous_access == "read", audit, settings.trusted_proxies,
                      Gate(index.engine, settings.anonymous_project, settings.token_cache_seconds))
         services["s"] = Services(settings, index, store, upstream, fills, metadata, hub,
-                                 AdminApi(index.engine, store, auth))
+                                 AdminApi(AdminService(index.engine, store), auth,
+                                          docs_public=settings.anonymous_access == "read"))
         maintenance = asyncio.create_task(_maintain(settings, index, store, fills, usage, auth), name="maintenance")
         if settings.offline:
             log.warning("offline mode: serving only what is cached")
@@ -179,6 +185,7 @@ def create_app(settings: Settings) -> ASGIApp:
             audit_task.cancel()
             await asyncio.gather(maintenance, audit_task, return_exceptions=True)
             await audit.flush()
+            audit.close()
             log.info("audit queue flushed; stopped")
             await usage.flush()
             await auth.flush()
@@ -212,6 +219,13 @@ def create_app(settings: Settings) -> ASGIApp:
                             status_code=200 if ok else 503)
 
     async def metrics_page(request: Request) -> Response:
+        if settings.metrics_access == "token":
+            s = services.get("s")
+            header = request.headers.get("authorization", "")
+            who = await s.hub.auth.authenticate(header[7:].strip()) if s and header[:7].lower() == "bearer " else None
+            if who is None:
+                return JSONResponse({"error": "a valid hubproxy token is required (metrics_access: token)"},
+                                    status_code=401)
         body, media = metrics.exposition()
         return Response(body, media_type=media)
 

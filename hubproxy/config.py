@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 class Settings:
     """Every hubproxy setting with its default."""
 
-    host: str = "0.0.0.0"
+    #: Loopback by default: listening on every interface (0.0.0.0) is a decision (the image and chart make it).
+    host: str = "127.0.0.1"
     port: int = 8000
     upstream: str = "https://huggingface.co"
     data_dir: Path = Path("./hubproxy-data")
@@ -51,8 +52,8 @@ class Settings:
     #: Bytes per read when serving a stored blob.
     serve_chunk_size: int = 1024 * 1024
     log_level: str = "info"
-    #: ``json`` (one object per line, with the request id) or ``text``.
-    log_format: str = "json"
+    #: ``json`` (one object per line, with the request id), ``text``, or ``auto``: text on a terminal, JSON otherwise.
+    log_format: str = "auto"
     #: One log line per request (method, path, status, bytes, duration, time to first byte, request id).
     access_log: bool = True
     #: Seconds SIGTERM waits for in-flight downloads before closing them (then the audit queue is flushed).
@@ -82,6 +83,9 @@ class Settings:
     anonymous_access: str = "read"
     #: Project whose policy anonymous callers read under (as developers); none: free while no project exists.
     anonymous_project: str | None = None
+    #: Who may read ``/metrics``: ``open`` (anyone who reaches the port, as Prometheus expects) or ``token`` (any
+    #: valid hubproxy token, sent as ``Authorization: Bearer``). ``/health`` and ``/ready`` are always open.
+    metrics_access: str = "open"
     #: Seconds a token check is remembered (a revoked token stops working within this time).
     token_cache_seconds: float = 30.0
     #: Proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDRs); others' is ignored.
@@ -98,14 +102,17 @@ class Settings:
     @property
     def db_url(self) -> str:
         """The effective database URL."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'hubproxy.db').resolve()}"
+        return self.database_url or default_db_url(self.data_dir)
 
     @property
     def upstream_url(self) -> str:
         """The upstream base URL without a trailing slash."""
         return self.upstream.rstrip("/")
+
+
+def default_db_url(data_dir: Path) -> str:
+    """The SQLite file inside a data dir: the index when no ``database_url`` is set."""
+    return f"sqlite:///{(data_dir / 'hubproxy.db').resolve()}"
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -192,6 +199,8 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"setting 'trusted_proxies': {exc}") from None
     if s.anonymous_access not in ("read", "off"):
         raise ConfigError(f"setting 'anonymous_access': {s.anonymous_access!r} is not one of read, off")
+    if s.metrics_access not in ("open", "token"):
+        raise ConfigError(f"setting 'metrics_access': {s.metrics_access!r} is not one of open, token")
     if s.store not in ("local", "s3"):
         raise ConfigError(f"setting 'store': {s.store!r} is not one of local, s3")
     if s.store == "s3" and not s.s3_bucket:
@@ -200,8 +209,8 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError("setting 's3_presign_ttl' must be at least 60 seconds")
     if s.fill_retries < 0:
         raise ConfigError("setting 'fill_retries' must not be negative")
-    if s.log_format not in ("json", "text"):
-        raise ConfigError(f"setting 'log_format': {s.log_format!r} is not one of json, text")
+    if s.log_format not in ("json", "text", "auto"):
+        raise ConfigError(f"setting 'log_format': {s.log_format!r} is not one of auto, json, text")
     if s.log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
         raise ConfigError(f"setting 'log_level': {s.log_level!r} is not a log level")
     return s

@@ -9,8 +9,10 @@ what is cached.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from alembic import command
 from alembic.config import Config
@@ -81,6 +83,75 @@ class PinRecord(SQLModel, table=True):
     commit: str = Field(primary_key=True)
     revision: str
     created_at: float
+
+
+class DatabaseNotReady(Exception):
+    """The database a command needs is missing, unreachable, or not at the current schema."""
+
+
+#: File in the data dir naming the database its index lives in, when that is not the default SQLite file.
+DATABASE_MARKER = "database.json"
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def record_database(data_dir: Path, url: str, default_url: str) -> None:
+    """Remember in the data dir which database holds its index (so commands run without it can say so)."""
+    marker = data_dir / DATABASE_MARKER
+    if url == default_url:
+        marker.unlink(missing_ok=True)
+        return
+    text = json.dumps({"database": redact_url(url)})
+    if not marker.exists() or marker.read_text() != text:
+        marker.write_text(text)
+
+
+def check_database_choice(data_dir: Path, url: str, default_url: str) -> None:
+    """Refuse to use the default SQLite file of a data dir whose index lives in another database."""
+    marker = data_dir / DATABASE_MARKER
+    if url != default_url or not marker.exists():
+        return
+    try:
+        where = json.loads(marker.read_text())["database"]
+    except (ValueError, KeyError, OSError):
+        return
+    raise DatabaseNotReady(f"the index of {data_dir} is in {where}; set database_url "
+                           "(HUBPROXY_DATABASE_URL or --config) to use it")
+
+
+def open_existing(url: str) -> Engine:
+    """An engine on a database that must already hold hubproxy's current schema; nothing is created."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if not os.path.isfile(path):
+            raise DatabaseNotReady(f"no hubproxy database at {path} (has hubproxy run with this data dir?)")
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    try:
+        current = schema_revision(engine)
+    except Exception as exc:
+        engine.dispose()
+        raise DatabaseNotReady(f"cannot reach the database {redact_url(url)}: {_reason(exc)}") from None
+    if current != head_revision():
+        engine.dispose()
+        state = "has no hubproxy schema" if current is None else f"is at schema {current}, not {head_revision()}"
+        raise DatabaseNotReady(f"the database {redact_url(url)} {state}; run 'hubproxy db upgrade'")
+    return engine
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a driver error, without SQLAlchemy's background links."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:300] if text else exc.__class__.__name__
 
 
 def normalize_url(url: str) -> str:

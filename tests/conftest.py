@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 
+from hubproxy.db import normalize_url  # noqa: E402
 from tests.fakehub import FakeHub, Faults  # noqa: E402
 from tests.fixtures import folder_files, make_parquet_dataset, make_tiny_model, odd_files  # noqa: E402
 from tests.helpers import ProxyProcess  # noqa: E402
 
 UPSTREAM_TOKEN = "hf_upstream_secret_token"
+PG_BASE = os.environ.get("HUBPROXY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the test database, dropped afterwards."""
+    schema = f"hp_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(PG_BASE), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_BASE} is needed for this test: {exc}")
+    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -129,6 +129,8 @@ class FakeHub:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.blob_bytes: Counter[str] = Counter()
         self.throttle_bps: float | None = None
+        #: Renamed repos: (type, old id lower-cased) -> new id. The old name answers 307 to the new one.
+        self.renames: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._servers: list[_Server] = []
         self._conns: set[socket.socket] = set()
@@ -154,6 +156,14 @@ class FakeHub:
         repo.commits[digest] = Commit(digest, title, base, date, parent)
         repo.branches[branch] = digest
         return digest
+
+    def find(self, repo_type: str, repo_id: str) -> Repo | None:
+        """A repo by id, case-insensitively, as the Hub finds it."""
+        repo = self.repos.get((repo_type, repo_id))
+        if repo is None:
+            repo = next((r for (t, i), r in self.repos.items() if t == repo_type and i.lower() == repo_id.lower()),
+                        None)
+        return repo
 
     def blob_by_key(self, key: str) -> Blob | None:
         for repo in self.repos.values():
@@ -270,11 +280,24 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
             return auth[7:] if auth.startswith("Bearer ") else None
 
         def _repo(self, repo_type: str, repo_id: str, content: bool) -> Repo | None:
-            """The repo if the caller may see it (and, for content, download it); else answers the error."""
-            repo = hub.repos.get((repo_type, repo_id))
+            """The repo if the caller may see it (and, for content, download it); else answers the error.
+
+            Ids are case-insensitive; a renamed repo's old id answers a relative 307 to the same path under the
+            new id. The not-found message names this server's URL, so a proxy passing it on would leak it.
+            """
+            new_id = hub.renames.get((repo_type, repo_id.lower()))
+            if new_id is not None:
+                path = self.path.replace(f"/{repo_id}/", f"/{new_id}/", 1)
+                if path == self.path and self.path.split("?")[0].endswith(f"/{repo_id}"):
+                    head, _, query = self.path.partition("?")
+                    path = head[: -len(repo_id)] + new_id + (f"?{query}" if query else "")
+                self._send(307, b"", {"Location": path})
+                return None
+            repo = hub.find(repo_type, repo_id)
             token = self._token()
             if repo is None or (repo.private and token != hub.token):
-                self._error(401 if token is None else 404, "RepoNotFound", "Repository not found")
+                self._error(401 if token is None else 404, "RepoNotFound",
+                            f"Repository not found: {hub.url}/api/{repo_type}s/{repo_id}")
                 return None
             if content and repo.gated and token != hub.token:
                 self._error(401 if token is None else 403, "GatedRepo",

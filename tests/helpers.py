@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,3 +267,23 @@ class S3FaultRelay:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def hubproxy_cli(data_dir: Path, *args: str, database_url: str | None = None, check: bool = True,
+                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``hubproxy <args> --data-dir DIR`` in a fresh process (the management commands)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBPROXY_")}
+    if database_url:
+        env["HUBPROXY_DATABASE_URL"] = database_url
+    proc = subprocess.run([sys.executable, "-m", "hubproxy", *args, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hubproxy {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def admin_json(data_dir: Path, *args: str, database_url: str | None = None) -> Any:
+    """``hubproxy admin <args> --json``, parsed."""
+    import json
+
+    return json.loads(hubproxy_cli(data_dir, "admin", *args, "--json", database_url=database_url).stdout)

@@ -29,9 +29,12 @@ def call(proxy, method: str, path: str, token: str | None, body: object = None) 
         return status, data.decode()
 
 
-def bootstrap(proxy) -> str:  # noqa: ANN001
+def bootstrap(proxy, database_url: str | None = None) -> str:  # noqa: ANN001
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBPROXY_")}
+    if database_url:
+        env["HUBPROXY_DATABASE_URL"] = database_url
     return json.loads(subprocess.run([sys.executable, "-m", "hubproxy", "admin", "bootstrap", "--json", "--data-dir",
-                                      str(proxy.data_dir)], capture_output=True, text=True, cwd=ROOT,
+                                      str(proxy.data_dir)], capture_output=True, text=True, cwd=ROOT, env=env,
                                      check=True).stdout)["token"]
 
 
@@ -50,10 +53,17 @@ def test_admin_api_end_to_end(make_proxy, fakehub: FakeHub, tmp_path: Path) -> N
     assert call(proxy, "GET", "/users", lead)[0] == 403  # not an admin
     assert call(proxy, "POST", "/projects", root, {"name": "team", "allow": ["models:alice/*"]})[0] == 201
     assert call(proxy, "PUT", "/projects/team/members/lead", root, {"role": "maintainer"})[0] == 200
-    # A maintainer manages their own project, and nothing else.
-    assert call(proxy, "PUT", "/projects/team/policy", lead, {"allow": ["models:alice/files"], "pull_new": True})[0] == 200
+    # A maintainer manages their own project's members, never its upstream policy, and nothing else.
+    assert call(proxy, "PUT", "/projects/team/policy", lead, {"allow": ["*"], "pull_new": True})[0] == 403
+    assert call(proxy, "PUT", "/projects/team/policy", root, {"allow": ["models:alice/files"], "pull_new": True})[0] == 200
     assert call(proxy, "POST", "/projects", lead, {"name": "mine"})[0] == 403
     assert call(proxy, "GET", "/projects", root)[1][0]["rules"] == [{"effect": "allow", "pattern": "models:alice/files"}]
+    # The lead's token has role read: it may look at its project but never change it.
+    status, tok = call(proxy, "POST", "/tokens", root, {"user": "lead", "role": "write"})
+    lead_write = tok["token"]
+    assert call(proxy, "PUT", "/projects/team/members/admin", lead, {"role": "viewer"})[0] == 403
+    assert call(proxy, "PUT", "/projects/team/members/admin", lead_write, {"role": "viewer"})[0] == 200
+    assert call(proxy, "GET", "/projects/team/audit", lead)[0] == 200
     local = hf_hub_download("alice/files", "config.json", endpoint=proxy.url, cache_dir=tmp_path, token=lead)
     assert Path(local).exists()
     status, events = call(proxy, "GET", "/audit/downloads?user=lead", root)
@@ -88,7 +98,31 @@ def test_admin_api_end_to_end(make_proxy, fakehub: FakeHub, tmp_path: Path) -> N
     cli_event = next(e for e in admin_events if e["target"] == "from-cli")
     assert cli_event["action"] == "user.create" and cli_event["actor"].startswith("cli:")
     policy_event = next(e for e in admin_events if e["action"] == "project.policy")
-    assert policy_event["actor"] == "lead" and policy_event["before"]["rules"] != policy_event["after"]["rules"]
+    assert policy_event["actor"] == "admin" and policy_event["before"]["rules"] != policy_event["after"]["rules"]
+    member_event = next(e for e in admin_events if e["target"] == "team/admin")
+    assert member_event["actor"] == "lead" and member_event["before"] == {"role": None}
+
+
+def test_read_tokens_change_nothing_and_the_last_admin_stays(make_proxy, pg_url: str) -> None:  # noqa: ANN001
+    proxy = make_proxy(token_cache_seconds="0", database_url=pg_url)
+    root = bootstrap(proxy, pg_url)
+    status, tok = call(proxy, "POST", "/tokens", root, {"user": "admin", "role": "read"})
+    reader = tok["token"]
+    assert call(proxy, "GET", "/users", reader)[0] == 200
+    assert call(proxy, "POST", "/users", reader, {"name": "mallory", "is_admin": True})[0] == 403
+    assert call(proxy, "POST", "/tokens", reader, {"user": "admin", "role": "write"})[0] == 403
+    assert [u["name"] for u in call(proxy, "GET", "/users", root)[1]] == ["admin"]
+    assert call(proxy, "POST", "/users/admin/disable", root)[0] == 409  # nobody could undo it
+    assert call(proxy, "GET", "/projects", root)[0] == 200  # still an admin
+    # A NUL reaches PostgreSQL from nowhere: strings with control characters are refused up front.
+    assert call(proxy, "POST", "/projects", root, {"name": "team", "allow": ["models:*"]})[0] == 201
+    assert call(proxy, "POST", "/users", root, {"name": "x\u0000y"})[0] == 400
+    status, _, _ = request("PUT", proxy.url + API + "/projects/team/members/a%00b",
+                           {"Authorization": f"Bearer {root}", "Content-Type": "application/json"},
+                           b'{"role": "viewer"}')
+    assert status == 400
+    big = b'{"name": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    assert request("POST", proxy.url + API + "/users", {"Authorization": f"Bearer {root}"}, big)[0] == 413
 
 
 def test_openapi_and_docs(proxy) -> None:  # noqa: ANN001

@@ -1,4 +1,4 @@
-"""The download audit trail: one event per download with the bytes really sent; spooled when the DB is away."""
+"""The download audit trail: every attempt, with its outcome and the bytes really sent; journaled on disk first."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
 from tests.helpers import ROOT, TcpForwarder, request
-from tests.test_database import pg_url  # noqa: F401 - fixture
 
 
 def audit(data_dir: Path, *args: str, database_url: str | None = None) -> list[dict]:
@@ -84,7 +83,7 @@ def test_untrusted_forwarded_for_is_ignored(proxy, fakehub: FakeHub) -> None:  #
     assert events[0]["client_ip"] == "127.0.0.1"
 
 
-def test_events_are_spooled_while_the_database_is_away(make_proxy, fakehub: FakeHub, pg_url: str) -> None:  # noqa: ANN001, F811
+def test_events_wait_in_the_journal_while_the_database_is_away(make_proxy, fakehub: FakeHub, pg_url: str) -> None:  # noqa: ANN001
     relay = TcpForwarder(("127.0.0.1", 5432))
     db = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
     proxy = make_proxy(database_url=db)
@@ -95,12 +94,57 @@ def test_events_are_spooled_while_the_database_is_away(make_proxy, fakehub: Fake
     try:
         for _ in range(3):
             assert request("GET", hot)[0] == 200  # known in memory: served with the database away
-        spool = proxy.data_dir / "audit-spool.jsonl"
-        deadline = time.monotonic() + 20
-        while not (spool.exists() and len(spool.read_text().splitlines()) == 3) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(spool.read_text().splitlines()) == 3
+        time.sleep(2.5)  # two writer rounds fail meanwhile
+        assert len(audit(proxy.data_dir, database_url=pg_url)) == 1
+        journal = "".join(p.read_text() for p in (proxy.data_dir / "audit").glob("*.jsonl"))
+        assert journal.count('"k":"e"') >= 3
     finally:
         relay.restore()
-    assert len(_wait_events(proxy.data_dir, 4, database_url=pg_url)) == 4
-    assert not (proxy.data_dir / "audit-spool.jsonl").exists()
+    events = _wait_events(proxy.data_dir, 4, database_url=pg_url)
+    assert len(events) == 4 and {e["outcome"] for e in events} == {"complete"}
+    assert len({e["event_id"] for e in events}) == 4
+
+
+def test_a_killed_process_loses_no_event(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    """SIGKILL: finished downloads of the last second and a download in progress are all recorded after a restart."""
+    data = os.urandom(8 * 1024 * 1024)
+    fakehub.add_commit("model", "alice/killed-audit", {"big.safetensors": data})
+    proxy = make_proxy(data_dir=tmp_path / "d")
+    small = proxy.url + "/alice/files/resolve/main/config.json"
+    assert request("GET", small)[0] == 200
+    fakehub.throttle_bps = 1024 * 1024  # the big download takes about 8 s
+    sock = socket.create_connection(("127.0.0.1", proxy.port))
+    sock.sendall(b"GET /alice/killed-audit/resolve/main/big.safetensors HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(65536)  # headers and the first bytes: the download is under way
+    for _ in range(3):
+        assert request("GET", small)[0] == 200
+    proxy.kill()  # within the writer's one-second batch: these events exist only in the journal
+    sock.close()
+    fakehub.throttle_bps = None
+    restarted = make_proxy(data_dir=tmp_path / "d", port=proxy.port)
+    events = _wait_events(restarted.data_dir, 5)
+    by_path = sorted((e["path"], e["outcome"], e["complete"]) for e in events)
+    assert by_path == [("big.safetensors", "interrupted", False)] + [("config.json", "complete", True)] * 4
+    assert list((restarted.data_dir / "audit").glob("*.jsonl")) != []  # the restarted process's own journal only
+    assert len(list((restarted.data_dir / "audit").glob("*.jsonl"))) == 1
+
+
+def test_a_damaged_journal_line_blocks_nothing(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    """A truncated line (a writer killed mid-line) is skipped; events on either side of it are written."""
+    data_dir = tmp_path / "d"
+    (data_dir / "audit").mkdir(parents=True)
+    good = {"ts": time.time(), "repo_type": "model", "repo_id": "alice/files", "path": "a.json", "status": 200,
+            "bytes_sent": 5, "duration": 0.1, "complete": True, "outcome": "complete"}
+    lines = [json.dumps({"k": "c", "id": "1" * 32, **good}), '{"k": "c", "id": "2222', json.dumps(
+        {"k": "c", "id": "3" * 32, **good, "path": "b.json"})]
+    (data_dir / "audit" / "deadhost-1-1-000000.jsonl").write_text("\n".join(lines) + "\n")
+    legacy = json.dumps({**good, "path": "legacy.json", "principal": None, "token_id": None, "project": None,
+                         "client_ip": None, "user_agent": "", "revision": "main", "commit": None, "range": None,
+                         "cache": "hit"})
+    (data_dir / "audit-spool.jsonl").write_text(legacy + "\n" + legacy[:40])  # the old spool, cut short
+    proxy = make_proxy(data_dir=data_dir)
+    assert request("GET", proxy.url + "/alice/files/resolve/main/config.json")[0] == 200
+    events = _wait_events(data_dir, 4)
+    assert sorted(e["path"] for e in events) == ["a.json", "b.json", "config.json", "legacy.json"]
+    assert not (data_dir / "audit-spool.jsonl").exists()
+    assert not (data_dir / "audit" / "deadhost-1-1-000000.jsonl").exists()

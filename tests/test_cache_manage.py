@@ -48,12 +48,14 @@ def test_prefetch_ls_and_statistics(make_proxy, fakehub: FakeHub) -> None:  # no
                     "--exclude", "*.bin", "--server", proxy.url, "--json")
     result = json.loads(out.stdout)
     assert result["files"] == 3  # config.json, and the two files under "sub dir"
-    assert "[3/3]" in out.stderr and "MB/s" in out.stderr  # progress lines
+    # The same progress as sync: totals, speed and ETA (plain lines when not on a terminal), a line per file.
+    assert "147 B of 147 B (100%)" in out.stderr and "B/s, eta" in out.stderr and "config.json" in out.stderr
+    assert "2880321" not in out.stderr and len(out.stderr.splitlines()) < 10
     for _ in range(4):
         assert request("GET", proxy.url + "/alice/files/resolve/main/config.json")[0] == 200
     assert _wait(lambda: ls(proxy.data_dir)["model:alice/files"]["hits"] >= 5)
     row = ls(proxy.data_dir)["model:alice/files"]
-    assert row["files_cached"] == 3 and row["refs"] == ["main"] and row["last_access"] > time.time() - 60
+    assert row["files_cached"] == 3 and "main" in row["refs"] and row["last_access"] > time.time() - 60
     text = cache_cli(proxy.data_dir, "ls").stdout
     assert "alice/files" in text and "main" in text
     missing = cache_cli(proxy.data_dir, "prefetch", "alice/nope", "--server", proxy.url, check=False)
@@ -120,3 +122,45 @@ def test_verify_quarantines_a_damaged_blob(make_proxy, fakehub: FakeHub) -> None
     assert not blob.exists()
     status, _, body = request("GET", url)  # gone from the store: filled again from the upstream
     assert status == 200 and body == data
+
+
+def test_prefetch_sends_a_token(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    proxy = make_proxy(anonymous_access="off")
+    from tests.helpers import admin_json
+
+    token = admin_json(proxy.data_dir, "bootstrap")["token"]
+    refused = cache_cli(proxy.data_dir, "prefetch", "alice/files", "--include", "*.json", "--server", proxy.url,
+                        check=False)
+    assert refused.returncode == 1 and "401" in refused.stderr and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    env_token = cache_cli(proxy.data_dir, "prefetch", "alice/files", "--include", "*.json", "--server", proxy.url,
+                          "--json", "--token", token)
+    assert json.loads(env_token.stdout)["files"] == 1
+
+
+def test_commands_fail_in_one_line_and_read_commands_create_nothing(tmp_path: Path, pg_url: str) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args in (["ls"], ["ls", "--repo-type", "dataset"], ["verify"], ["purge", "alice/x"]):
+        proc = cache_cli(empty, *args, check=False)
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+        assert "no hubproxy database" in proc.stderr
+    assert list(empty.iterdir()) == []  # nothing created, nothing migrated
+    missing = cache_cli(tmp_path / "nowhere", "ls", check=False)
+    assert missing.returncode == 1 and "no hubproxy data dir" in missing.stderr
+    assert not (tmp_path / "nowhere").exists()
+    # A data dir whose index lives in PostgreSQL: a command without database_url says so, and makes no SQLite.
+    from tests.helpers import hubproxy_cli
+
+    pg_dir = tmp_path / "pg"
+    hubproxy_cli(pg_dir, "db", "upgrade", database_url=pg_url)
+    assert (pg_dir / "database.json").exists() and not (pg_dir / "hubproxy.db").exists()
+    for args in (["cache", "ls"], ["admin", "user-list"], ["admin", "bootstrap"]):
+        proc = hubproxy_cli(pg_dir, *args, check=False)
+        assert proc.returncode == 1 and "database_url" in proc.stderr and "Traceback" not in proc.stderr, args
+        assert not (pg_dir / "hubproxy.db").exists()
+    assert hubproxy_cli(pg_dir, "cache", "ls", "--json", database_url=pg_url).stdout.strip() == "[]"
+    # An unreachable database: one line, exit 1.
+    down = hubproxy_cli(tmp_path / "down", "admin", "bootstrap",
+                        database_url="postgresql://postgres@127.0.0.1:9/none", check=False)
+    assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1 and "Traceback" not in down.stderr

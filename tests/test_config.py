@@ -13,7 +13,7 @@ from hubproxy.config import ConfigError, load_settings
 def test_defaults() -> None:
     s = load_settings(environ={})
     assert (s.host, s.port, s.upstream, s.data_dir, s.offline) == (
-        "0.0.0.0", 8000, "https://huggingface.co", Path("./hubproxy-data"), False)
+        "127.0.0.1", 8000, "https://huggingface.co", Path("./hubproxy-data"), False)
     assert s.db_url.startswith("sqlite:///") and s.db_url.endswith("hubproxy-data/hubproxy.db")
 
 

@@ -5,35 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 from huggingface_hub import hf_hub_download, snapshot_download
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from hubproxy.db import head_revision, make_engine, normalize_url, schema_revision
 from tests.fakehub import FakeHub
-
-PG_BASE = os.environ.get("HUBPROXY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema in the test database, dropped afterwards."""
-    schema = f"hp_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_url(PG_BASE), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {PG_BASE} is needed for this test: {exc}")
-    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def test_migrations_reach_head_and_are_idempotent(tmp_path: Path, pg_url: str) -> None:

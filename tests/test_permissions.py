@@ -14,8 +14,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
 from tests.fakehub import FakeHub
-from tests.helpers import ROOT
-from tests.test_database import pg_url  # noqa: F401 - fixture
+from tests.helpers import ROOT, hubproxy_cli
 
 OK, HIDDEN, NO_PULL = "ok", "hidden", "no-pull"
 
@@ -55,8 +54,13 @@ def test_permission_matrix(make_proxy, fakehub: FakeHub, tmp_path: Path, databas
         admin(d, db, "user-create", user)
         admin(d, db, "member-set", project, user, "--role", role)
         tokens[user] = admin(d, db, "token-create", user)["token"]
-    # alice/files is cached (an admin pulled it); alice/tiny-gpt2 is not yet.
+    # alice/files is cached (an admin pulled it; its blob is stored just after the last byte is sent);
+    # alice/tiny-gpt2 is not yet.
     assert outcome(proxy.url, tokens["admin"], "alice/files", tmp_path / "warm") == OK
+    deadline = time.monotonic() + 10
+    while not any(r["files_cached"] for r in json.loads(hubproxy_cli(d, "cache", "ls", "--json", database_url=db).stdout)):
+        assert time.monotonic() < deadline, "the admin's download was never stored"
+        time.sleep(0.1)
     expected = {
         "viewer": {"alice/files": OK, "alice/tiny-gpt2": NO_PULL, "alice/gated": HIDDEN, "gpt2": HIDDEN},
         "outsider": {"alice/files": HIDDEN, "alice/tiny-gpt2": HIDDEN, "alice/gated": HIDDEN, "gpt2": OK},
@@ -90,3 +94,7 @@ def test_permission_matrix(make_proxy, fakehub: FakeHub, tmp_path: Path, databas
         assert time.monotonic() < deadline, "the viewer's download was never audited"
         time.sleep(0.3)
     assert [(e["repo_id"], e["project"]) for e in events] == [("alice/files", "research")]
+    # Refused attempts are recorded too, with their outcome (the client's HEAD was all it sent).
+    refused = {(e["repo_id"], e["error"]) for e in admin(d, db, "audit", "--user", "viewer")
+               if e["outcome"] == "refused"}
+    assert refused == {("alice/tiny-gpt2", "GatedRepo"), ("alice/gated", "RepoNotFound"), ("gpt2", "RepoNotFound")}

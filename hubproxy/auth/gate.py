@@ -25,17 +25,13 @@ class Gate:
         self.anonymous_project = anonymous_project
         self.cache_seconds = cache_seconds
         self._grants: dict[tuple[int | None, str, str], tuple[Grant, float]] = {}
-        self._known: set[tuple[str, str]] = set()
 
     async def check(self, who: Authenticated | None, repo_type: str, repo_id: str) -> Grant:
         grant = await self.grant(who, repo_type, repo_id)
         if not grant.read:
             raise repo_not_found(authenticated=who is not None)
-        if not grant.pull and not await self._cached(repo_type, repo_id):
-            # A gated-like refusal (P5): the repo exists for this caller, its download is not allowed yet.
-            raise HubError(403 if who else 401, "GatedRepo",
-                           f"{repo_type} {repo_id} is not in hubproxy's cache, and your project's policy or role "
-                           "does not allow pulling new repos from upstream")
+        if not grant.pull and not await self._holds(repo_type, repo_id):
+            raise not_pullable(who, repo_type, repo_id)
         return grant
 
     async def visible(self, who: Authenticated | None, repo_type: str, repo_id: str) -> bool:
@@ -59,16 +55,23 @@ class Gate:
                 self._grants[key] = (grant, now + self.cache_seconds)
         return grant
 
-    async def _cached(self, repo_type: str, repo_id: str) -> bool:
-        if (repo_type, repo_id) in self._known:
-            return True
+    async def _holds(self, repo_type: str, repo_id: str) -> bool:
+        """Whether hubproxy stores content of the repo now (asked each time: a purge may just have removed it).
+
+        Only callers who may not pull ask this, and a negative entry (a probe of a missing file) is no content.
+        """
 
         def look() -> bool:
             with self.engine.connect() as conn:
-                return conn.execute(text("SELECT 1 FROM files WHERE repo_type = :t AND repo_id = :r LIMIT 1"),
-                                    {"t": repo_type, "r": repo_id}).first() is not None
+                return conn.execute(text(
+                    "SELECT 1 FROM files f JOIN blobs b ON b.key = f.blob "
+                    "WHERE f.repo_type = :t AND f.repo_id = :r LIMIT 1"), {"t": repo_type, "r": repo_id}).first() is not None
 
-        if await asyncio.to_thread(look):
-            self._known.add((repo_type, repo_id))
-            return True
-        return False
+        return await asyncio.to_thread(look)
+
+
+def not_pullable(who: Authenticated | None, repo_type: str, repo_id: str) -> HubError:
+    """A gated-like refusal (P5): the repo exists for this caller; fetching it from the upstream is not allowed."""
+    return HubError(403 if who else 401, "GatedRepo",
+                    f"{repo_type} {repo_id} is not in hubproxy's cache, and your project's policy or role "
+                    "does not allow pulling new repos from upstream")

@@ -18,14 +18,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from hubproxy.errors import Conflict, Invalid, NotFound
+
 TOKEN_ALPHABET = string.ascii_letters
 TOKEN_LENGTH = 34
 ROLES = ("read", "write")
 KINDS = ("user", "service")
-
-
-class IdentityError(Exception):
-    """An identity operation cannot be done as asked; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -91,16 +89,16 @@ def _principal(row) -> Principal:  # noqa: ANN001
 def create_principal(engine: Engine, name: str, kind: str = "user", is_admin: bool = False,
                      fullname: str = "") -> Principal:
     if kind not in KINDS:
-        raise IdentityError(f"kind must be one of {', '.join(KINDS)}")
+        raise Invalid(f"kind must be one of {', '.join(KINDS)}")
     if not name or not all(c.isalnum() or c in "-_." for c in name) or len(name) > 64:
-        raise IdentityError(f"invalid name {name!r}: letters, digits, '-', '_' and '.', at most 64")
+        raise Invalid(f"invalid name {name!r}: letters, digits, '-', '_' and '.', at most 64")
     try:
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO principals (name, kind, fullname, is_admin, disabled, created_at) "
                               "VALUES (:n, :k, :f, :a, false, :t)"),
                          {"n": name, "k": kind, "f": fullname, "a": is_admin, "t": time.time()})
     except IntegrityError:
-        raise IdentityError(f"{name!r} exists already") from None
+        raise Conflict(f"{name!r} exists already") from None
     return get_principal(engine, name)
 
 
@@ -108,7 +106,7 @@ def get_principal(engine: Engine, name: str) -> Principal:
     with engine.connect() as conn:
         row = conn.execute(text(f"SELECT {_PRINCIPAL_COLUMNS} FROM principals WHERE name = :n"), {"n": name}).first()
     if row is None:
-        raise IdentityError(f"no user or service account named {name!r}")
+        raise NotFound(f"no user or service account named {name!r}")
     return _principal(row)
 
 
@@ -118,8 +116,14 @@ def list_principals(engine: Engine) -> list[Principal]:
 
 
 def set_disabled(engine: Engine, name: str, disabled: bool) -> Principal:
-    get_principal(engine, name)
+    """Disable or enable an account. The last enabled admin cannot be disabled: nobody could undo it."""
+    target = get_principal(engine, name)
     with engine.begin() as conn:
+        if disabled and target.is_admin and not target.disabled:
+            others = conn.execute(text("SELECT COUNT(*) FROM principals WHERE is_admin = :t AND disabled = :f "
+                                       "AND id <> :i"), {"t": True, "f": False, "i": target.id}).scalar_one()
+            if not others:
+                raise Conflict(f"{name!r} is the last enabled admin; make another admin before disabling it")
         conn.execute(text("UPDATE principals SET disabled = :d WHERE name = :n"), {"d": disabled, "n": name})
     return get_principal(engine, name)
 
@@ -128,7 +132,7 @@ def create_token(engine: Engine, principal: str, name: str = "default", role: st
                  expires_in: float | None = None) -> tuple[str, TokenInfo]:
     """Make a token; the plaintext is returned once and never stored."""
     if role not in ROLES:
-        raise IdentityError(f"role must be one of {', '.join(ROLES)}")
+        raise Invalid(f"role must be one of {', '.join(ROLES)}")
     owner = get_principal(engine, principal)
     token = new_token()
     now = time.time()
@@ -157,7 +161,7 @@ def revoke_token(engine: Engine, token_id: int) -> None:
         result = conn.execute(text("UPDATE tokens SET revoked_at = :t WHERE id = :i AND revoked_at IS NULL"),
                               {"t": time.time(), "i": token_id})
     if not result.rowcount:
-        raise IdentityError(f"no active token with id {token_id}")
+        raise NotFound(f"no active token with id {token_id}")
 
 
 def authenticate(engine: Engine, token: str) -> Authenticated | None:

@@ -20,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from hubproxy.auth.identity import IdentityError, Principal, get_principal
+from hubproxy.auth.identity import Principal, get_principal
+from hubproxy.errors import Conflict, Invalid, NotFound
 
 ROLES = ("viewer", "developer", "maintainer")
 RANK = {r: i for i, r in enumerate(ROLES)}
@@ -32,13 +33,14 @@ class Rule:
     pattern: str  # "<type>s:<glob>" or "<glob>" for every type
 
     def matches(self, repo_type: str, repo_id: str) -> bool:
+        """Whether the rule covers the repo. Hub repo ids are case-insensitive, so matching is too."""
         if ":" in self.pattern:
             kind, glob = self.pattern.split(":", 1)
             if kind.rstrip("s") != repo_type:
                 return False
         else:
             glob = self.pattern
-        return fnmatch.fnmatchcase(repo_id, glob)
+        return fnmatch.fnmatchcase(repo_id.lower(), glob.lower())
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def parse_rules(allow: list[str], deny: list[str]) -> tuple[Rule, ...]:
     rules = [Rule("allow", p) for p in allow] + [Rule("deny", p) for p in deny]
     for r in rules:
         if ":" in r.pattern and r.pattern.split(":", 1)[0].rstrip("s") not in ("model", "dataset", "space"):
-            raise IdentityError(f"bad pattern {r.pattern!r}: the type must be models, datasets or spaces")
+            raise Invalid(f"bad pattern {r.pattern!r}: the type must be models, datasets or spaces")
     return tuple(rules)
 
 
@@ -86,7 +88,7 @@ def create_project(engine: Engine, name: str, allow: list[str], deny: list[str],
             conn.execute(text("INSERT INTO projects (name, rules, pull_new, created_at) VALUES (:n, :r, :p, :t)"),
                          {"n": name, "r": json.dumps([r.__dict__ for r in rules]), "p": pull_new, "t": time.time()})
     except IntegrityError:
-        raise IdentityError(f"project {name!r} exists already") from None
+        raise Conflict(f"project {name!r} exists already") from None
     return get_project(engine, name)
 
 
@@ -103,7 +105,7 @@ def get_project(engine: Engine, name: str) -> Project:
     with engine.connect() as conn:
         row = conn.execute(text("SELECT id, name, rules, pull_new FROM projects WHERE name = :n"), {"n": name}).first()
     if row is None:
-        raise IdentityError(f"no project named {name!r}")
+        raise NotFound(f"no project named {name!r}")
     return _project(row)
 
 
@@ -112,17 +114,20 @@ def list_projects(engine: Engine) -> list[Project]:
         return [_project(r) for r in conn.execute(text("SELECT id, name, rules, pull_new FROM projects ORDER BY name"))]
 
 
-def set_member(engine: Engine, project: str, principal: str, role: str | None) -> None:
-    """Add or change a member's role; ``role=None`` removes the member."""
+def set_member(engine: Engine, project: str, principal: str, role: str | None) -> str | None:
+    """Add or change a member's role; ``role=None`` removes the member. Returns the role it had before."""
     if role is not None and role not in ROLES:
-        raise IdentityError(f"role must be one of {', '.join(ROLES)}")
+        raise Invalid(f"role must be one of {', '.join(ROLES)}")
     proj, who = get_project(engine, project), get_principal(engine, principal)
     with engine.begin() as conn:
+        before = conn.execute(text("SELECT role FROM project_members WHERE project_id = :p AND principal_id = :u"),
+                              {"p": proj.id, "u": who.id}).scalar()
         conn.execute(text("DELETE FROM project_members WHERE project_id = :p AND principal_id = :u"),
                      {"p": proj.id, "u": who.id})
         if role is not None:
             conn.execute(text("INSERT INTO project_members (project_id, principal_id, role) VALUES (:p, :u, :r)"),
                          {"p": proj.id, "u": who.id, "r": role})
+    return before
 
 
 def memberships(engine: Engine, principal_id: int) -> list[tuple[Project, str]]:

@@ -38,7 +38,7 @@ FLUSH_INTERVAL = 0.05
 FOLLOW_POLL = 0.02
 #: Batches received but not yet written (bounds a fill's memory to about 4 x FLUSH_BYTES).
 QUEUE_BATCHES = 4
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
 
 
 class FillError(Exception):
@@ -292,7 +292,7 @@ class FillManager:
         try:
             skip = 0
             if resp.status == 206:
-                m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+                m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
                 if not m or int(m.group(1)) != start:
                     raise _Retryable(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}")
             elif resp.status == 200:

@@ -13,12 +13,9 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from hubproxy.errors import NotFound
 from hubproxy.hub.routing import is_commit
-from hubproxy.store.base import BlobStore
-
-
-class CacheError(Exception):
-    """An operation cannot be done as asked; the message says why."""
+from hubproxy.store.base import BlobStore, is_blob_key
 
 
 @dataclass
@@ -73,7 +70,7 @@ def resolve_cached_revision(engine: Engine, repo_type: str, repo_id: str, revisi
                 {"t": repo_type, "r": repo_id, "n": revision}).first()
             if row:
                 return row[0]
-    raise CacheError(f"{repo_type} {repo_id}@{revision} is not cached (prefetch it first)")
+    raise NotFound(f"{repo_type} {repo_id}@{revision} is not cached (prefetch it first)")
 
 
 def pin(engine: Engine, repo_type: str, repo_id: str, revision: str) -> str:
@@ -150,7 +147,8 @@ def purge(engine: Engine, store: BlobStore, repo_type: str, repo_id: str,
             conn.execute(text("DELETE FROM metadata WHERE key LIKE :pat ESCAPE '\\'"),
                          {"pat": f"%|{_like(repo_type)}|{_like(repo_id)}|{params['c']}|%"})
         still_used = {r[0] for r in conn.execute(text("SELECT DISTINCT blob FROM files WHERE blob IS NOT NULL"))}
-        return _delete_blobs(conn, store, sorted(blobs - still_used))
+        # Files whose upstream ETag is no content hash were passed through, never stored: nothing to delete.
+        return _delete_blobs(conn, store, sorted(k for k in blobs - still_used if is_blob_key(k)))
 
 
 @dataclass

@@ -6,6 +6,7 @@ Clients read the headers (on HEAD they are the only signal), so every error carr
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 from starlette.responses import Response
 
@@ -32,9 +33,29 @@ class HubError(Exception):
         if self.code:
             headers["X-Error-Code"] = self.code
         # Header values must be latin-1 and single-line.
-        headers["X-Error-Message"] = _header_safe(self.message)
-        body = json.dumps({"error": self.message}).encode()
+        message = scrub(self.message)
+        headers["X-Error-Message"] = _header_safe(message)
+        body = json.dumps({"error": message}).encode()
         return Response(body, status_code=self.status, headers=headers, media_type="application/json")
+
+
+#: Origins of the upstream, which no answer to a client may name (they are internal addresses).
+_HIDDEN: set[str] = set()
+
+
+def hide_origin(url: str) -> None:
+    """Never let ``url`` (its scheme and host, and its host alone) appear in an error message."""
+    parts = urlsplit(url)
+    if parts.netloc:
+        _HIDDEN.update({f"{parts.scheme}://{parts.netloc}", parts.netloc})
+
+
+def scrub(text: str) -> str:
+    """``text`` with every hidden origin replaced (longest first, so a URL goes before its host)."""
+    for origin in sorted(_HIDDEN, key=len, reverse=True):
+        if origin in text:
+            text = text.replace(origin, "(upstream)")
+    return text
 
 
 def _header_safe(text: str) -> str:
@@ -60,12 +81,12 @@ def bad_request(message: str, code: str = "BadRequest") -> HubError:
     return HubError(400, code, message)
 
 
-def upstream_unreachable(detail: str) -> HubError:
-    return HubError(502, "UpstreamUnavailable", f"Upstream hub unreachable and nothing cached: {detail}")
+def upstream_unreachable(what: str) -> HubError:
+    return HubError(502, "UpstreamUnavailable", f"Upstream hub unreachable and hubproxy has not cached {what}")
 
 
-def upstream_timeout(detail: str) -> HubError:
-    return HubError(504, "UpstreamTimeout", f"Upstream hub did not answer in time and nothing cached: {detail}")
+def upstream_timeout(what: str) -> HubError:
+    return HubError(504, "UpstreamTimeout", f"Upstream hub did not answer in time and hubproxy has not cached {what}")
 
 
 def offline_miss(what: str) -> HubError:

@@ -133,12 +133,16 @@ def _error_text(body: bytes) -> str:
 
 
 def unavailable_error(exc: UpstreamUnavailable, what: str) -> HubError:
-    """The 5xx for an upstream that cannot answer while nothing is cached (E4, P4)."""
+    """The 5xx for an upstream that cannot answer while nothing is cached (E4, P4).
+
+    The client learns what is missing, never the upstream's address: the details go to the log.
+    """
     if exc.offline:
         return offline_miss(what)
+    log.info("upstream unavailable for %s: %s", what, exc.detail)
     if exc.timeout:
-        return upstream_timeout(exc.detail)
-    return upstream_unreachable(exc.detail)
+        return upstream_timeout(what)
+    return upstream_unreachable(what)
 
 
 def upstream_failure(answer: Answer) -> HubError:

@@ -104,7 +104,9 @@ class Resolver:
         await self.index.put_file(route.repo_type, route.repo_id, commit, route.path, info)
         return info
 
-    async def handle(self, request: Request, route: Route) -> BodyResponse:
+    async def handle(self, request: Request, route: Route, pull_refusal: HubError | None = None) -> BodyResponse:
+        """The answer to a resolve request. ``pull_refusal``: raised instead of fetching content from the
+        upstream (the caller may read what is stored, but not pull)."""
         assert route.revision is not None
         commit = await self.metadata.resolve_commit(route.repo_type, route.repo_id, route.revision)
         info = await self.file_info(route, commit)
@@ -130,17 +132,20 @@ class Resolver:
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD":
             return BodyResponse(status, headers)
-        body, source = await self._body(route, commit, info, start, end, request.headers.get(RELAY_HEADER) == "1")
+        body, source = await self._body(route, commit, info, start, end, request.headers.get(RELAY_HEADER) == "1",
+                                        pull_refusal)
         response = BodyResponse(status, headers, body)
         response.source = source
         return response
 
     async def _body(self, route: Route, commit: str, info: FileInfo, start: int, end: int,
-                    relayed: bool = False) -> tuple[AsyncIterator[bytes], str]:
+                    relayed: bool = False, pull_refusal: HubError | None = None) -> tuple[AsyncIterator[bytes], str]:
         """The bytes, and where they come from: hit, miss (a fill), relay or passthrough (not stored)."""
         key = info.blob
         assert key is not None
         chunk = self.settings.serve_chunk_size
+        if pull_refusal is not None and not (is_blob_key(key) and await self.fills.has_blob(key)):
+            raise pull_refusal
         if not is_blob_key(key):
             # Not content-addressed upstream: nothing to verify against, so pass it through uncached.
             return await self._upstream_body(route, commit, info, start, end), "passthrough"

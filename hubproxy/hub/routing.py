@@ -26,8 +26,8 @@ SUBROUTES = {
 MAX_PATH_LENGTH = 1024
 MAX_SEGMENT_LENGTH = 255
 MAX_REVISION_LENGTH = 255
-_REPO_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,96}$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_REPO_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,96}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -44,7 +44,7 @@ class Route:
 
 def is_commit(rev: str | None) -> bool:
     """A full 40-hex commit id (immutable)."""
-    return bool(rev) and bool(_COMMIT.match(rev or ""))
+    return bool(rev) and bool(_COMMIT.fullmatch(rev or ""))
 
 
 def parse_bool(value: str | None, default: bool = False) -> bool:
@@ -88,7 +88,7 @@ def validate_repo_id(segments: list[str]) -> str:
     """Decode and validate one or two repo id segments (G2)."""
     parts = [_decode(s) for s in segments]
     for part in parts:
-        if not _REPO_SEGMENT.match(part) or part in (".", "..") or "--" in part or ".." in part:
+        if not _REPO_SEGMENT.fullmatch(part) or part in (".", "..") or "--" in part or ".." in part:
             raise HubError(400, "BadRequest", f"Invalid repo id segment: {part[:100]!r}")
     repo_id = "/".join(parts)
     if repo_id.endswith(".git"):

@@ -16,7 +16,15 @@ from starlette.types import Receive, Scope, Send
 
 from hubproxy.hub.errors import HubError
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+#: Stands for any position past 19 digits: beyond every file, and never handed to ``int`` (which
+#: refuses strings over 4,300 digits).
+_HUGE = 1 << 63
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else _HUGE
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -30,7 +38,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     text = header.strip().replace(" ", "")
     if "," in text:
         raise HubError(400, "InvalidRange", "Multiple byte ranges are not supported")
-    m = _RANGE.match(text)
+    m = _RANGE.fullmatch(text)
     if not m or (m.group(1) == "" and m.group(2) == ""):
         raise HubError(400, "InvalidRange", f"Malformed Range header: {header[:100]!r}")
     first, last = m.group(1), m.group(2)
@@ -39,13 +47,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         {"Content-Range": f"bytes */{size}"},
     )
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise unsatisfiable
         return max(0, size - suffix), size
-    start = int(first)
-    end = size - 1 if last == "" else min(int(last), size - 1)
-    if last != "" and int(last) < start:
+    start = _position(first)
+    end = size - 1 if last == "" else min(_position(last), size - 1)
+    if last != "" and _position(last) < start:
         raise HubError(400, "InvalidRange", f"Range end before start: {header[:100]!r}")
     if start >= size:
         raise unsatisfiable

@@ -14,7 +14,7 @@ import sys
 import time
 from asyncio import get_running_loop
 
-from hubproxy.observability.logs import redact
+from hubproxy.observability.logs import escape_controls, redact, resolve_format
 
 FLUSH_SECONDS = 0.2
 FLUSH_BYTES = 64 * 1024
@@ -24,7 +24,7 @@ class AccessLog:
     """Buffered access-log lines in the process's log format."""
 
     def __init__(self, fmt: str = "json", fd: int | None = None) -> None:
-        self.json = fmt == "json"
+        self.json = resolve_format(fmt) == "json"
         self.fd = sys.stderr.fileno() if fd is None else fd
         self._lines: list[str] = []
         self._size = 0
@@ -52,7 +52,7 @@ class AccessLog:
                     f'"bytes": {size}, "duration_ms": {duration * 1000:.2f}, "ttfb_ms": {ttfb_ms}, '
                     f'"client": {json.dumps(client)}}}\n')
         else:
-            line = (f"{self._ts(now)} INFO hubproxy.access [{request_id or '-'}]: {method} {path} {status} "
+            line = (f"{self._ts(now)} INFO hubproxy.access [{request_id or '-'}]: {method} {escape_controls(path)} {status} "
                     f"{size}B {duration * 1000:.1f}ms ttfb={ttfb_ms}ms client={client}\n")
         self._lines.append(line)
         self._size += len(line)

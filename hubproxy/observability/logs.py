@@ -59,11 +59,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+def escape_controls(text: str) -> str:
+    """Control characters (a newline from a client's URL, say) as ``\\xNN``: one event stays one line."""
+    if not any(c < " " or c == "\x7f" for c in text):
+        return text
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with control characters in messages escaped (tracebacks keep their lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+def resolve_format(fmt: str) -> str:
+    """``auto``: text for a person at a terminal, JSON for a log collector."""
+    if fmt != "auto":
+        return fmt
+    try:
+        return "text" if sys.stderr.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
 def setup_logging(level: str, fmt: str) -> None:
     """Root logging for a hubproxy process (uvicorn's loggers propagate to it)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if resolve_format(fmt) == "json" else TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

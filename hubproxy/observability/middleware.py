@@ -10,9 +10,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hubproxy.observability import metrics
 from hubproxy.observability.access import AccessLog
-from hubproxy.observability.logs import REQUEST_ID
+from hubproxy.observability.logs import REQUEST_ID, redact
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class RequestIdMiddleware:
@@ -29,7 +29,8 @@ class RequestIdMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 text = value.decode("latin-1")
-                rid = text if _REQUEST_ID.match(text) else None
+                # A sane id of the caller's is kept; anything else (or anything token-like) is replaced.
+                rid = text if _REQUEST_ID.fullmatch(text) and redact(text) == text else None
         rid = rid or uuid.uuid4().hex
         rid_bytes = rid.encode()
         token = REQUEST_ID.set(rid)

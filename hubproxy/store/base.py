@@ -16,7 +16,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
-_KEY = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_KEY = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 class StoreUnavailable(OSError):
@@ -25,7 +25,7 @@ class StoreUnavailable(OSError):
 
 def is_blob_key(key: str | None) -> bool:
     """A sha256 (LFS) or git-sha1 (regular file) hex digest."""
-    return bool(key) and bool(_KEY.match(key or ""))
+    return bool(key) and bool(_KEY.fullmatch(key or ""))
 
 
 class BlobHasher:

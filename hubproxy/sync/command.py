@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from hubproxy.config import ConfigError, load_settings
+from hubproxy.progress import human_bytes
 from hubproxy.sync.manifest import BundleError, generate_keypair
-from hubproxy.sync.progress import human_bytes
 
 
 def sync_command(args: argparse.Namespace) -> int:

@@ -21,11 +21,11 @@ from hubproxy.config import Settings
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.metadata import api_path, fetch_tree, from_upstream
 from hubproxy.hub.routing import REPO_TYPES, RESOLVE_PREFIX, validate_repo_id, validate_revision
+from hubproxy.progress import Progress, human_bytes
 from hubproxy.store import make_store
 from hubproxy.store.base import BlobHasher, BlobStore, is_blob_key
 from hubproxy.sync.bundle import CHUNK, BundleReader, BundleWriter
 from hubproxy.sync.manifest import BundleError, FileEntry, Manifest, RepoEntry, load_private_key
-from hubproxy.sync.progress import Progress, human_bytes
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
 
 

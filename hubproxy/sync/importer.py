@@ -22,11 +22,11 @@ from hubproxy.config import Settings
 from hubproxy.db import BlobRecord, FileRecord, MetaRecord, PinRecord, RefRecord, make_engine
 from hubproxy.hub.metadata import info_key, refs_key, tree_key
 from hubproxy.hub.routing import is_commit
+from hubproxy.progress import Progress, human_bytes
 from hubproxy.store import make_store
 from hubproxy.store.base import BlobStore, FillWriter
 from hubproxy.sync.bundle import BundleReader
 from hubproxy.sync.manifest import BundleError, Manifest, load_public_keys
-from hubproxy.sync.progress import Progress, human_bytes
 
 #: Seconds to wait for another process's fill of a blob this import also carries.
 FOLLOW_TIMEOUT = 600.0
