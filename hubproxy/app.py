@@ -24,7 +24,9 @@ from hubproxy.audit import downloads as audit_downloads
 from hubproxy.audit.downloads import AuditLog
 from hubproxy.auth.authenticator import Authenticator
 from hubproxy.auth.gate import Gate
+from hubproxy.cache import events as cache_events
 from hubproxy.cache import manage
+from hubproxy.cache.events import CacheEvent, CacheWatcher
 from hubproxy.cache.fill import FillManager
 from hubproxy.cache.index import Index
 from hubproxy.cache.lease import FillLeases
@@ -72,6 +74,7 @@ async def _maintain(settings: Settings, index: Index, store: BlobStore, fills: F
             await usage.flush()
             await auth.flush()
             await asyncio.to_thread(audit_downloads.prune, index.engine, settings.audit_retention_days)
+            await asyncio.to_thread(cache_events.prune, index.engine)
             if settings.cache_max_bytes:
                 evicted = await asyncio.to_thread(manage.evict, index.engine, store, settings.cache_max_bytes,
                                                   fills.protected())
@@ -173,6 +176,16 @@ def create_app(settings: Settings) -> ASGIApp:
                                  AdminApi(AdminService(index.engine, store), auth,
                                           docs_public=settings.anonymous_access == "read"))
         maintenance = asyncio.create_task(_maintain(settings, index, store, fills, usage, auth), name="maintenance")
+
+        def forget(event: CacheEvent) -> None:
+            if event.kind == "blob" and event.blob:
+                fills.present.discard(event.blob)
+            elif event.kind == "repo" and event.repo_type and event.repo_id:
+                index.forget_repo(event.repo_type, event.repo_id)
+                metadata.forget_repo(event.repo_type, event.repo_id)
+                names.forget(event.repo_type, event.repo_id)
+
+        watcher = asyncio.create_task(CacheWatcher(index.engine, forget).run(), name="cache-events")
         if settings.offline:
             log.warning("offline mode: serving only what is cached")
         _on_shutdown_signal(start_draining)
@@ -181,9 +194,9 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             start_draining()
-            maintenance.cancel()
-            audit_task.cancel()
-            await asyncio.gather(maintenance, audit_task, return_exceptions=True)
+            for task in (maintenance, audit_task, watcher):
+                task.cancel()
+            await asyncio.gather(maintenance, audit_task, watcher, return_exceptions=True)
             await audit.flush()
             audit.close()
             log.info("audit queue flushed; stopped")

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from alembic import command
@@ -152,6 +153,21 @@ def _reason(exc: BaseException) -> str:
     """The first line of a driver error, without SQLAlchemy's background links."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return text[0][:300] if text else exc.__class__.__name__
+
+
+def upsert(conn: Connection, model: type[SQLModel], values: dict[str, Any]) -> None:
+    """Insert a row, or update it if its primary key exists: one statement, safe against a concurrent writer
+    (two processes filling the same answer no longer collide on a check-then-insert)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    keys = [c.name for c in table.primary_key.columns]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).values(**values)
+    updates = {k: stmt.excluded[k] for k in values if k not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates) if updates
+                 else stmt.on_conflict_do_nothing(index_elements=keys))
 
 
 def normalize_url(url: str) -> str:

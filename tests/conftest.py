@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -17,7 +18,7 @@ os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 from hubproxy.db import normalize_url  # noqa: E402
 from tests.fakehub import FakeHub, Faults  # noqa: E402
 from tests.fixtures import folder_files, make_parquet_dataset, make_tiny_model, odd_files  # noqa: E402
-from tests.helpers import ProxyProcess  # noqa: E402
+from tests.helpers import ProxyProcess, free_port  # noqa: E402
 
 UPSTREAM_TOKEN = "hf_upstream_secret_token"
 PG_BASE = os.environ.get("HUBPROXY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -95,3 +96,24 @@ def proxy(make_proxy: Callable[..., ProxyProcess], fakehub: FakeHub) -> ProxyPro
     p = make_proxy()
     fakehub.reset_counts()
     return p
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> tuple[str, object]:
+    name = f"hubproxy-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    return name, client

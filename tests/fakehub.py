@@ -110,6 +110,7 @@ class Faults:
     trickle: dict[str, tuple[int, float]] = field(default_factory=dict)  # (chunk bytes, delay seconds)
     ignore_range: set[str] = field(default_factory=set)  # answer 200 with the whole body to a Range
     metadata_delay: float = 0.0  # seconds to sleep before every /api answer
+    opaque_etag: set[str] = field(default_factory=set)  # regular files answered with an ETag that is no hash
 
 
 class _Server(ThreadingHTTPServer):
@@ -551,7 +552,8 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
             f = commit.files.get(path)
             if f is None:
                 return self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
-            self._serve_blob(f.blob, f.blob.sha1, {"X-Repo-Commit": sha, "ETag": f'"{f.blob.sha1}"'})
+            etag = f'W/"{f.blob.sha1[:8]}-gz"' if f.blob.sha1 in hub.faults.opaque_etag else f'"{f.blob.sha1}"'
+            self._serve_blob(f.blob, f.blob.sha1, {"X-Repo-Commit": sha, "ETag": etag})
 
         def _cdn(self, segs: list[str]) -> None:
             if len(segs) != 2 or segs[0] != "_cdn":

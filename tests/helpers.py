@@ -270,9 +270,13 @@ class S3FaultRelay:
 
 
 def hubproxy_cli(data_dir: Path, *args: str, database_url: str | None = None, check: bool = True,
-                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``hubproxy <args> --data-dir DIR`` in a fresh process (the management commands)."""
+                 timeout: float = 120, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run ``hubproxy <args> --data-dir DIR`` in a fresh process (the management commands).
+
+    ``settings`` are passed as ``HUBPROXY_<NAME>`` variables, as a server's would be.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBPROXY_")}
+    env.update({f"HUBPROXY_{k.upper()}": str(v) for k, v in settings.items()})
     if database_url:
         env["HUBPROXY_DATABASE_URL"] = database_url
     proc = subprocess.run([sys.executable, "-m", "hubproxy", *args, "--data-dir", str(data_dir)],

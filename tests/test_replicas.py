@@ -12,7 +12,6 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.test_s3_store import bucket, s3_endpoint  # noqa: F401 - fixtures
 
 
 def test_two_replicas_one_fetch_and_survive_a_killed_filler(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
@@ -72,7 +71,7 @@ def _swallow(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
 
 
 def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
-                                                     pg_url: str, s3_endpoint: str, bucket) -> None:  # noqa: ANN001, F811
+                                                     pg_url: str, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     name, client = bucket
     s3 = {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
           "s3_path_style": "true", "database_url": pg_url, "fill_lease_seconds": "30"}

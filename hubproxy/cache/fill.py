@@ -64,6 +64,9 @@ class Fill:
         self.started = time.monotonic()
         self._event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        #: What requests that join this fill get: the fill itself once it is sure to run here, or (with
+        #: replicas) the replica holding the fill lease, or None if the blob turned out to be stored.
+        self.decided: asyncio.Future[Fill | Holder | None] = asyncio.get_running_loop().create_future()
 
     @property
     def done(self) -> bool:
@@ -128,6 +131,18 @@ class FillManager:
             return True
         return False
 
+    async def stored_now(self, key: str) -> bool:
+        """Whether the store has the blob at this moment (asked of the store, not of memory).
+
+        For answers that send a client elsewhere (a presigned URL): after a purge or a quarantine in
+        another process, memory may still believe the blob is there.
+        """
+        if await asyncio.to_thread(self.store.has, key):
+            self.present.add(key)
+            return True
+        self.present.discard(key)
+        return False
+
     def get(self, key: str) -> Fill | None:
         return self.active.get(key)
 
@@ -158,7 +173,9 @@ class FillManager:
         """
         fill = self.active.get(key)
         if fill is not None:
-            return fill
+            # Requests arriving while the fill's lease is checked wait for that decision, then take the
+            # same way as the first request: never a fill that is about to be dropped.
+            return await asyncio.shield(fill.decided)
         writer = self.store.begin_fill(key)
         if writer is None:
             if key in self.present:
@@ -166,23 +183,27 @@ class FillManager:
             fill = Fill(key, size, self.store.part_path(key), self.store.local_path(key))
             fill.task = asyncio.create_task(self._follow(fill), name=f"follow-{key[:12]}")
             self.active[key] = fill
+            fill.decided.set_result(fill)
             return fill
         fill = Fill(key, size, writer.tmp_path, self.store.local_path(key))
-        self.active[key] = fill  # requests arriving while the lease is checked join this fill
+        self.active[key] = fill
         if self.leases is not None:
             try:
                 holder = await asyncio.to_thread(self.leases.acquire, key, dead_owner)
-            except BaseException:
+            except BaseException as exc:
                 self.active.pop(key, None)
                 await asyncio.to_thread(writer.abort)
+                fill.decided.set_exception(exc if isinstance(exc, Exception) else FillError("cancelled"))
+                fill.decided.exception()  # retrieved: joiners get it, nobody else needs to
                 raise
             if holder is not None:
                 self.active.pop(key, None)
                 await asyncio.to_thread(writer.abort)
-                fill.error = FillError("another replica fills this blob")
-                fill.notify()
-                return None if await self.has_blob(key) else holder
+                outcome: Fill | Holder | None = None if await self.has_blob(key) else holder
+                fill.decided.set_result(outcome)
+                return outcome
         fill.task = asyncio.create_task(self._run(fill, writer, source_path), name=f"fill-{key[:12]}")
+        fill.decided.set_result(fill)
         return fill
 
     async def _renew_lease(self, key: str) -> None:

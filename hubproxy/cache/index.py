@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
-from hubproxy.db import BlobRecord, FileRecord, MetaRecord, RefRecord
+from hubproxy.db import BlobRecord, FileRecord, MetaRecord, RefRecord, upsert
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -45,6 +45,11 @@ class LRU(Generic[K, V]):
 
     def pop(self, key: K) -> None:
         self._data.pop(key, None)
+
+    def drop_where(self, predicate: Callable[[K], bool]) -> None:
+        """Forget every key ``predicate`` accepts."""
+        for key in [k for k in self._data if predicate(k)]:
+            del self._data[key]
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,21 @@ class Index:
 
         return await asyncio.to_thread(run)
 
+    async def _upsert(self, model: type[SQLModel], values: dict[str, Any]) -> None:
+        def run() -> None:
+            with self.engine.begin() as conn:
+                upsert(conn, model, values)
+
+        await asyncio.to_thread(run)
+
+    def forget_repo(self, repo_type: str, repo_id: str) -> None:
+        """Drop what memory holds about a repo (it was purged; the database no longer has it)."""
+        self._files.drop_where(lambda k: k[0] == repo_type and k[1] == repo_id)
+        for key in [k for k in self._refs if k[0] == repo_type and k[1] == repo_id]:
+            del self._refs[key]
+        marker = f"|{repo_type}|{repo_id}|"
+        self._meta.drop_where(lambda k: marker in k)
+
     # -- refs -------------------------------------------------------------------------
     async def get_ref(self, repo_type: str, repo_id: str, name: str, max_age: float | None = None) -> RefInfo | None:
         """The last known commit of a ref. A memory copy older than ``max_age`` is re-read from the
@@ -114,11 +134,8 @@ class Index:
         key = (repo_type, repo_id, name)
         self._refs[key] = RefInfo(commit, now)
 
-        def write(s: Session) -> None:
-            s.merge(RefRecord(repo_type=repo_type, repo_id=repo_id, name=name, commit=commit, fetched_at=now))
-            s.commit()
-
-        await self._db(write)
+        await self._upsert(RefRecord, {"repo_type": repo_type, "repo_id": repo_id, "name": name, "commit": commit,
+                                       "fetched_at": now})
 
     # -- files ------------------------------------------------------------------------
     def peek_file(self, repo_type: str, repo_id: str, commit: str, path: str) -> FileInfo | None:
@@ -141,14 +158,9 @@ class Index:
         self._files.put((repo_type, repo_id, commit, path), info)
         blob = info.blob
 
-        def write(s: Session) -> None:
-            s.merge(FileRecord(
-                repo_type=repo_type, repo_id=repo_id, commit=commit, path=path,
-                blob=blob, size=info.size, is_lfs=info.is_lfs, fetched_at=time.time(),
-            ))
-            s.commit()
-
-        await self._db(write)
+        await self._upsert(FileRecord, {"repo_type": repo_type, "repo_id": repo_id, "commit": commit, "path": path,
+                                        "blob": blob, "size": info.size, "is_lfs": info.is_lfs,
+                                        "fetched_at": time.time()})
 
     # -- metadata answers -------------------------------------------------------------
     async def get_meta(self, key: str) -> CachedAnswer | None:
@@ -166,19 +178,11 @@ class Index:
         ans = CachedAnswer(status, headers, body, time.time())
         self._meta.put(key, ans)
 
-        def write(s: Session) -> None:
-            s.merge(MetaRecord(key=key, status=status, headers=json.dumps(headers), body=body,
-                               fetched_at=ans.fetched_at))
-            s.commit()
-
-        await self._db(write)
+        await self._upsert(MetaRecord, {"key": key, "status": status, "headers": json.dumps(headers), "body": body,
+                                        "fetched_at": ans.fetched_at})
         return ans
 
     # -- blobs ------------------------------------------------------------------------
     async def add_blob(self, key: str, size: int) -> None:
-        def write(s: Session) -> None:
-            now = time.time()
-            s.merge(BlobRecord(key=key, size=size, created_at=now, last_access=now))
-            s.commit()
-
-        await self._db(write)
+        now = time.time()
+        await self._upsert(BlobRecord, {"key": key, "size": size, "created_at": now, "last_access": now})

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from hubproxy.cache import events
 from hubproxy.errors import NotFound
 from hubproxy.hub.routing import is_commit
 from hubproxy.store.base import BlobStore, is_blob_key
@@ -111,6 +112,7 @@ def _pinned_blobs(conn) -> set[str]:  # noqa: ANN001
 
 def _delete_blobs(conn, store: BlobStore, keys: Iterable[str]) -> tuple[int, int]:  # noqa: ANN001
     count = size = 0
+    keys = list(keys)
     for key in keys:
         row = conn.execute(text("SELECT size FROM blobs WHERE key = :k"), {"k": key}).first()
         store.delete(key)
@@ -118,6 +120,7 @@ def _delete_blobs(conn, store: BlobStore, keys: Iterable[str]) -> tuple[int, int
         if row:
             count += 1
             size += int(row[0])
+    events.blobs_deleted(conn, keys)
     return count, size
 
 
@@ -146,6 +149,7 @@ def purge(engine: Engine, store: BlobStore, repo_type: str, repo_id: str,
             conn.execute(text('DELETE FROM refs WHERE repo_type = :t AND repo_id = :r AND "commit" = :c'), params)
             conn.execute(text("DELETE FROM metadata WHERE key LIKE :pat ESCAPE '\\'"),
                          {"pat": f"%|{_like(repo_type)}|{_like(repo_id)}|{params['c']}|%"})
+        events.repo_forgotten(conn, repo_type, repo_id)
         still_used = {r[0] for r in conn.execute(text("SELECT DISTINCT blob FROM files WHERE blob IS NOT NULL"))}
         # Files whose upstream ETag is no content hash were passed through, never stored: nothing to delete.
         return _delete_blobs(conn, store, sorted(k for k in blobs - still_used if is_blob_key(k)))
@@ -181,6 +185,7 @@ def verify(engine: Engine, store: BlobStore) -> VerifyReport:
     with engine.begin() as conn:
         for key in report.corrupt + report.missing:
             conn.execute(text("DELETE FROM blobs WHERE key = :k"), {"k": key})
+        events.blobs_deleted(conn, report.corrupt + report.missing)
     return report
 
 
@@ -214,4 +219,5 @@ def evict(engine: Engine, store: BlobStore, max_bytes: int, protected: set[str] 
             conn.execute(text("DELETE FROM blobs WHERE key = :k"), {"k": key})
             total -= int(size)
             evicted.append(key)
+        events.blobs_deleted(conn, evicted)
     return evicted

@@ -183,6 +183,12 @@ class Metadata:
         self._trees: LRU[str, list[dict[str, Any]]] = LRU(32)
         self._listed_files: LRU[str, dict[str, dict[str, Any]]] = LRU(32)
 
+    def forget_repo(self, repo_type: str, repo_id: str) -> None:
+        """Drop parsed listings of a purged repo."""
+        marker = f"|{repo_type}|{repo_id}|"
+        self._trees.drop_where(lambda k: marker in k)
+        self._listed_files.drop_where(lambda k: marker in k)
+
     # -- plumbing ---------------------------------------------------------------------
     async def single_flight(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``fn`` once for concurrent callers with the same key."""
@@ -208,9 +214,15 @@ class Metadata:
     async def _fetch(
         self, key: str, method: str, path: str, *, params: Any = None, data: Any = None,
         headers: dict[str, str] | None = None, stale_possible: bool = False,
+        persist: Callable[[Answer], Awaitable[None]] | None = None,
     ) -> Answer:
+        """One upstream request for concurrent callers; ``persist`` stores the answer once, inside the flight."""
+
         async def go() -> Answer:
-            return from_upstream(await self.upstream.fetch(method, path, params=params, data=data, headers=headers))
+            answer = from_upstream(await self.upstream.fetch(method, path, params=params, data=data, headers=headers))
+            if persist is not None:
+                await persist(answer)
+            return answer
 
         task = self.single_flight(key, go)
         if stale_possible:
@@ -221,7 +233,8 @@ class Metadata:
         return await task
 
     async def _fetch_or_stale(self, flight_key: str, method: str, path: str, hit: CachedAnswer | None, what: str,
-                              *, params: Any = None, data: Any = None) -> Answer:
+                              *, params: Any = None, data: Any = None,
+                              persist: Callable[[Answer], Awaitable[None]] | None = None) -> Answer:
         """Ask the upstream; when it is down, slow or overloaded, fall back to ``hit`` (marked stale).
 
         With nothing cached, an unreachable upstream is a 502/504 and an upstream 5xx a 502; a 429 is passed
@@ -229,7 +242,7 @@ class Metadata:
         """
         try:
             answer = await self._fetch(flight_key, method, path, params=params, data=data,
-                                       stale_possible=hit is not None)
+                                       stale_possible=hit is not None, persist=persist)
         except UpstreamUnavailable as exc:
             if hit is not None:
                 return Answer.of(hit, stale=True)
@@ -250,10 +263,11 @@ class Metadata:
         hit = await self.index.get_meta(key)
         if hit is not None and (immutable or hit.age() < self.settings.revision_ttl):
             return Answer.of(hit)
-        answer = await self._fetch_or_stale(key, method, path, hit, what, params=params, data=data)
-        if not answer.stale and keep(answer):
-            await self.index.put_meta(key, answer.status, answer.headers, answer.body)
-        return answer
+        async def persist(answer: Answer) -> None:
+            if keep(answer):
+                await self.index.put_meta(key, answer.status, answer.headers, answer.body)
+
+        return await self._fetch_or_stale(key, method, path, hit, what, params=params, data=data, persist=persist)
 
     # -- revisions --------------------------------------------------------------------
     async def resolve_commit(self, repo_type: str, repo_id: str, rev: str) -> str:
@@ -296,14 +310,15 @@ class Metadata:
             return Answer.of(hit)
         if hit is None and ref is not None:
             hit = await self._plain_info(repo_type, repo_id, ref.commit)  # only if the upstream cannot answer
-        answer = await self._fetch_or_stale(f"GET {path}?{qk}", "GET", path, hit,
-                                            f"{repo_type} {repo_id} at {name or 'the default branch'}", params=query)
-        if answer.status == 200 and not answer.stale:
-            sha = _sha_of(answer)
+        async def persist(answer: Answer) -> None:
+            sha = _sha_of(answer) if answer.status == 200 else None
             if sha:
                 await self.index.set_ref(repo_type, repo_id, name, sha)
                 await self.index.put_meta(key_for(sha), answer.status, answer.headers, answer.body)
-        return answer
+
+        return await self._fetch_or_stale(f"GET {path}?{qk}", "GET", path, hit,
+                                          f"{repo_type} {repo_id} at {name or 'the default branch'}", params=query,
+                                          persist=persist)
 
     # -- tree -------------------------------------------------------------------------
     async def _full_tree(self, repo_type: str, repo_id: str, commit: str, path: str,
@@ -317,9 +332,14 @@ class Metadata:
         if hit is not None:
             answer = Answer.of(hit)
         else:
+            async def fetch_and_keep() -> Answer:
+                answer = await fetch_tree(self.upstream, repo_type, repo_id, commit, path, recursive, expand)
+                if answer.status == 200 or answer.headers.get("X-Error-Code") == "EntryNotFound":
+                    await self.index.put_meta(key, answer.status, answer.headers, answer.body)
+                return answer
+
             try:
-                answer = await self.single_flight(key, lambda: fetch_tree(
-                    self.upstream, repo_type, repo_id, commit, path, recursive, expand))
+                answer = await self.single_flight(key, fetch_and_keep)
             except UpstreamUnavailable as exc:
                 derived = await self._derived_tree(repo_type, repo_id, commit, path, recursive, expand)
                 if derived is None:
@@ -330,8 +350,6 @@ class Metadata:
                 if derived is None:
                     raise upstream_failure(answer)
                 return derived
-            if answer.status == 200 or answer.headers.get("X-Error-Code") == "EntryNotFound":
-                await self.index.put_meta(key, answer.status, answer.headers, answer.body)
         if answer.status != 200:
             return answer, None
         entries = json.loads(answer.body)

@@ -119,7 +119,7 @@ class Resolver:
         else:
             start, end, status = rng[0], rng[1], 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
-        if self.settings.s3_redirect and info.is_lfs and is_blob_key(info.blob) and await self.fills.has_blob(info.blob):
+        if self.settings.s3_redirect and info.is_lfs and is_blob_key(info.blob) and await self.fills.stored_now(info.blob):
             url = await asyncio.to_thread(self.store.presign, info.blob)
             if url:
                 # A different origin: clients read the metadata on this 302 itself (D2, D6, P7).
@@ -154,8 +154,7 @@ class Resolver:
             stored = await self._stored_body(key, start, end)
             if stored is not None:
                 return stored, "hit"
-        fill = self.fills.get(key)
-        if fill is None:
+        if self.fills.get(key) is None:
             if self.upstream.offline:
                 raise unavailable_error(UpstreamUnavailable("offline", offline=True),
                                         f"{route.path} of {route.repo_id} at {commit}")
@@ -163,14 +162,15 @@ class Resolver:
                 log.warning("store full: serving %s of %s straight from the upstream, uncached",
                             route.path, route.repo_id)
                 return await self._upstream_body(route, commit, info, start, end), "passthrough"
-            fill = await self.fills.start(key, info.size, resolve_path(route, commit))
-            if isinstance(fill, Holder):
-                return await self._relay_or_take_over(route, commit, info, start, end, fill, relayed), "relay"
-            if fill is None:  # another process stored it meanwhile
-                stored = await self._stored_body(key, start, end)
-                if stored is not None:
-                    return stored, "hit"
-                raise HubError(503, "CacheBusy", "the blob changed state while it was being opened; retry")
+        fill = await self.fills.start(key, info.size, resolve_path(route, commit))
+        if isinstance(fill, Holder):
+            return await self._relay_or_take_over(route, commit, info, start, end, fill, relayed), "relay"
+        if fill is None:  # another process stored it meanwhile
+            stored = await self._stored_body(key, start, end)
+            if stored is not None:
+                return stored, "hit"
+            raise HubError(503, "CacheBusy", "the blob changed state while it was being opened; retry",
+                           {"Retry-After": "1"})
         if start > fill.written + FOLLOW_WINDOW:
             return await self._upstream_body(route, commit, info, start, end), "passthrough"
         return read_fill(fill, start, end, chunk), "miss"
