@@ -189,3 +189,27 @@ def _swallow(fn, *args):  # noqa: ANN001, ANN202
         return fn(*args)
     except Exception:  # noqa: BLE001
         return None
+
+
+def test_every_info_variant_answers_from_the_cache_while_upstream_is_down(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                                         tmp_path: Path) -> None:
+    from huggingface_hub import HfApi, snapshot_download
+
+    proxy = make_proxy(revision_ttl="0", stale_timeout="2")
+    snapshot_download("alice/tiny-gpt2", endpoint=proxy.url, cache_dir=tmp_path / "warm")
+    repo = fakehub.repos[("model", "alice/tiny-gpt2")]
+    commit = repo.branches["main"]
+    sizes = {p: f.blob.size for p, f in repo.commits[commit].files.items()}
+    fakehub.stop()
+    try:
+        api = HfApi(endpoint=proxy.url)
+        assert api.model_info("alice/tiny-gpt2").sha == commit  # GET /api/models/{id}: no revision
+        assert api.model_info("alice/tiny-gpt2", revision="main").sha == commit
+        assert api.model_info("alice/tiny-gpt2", revision=commit).sha == commit
+        detailed = api.model_info("alice/tiny-gpt2", files_metadata=True)
+        assert {s.rfilename: s.size for s in detailed.siblings} == sizes
+        lfs = next(s for s in detailed.siblings if s.rfilename == "model.safetensors")
+        assert lfs.lfs is not None and lfs.lfs.sha256 == repo.commits[commit].files["model.safetensors"].blob.sha256
+        assert api.repo_exists("alice/tiny-gpt2") and api.revision_exists("alice/tiny-gpt2", "main")
+    finally:
+        fakehub.restart()

@@ -254,3 +254,30 @@ def test_export_of_gated_or_missing_repo_fails(fakehub: FakeHub, tmp_path: Path)
         assert not list(tmp_path.glob(out.name + "*")), "a failed export left a bundle behind"
     proc = sync("export", "--source", fakehub.url, "--repo", "../etc", "--out", str(tmp_path / "x"), check=False)
     assert proc.returncode == 1 and "expected [TYPE:]ORG/NAME" in proc.stderr
+
+
+def test_a_partially_imported_revision_behaves_like_one_without_those_files(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                                            model_dir: Path, tmp_path: Path) -> None:
+    """Files left out with --exclude are missing at the site: optional ones are skipped at once, not retried."""
+    bundle = tmp_path / "partial"
+    sync("export", "--data-dir", str(tmp_path / "src"), "--source", fakehub.url, "--repo", "alice/tiny-gpt2",
+         "--exclude", "generation_config.json", "--exclude", "*.md", "--out", str(bundle),
+         env={"HUBPROXY_UPSTREAM_TOKEN": "hf_upstream_secret_token"})
+    site = tmp_path / "site"
+    sync("import", str(bundle), "--data-dir", str(site))
+    offline = offline_proxy(make_proxy, site)
+    api = HfApi(endpoint=offline.url)
+    files = api.list_repo_files("alice/tiny-gpt2")
+    assert "config.json" in files and "generation_config.json" not in files
+    assert "generation_config.json" not in {s.rfilename for s in api.model_info("alice/tiny-gpt2").siblings}
+    assert not api.file_exists("alice/tiny-gpt2", "generation_config.json")
+    snapshot = Path(snapshot_download("alice/tiny-gpt2", endpoint=offline.url, cache_dir=tmp_path / "snap"))
+    assert (snapshot / "config.json").exists() and not (snapshot / "generation_config.json").exists()
+    t0 = time.monotonic()
+    loaded = json.loads(run_client("", client_env(offline.url, tmp_path / "hf"),
+                                   args=[sys.executable, "-c", LOAD_MODEL, "alice/tiny-gpt2"]).stdout.strip()
+                        .splitlines()[-1])
+    assert time.monotonic() - t0 < 20  # no five retries with back-off on the optional file
+    assert loaded["params"] == _reference(model_dir)["params"]
+    log = offline.log()
+    assert "generation_config.json" in log and '"status": 504' not in log

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, select
 
 from hubproxy.db import BlobRecord, FileRecord, MetaRecord, RefRecord, upsert
 
@@ -52,14 +52,23 @@ class LRU(Generic[K, V]):
             del self._data[key]
 
 
+#: ``size`` of a file record meaning "in the listing, but left out of the bundle imported here".
+LEFT_OUT = -1
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """What a path is at a commit."""
 
-    blob: str | None  # None: the upstream said the path does not exist
+    blob: str | None  # None: the upstream said the path does not exist (or, with size LEFT_OUT, not imported)
     size: int
     is_lfs: bool
     etag: str  # what clients see as ETag (the blob key, or an upstream etag we cannot verify)
+
+    @property
+    def left_out(self) -> bool:
+        """A file of an imported revision that its bundle did not carry."""
+        return self.blob is None and self.size == LEFT_OUT
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,16 @@ class Index:
         await self._upsert(FileRecord, {"repo_type": repo_type, "repo_id": repo_id, "commit": commit, "path": path,
                                         "blob": blob, "size": info.size, "is_lfs": info.is_lfs,
                                         "fetched_at": time.time()})
+
+    async def left_out_paths(self, repo_type: str, repo_id: str, commit: str) -> set[str]:
+        """Paths of an imported revision its bundle left out."""
+        def read(s: Session) -> set[str]:
+            rows = s.exec(select(FileRecord.path).where(  # type: ignore[call-overload]
+                FileRecord.repo_type == repo_type, FileRecord.repo_id == repo_id, FileRecord.commit == commit,
+                FileRecord.blob == None, FileRecord.size == LEFT_OUT))  # noqa: E711 - SQL NULL
+            return set(rows)
+
+        return await self._db(read)
 
     # -- metadata answers -------------------------------------------------------------
     async def get_meta(self, key: str) -> CachedAnswer | None:

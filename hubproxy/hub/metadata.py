@@ -299,17 +299,23 @@ class Metadata:
                 return await self.cached(key_for(rev), "GET", path, immutable=True, params=query,
                                          what=f"{repo_type} {repo_id} at {rev}")
             except HubError as exc:
-                plain = await self._plain_info(repo_type, repo_id, rev) if exc.status >= 500 else None
-                if plain is None:
+                stand_in = await self._stand_in(repo_type, repo_id, rev, query) if exc.status >= 500 else None
+                if stand_in is None:
                     raise
-                return Answer.of(plain, stale=bool(qk))
+                return stand_in
         name = rev or ""
         ref = await self.index.get_ref(repo_type, repo_id, name, self.settings.revision_ttl)
         hit = await self.index.get_meta(key_for(ref.commit)) if ref is not None else None
         if hit is not None and ref is not None and _age(ref.fetched_at) < self.settings.revision_ttl:
             return Answer.of(hit)
-        if hit is None and ref is not None:
-            hit = await self._plain_info(repo_type, repo_id, ref.commit)  # only if the upstream cannot answer
+        if ref is None and name == "":
+            # The default branch was only ever asked for by name (snapshot_download asks for "main"): that is
+            # what to show if the upstream cannot say which branch is the default.
+            ref = await self.index.get_ref(repo_type, repo_id, "main")
+        if hit is None and ref is not None:  # used only if the upstream cannot answer
+            stand_in = await self._stand_in(repo_type, repo_id, ref.commit, query)
+            hit = CachedAnswer(stand_in.status, stand_in.headers, stand_in.body, 0.0) if stand_in else None
+
         async def persist(answer: Answer) -> None:
             sha = _sha_of(answer) if answer.status == 200 else None
             if sha:
@@ -352,7 +358,8 @@ class Metadata:
                 return derived
         if answer.status != 200:
             return answer, None
-        entries = json.loads(answer.body)
+        # A partially imported revision lists what its bundle carried (see ``Index.left_out_paths``).
+        entries = without(json.loads(answer.body), await self.index.left_out_paths(repo_type, repo_id, commit))
         self._trees.put(key, entries)
         return answer, entries
 
@@ -413,7 +420,7 @@ class Metadata:
             hit = await self.index.get_meta(key)
             if hit is None or hit.status != 200:
                 return None
-            entries = json.loads(hit.body)
+            entries = without(json.loads(hit.body), await self.index.left_out_paths(repo_type, repo_id, commit))
             self._trees.put(key, entries)
         return entries
 
@@ -442,6 +449,28 @@ class Metadata:
         """The commit's repo info without query parameters: a stand-in for any other variant of it."""
         hit = await self.index.get_meta(info_key(repo_type, repo_id, commit))
         return hit if hit is not None and hit.status == 200 else None
+
+    async def _stand_in(self, repo_type: str, repo_id: str, commit: str,
+                        query: list[tuple[str, str]]) -> Answer | None:
+        """A variant of the commit's repo info made from what is cached, for when the upstream cannot answer.
+
+        The plain info stands in for every variant; with ``blobs=true`` each sibling gets its size, blob id
+        and LFS fields from the commit's full listing. Marked stale (``X-HF-Warning``) whenever it is not the
+        plain answer itself.
+        """
+        plain = await self._plain_info(repo_type, repo_id, commit)
+        if plain is None:
+            return None
+        answer = Answer.of(plain, stale=bool(query))
+        wants_blobs = any(k in ("blobs", "files_metadata") and v.lower() in ("1", "true") for k, v in query)
+        entries = await self._listing(repo_type, repo_id, commit) if wants_blobs else None
+        if entries is not None:
+            by_path = {e["path"]: e for e in entries if e.get("type") == "file"}
+            info = answer.json()
+            info["siblings"] = [_sibling_with_blobs(x, by_path.get(x.get("rfilename", "")))
+                                for x in info.get("siblings", []) if isinstance(x, dict)]
+            answer.body = json.dumps(info, separators=(",", ":")).encode()
+        return answer
 
     async def _derived_tree(self, repo_type: str, repo_id: str, commit: str, path: str, recursive: bool,
                             expand: bool) -> tuple[Answer, list[dict[str, Any]] | None] | None:
@@ -486,6 +515,26 @@ class Metadata:
     def rewrite_link(self, link: str, base_url: str) -> str:
         """Point an upstream ``Link`` at hubproxy (G10, M8)."""
         return link.replace(self.upstream.base, base_url)
+
+
+def _sibling_with_blobs(sibling: dict[str, Any], entry: dict[str, Any] | None) -> dict[str, Any]:
+    """A repo-info sibling as ``blobs=true`` gives it, from the file's listing entry."""
+    if entry is None:
+        return sibling
+    out = {**sibling, "size": entry.get("size"), "blobId": entry.get("oid")}
+    lfs = entry.get("lfs")
+    if isinstance(lfs, dict):
+        out["lfs"] = {"sha256": lfs.get("oid"), "size": lfs.get("size"), "pointerSize": lfs.get("pointerSize")}
+    return out
+
+
+def without(entries: list[dict[str, Any]], paths: set[str]) -> list[dict[str, Any]]:
+    """A full listing without some files, and without the folders that held only those."""
+    if not paths:
+        return entries
+    kept = [e for e in entries if e.get("type") != "file" or e.get("path") not in paths]
+    files = [e["path"] for e in kept if e.get("type") == "file"]
+    return [e for e in kept if e.get("type") == "file" or any(f.startswith(e["path"] + "/") for f in files)]
 
 
 def _age(ts: float) -> float:

@@ -69,15 +69,18 @@ class Resolver:
         info = self.index.peek_file(route.repo_type, route.repo_id, commit, route.path)
         if info is None:
             info = await self.index.get_file(route.repo_type, route.repo_id, commit, route.path)
-        if info is not None:
+        if info is not None and not info.left_out:
             return info
         key = f"HEAD|{route.repo_type}|{route.repo_id}|{commit}|{route.path}"
-        return await self.metadata.single_flight(key, lambda: self._head_upstream(route, commit))
+        return await self.metadata.single_flight(key, lambda: self._head_upstream(route, commit, info))
 
-    async def _head_upstream(self, route: Route, commit: str) -> FileInfo:
+    async def _head_upstream(self, route: Route, commit: str, known: FileInfo | None = None) -> FileInfo:
         try:
             resp = await self.upstream.head_file(resolve_path(route, commit))
         except UpstreamUnavailable as exc:
+            if known is not None and known.left_out:
+                raise entry_not_found(commit, f"{route.path} was left out of the bundle imported at this site, "
+                                              "and the upstream cannot be asked") from None
             # The commit's full listing, if held, knows every file of it and that no other exists. A listed
             # file is answered only if its bytes are stored too: HEAD must promise no more than GET keeps.
             listed = await self.metadata.listed_file(route.repo_type, route.repo_id, commit, route.path)

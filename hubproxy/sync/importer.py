@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from hubproxy.cache.index import LEFT_OUT
 from hubproxy.config import Settings
 from hubproxy.db import BlobRecord, FileRecord, MetaRecord, PinRecord, RefRecord, make_engine
 from hubproxy.hub.metadata import info_key, refs_key, tree_key
@@ -165,13 +166,23 @@ class Importer:
                 for f in repo.files:
                     s.merge(FileRecord(repo_type=t, repo_id=rid, commit=commit, path=f.path, blob=f.blob,
                                        size=f.size, is_lfs=f.lfs, fetched_at=now))
+                # Files the export left out (--include/--exclude) are not at this site: while the upstream
+                # cannot be asked they are missing, as an optional file a client probes for would be.
+                carried = {f.path for f in repo.files}
+                for path in left_out(repo.tree, carried):
+                    s.merge(FileRecord(repo_type=t, repo_id=rid, commit=commit, path=path, blob=None,
+                                       size=LEFT_OUT, is_lfs=False, fetched_at=now))
+                info = dict(repo.info)
+                if isinstance(info.get("siblings"), list):
+                    info["siblings"] = [x for x in info["siblings"] if not isinstance(x, dict)
+                                        or x.get("rfilename") in carried]
                 if not is_commit(repo.revision):
                     s.merge(RefRecord(repo_type=t, repo_id=rid, name=repo.revision, commit=commit, fetched_at=now))
                 if repo.revision == repo.info.get("defaultBranch", "main"):
                     s.merge(RefRecord(repo_type=t, repo_id=rid, name="", commit=commit, fetched_at=now))
                 # The answers hubproxy keeps for any repo at a commit; every other listing, paths-info and
                 # info variant is derived from these two while the upstream is out of reach.
-                answers = {info_key(t, rid, commit): repo.info, tree_key(t, rid, commit, "", True, False): repo.tree}
+                answers = {info_key(t, rid, commit): info, tree_key(t, rid, commit, "", True, False): repo.tree}
                 if repo.refs is not None:
                     answers[refs_key(t, rid, False)] = repo.refs
                 for key, body in answers.items():
@@ -181,6 +192,11 @@ class Importer:
                     s.merge(PinRecord(repo_type=t, repo_id=rid, commit=commit, revision=repo.revision,
                                       created_at=now))
             s.commit()
+
+
+def left_out(tree: list[dict[str, Any]], carried: set[str]) -> list[str]:
+    """Paths of files the listing has and the bundle does not carry."""
+    return [e["path"] for e in tree if e.get("type") == "file" and e.get("path") not in carried]
 
 
 def _record_blob(engine: Any, key: str, size: int) -> None:
