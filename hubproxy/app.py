@@ -37,6 +37,8 @@ from hubproxy.hub.api import HubApi
 from hubproxy.hub.errors import HubError, hide_origin
 from hubproxy.hub.metadata import Metadata
 from hubproxy.hub.names import RepoNames
+from hubproxy.hub.relay import PATH as RELAY_PATH
+from hubproxy.hub.relay import RelayRoute, shared_secret
 from hubproxy.hub.resolve import Resolver
 from hubproxy.observability import metrics
 from hubproxy.observability.access import AccessLog
@@ -61,6 +63,7 @@ class Services:
     metadata: Metadata
     hub: HubApi
     admin: AdminApi
+    relay: RelayRoute
 
 
 async def _maintain(settings: Settings, index: Index, store: BlobStore, fills: FillManager,
@@ -75,6 +78,7 @@ async def _maintain(settings: Settings, index: Index, store: BlobStore, fills: F
             await auth.flush()
             await asyncio.to_thread(audit_downloads.prune, index.engine, settings.audit_retention_days)
             await asyncio.to_thread(cache_events.prune, index.engine)
+            await asyncio.to_thread(fills.mismatches.prune)
             if settings.cache_max_bytes:
                 evicted = await asyncio.to_thread(manage.evict, index.engine, store, settings.cache_max_bytes,
                                                   fills.protected())
@@ -162,7 +166,8 @@ def create_app(settings: Settings) -> ASGIApp:
         fills = FillManager(settings, store, index, upstream, leases)
         metadata = Metadata(settings, index, upstream)
         usage = Usage(index.engine)
-        resolver = Resolver(settings, index, store, upstream, fills, metadata, usage)
+        secret = await asyncio.to_thread(shared_secret, index.engine)
+        resolver = Resolver(settings, index, store, upstream, fills, metadata, usage, secret)
         auth = Authenticator(index.engine, settings.token_cache_seconds)
         if settings.anonymous_access == "read":
             log.warning("anonymous access is on: anyone who reaches hubproxy can download what the upstream serves")
@@ -174,7 +179,8 @@ def create_app(settings: Settings) -> ASGIApp:
                      Gate(index.engine, settings.anonymous_project, settings.token_cache_seconds))
         services["s"] = Services(settings, index, store, upstream, fills, metadata, hub,
                                  AdminApi(AdminService(index.engine, store), auth,
-                                          docs_public=settings.anonymous_access == "read"))
+                                          docs_public=settings.anonymous_access == "read"),
+                                 RelayRoute(fills, secret, settings.serve_chunk_size))
         maintenance = asyncio.create_task(_maintain(settings, index, store, fills, usage, auth), name="maintenance")
 
         def forget(event: CacheEvent) -> None:
@@ -262,6 +268,11 @@ def create_app(settings: Settings) -> ASGIApp:
         request = Request(scope, receive)
         if scope["path"] in local_routes:
             response = await local_routes[scope["path"]](request)
+        elif scope["path"].startswith(RELAY_PATH):
+            try:
+                response = await services["s"].relay(request)
+            except HubError as exc:
+                response = exc.to_response()
         elif scope["path"].startswith("/admin/"):
             response = await services["s"].admin(request)
         else:

@@ -32,6 +32,8 @@ class Settings:
     data_dir: Path = Path("./hubproxy-data")
     offline: bool = False
     upstream_token: str | None = field(default=None, repr=False)
+    #: PEM file of CA certificates to trust for the upstream besides the system's (a corporate TLS proxy's CA).
+    upstream_ca_bundle: str | None = None
     #: Database URL; default is a SQLite file inside the data dir.
     database_url: str | None = None
     #: Public base URL clients use (for Link headers); default: derived from the request.
@@ -178,6 +180,8 @@ def _validate(s: Settings) -> Settings:
     parts = urlsplit(s.upstream)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"setting 'upstream': {s.upstream!r} is not an http(s) URL")
+    if s.upstream_ca_bundle and not Path(s.upstream_ca_bundle).is_file():
+        raise ConfigError(f"setting 'upstream_ca_bundle': {s.upstream_ca_bundle} is not a file")
     if s.public_url:
         p = urlsplit(s.public_url)
         if p.scheme not in ("http", "https") or not p.netloc:

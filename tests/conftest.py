@@ -77,8 +77,11 @@ def make_proxy(tmp_path: Path, fakehub: FakeHub) -> Iterator[Callable[..., Proxy
     started: list[ProxyProcess] = []
 
     def make(data_dir: Path | None = None, upstream: str | None = None, args: list[str] | None = None,
-             token: str | None = UPSTREAM_TOKEN, port: int | None = None, **env: str) -> ProxyProcess:
+             token: str | None = UPSTREAM_TOKEN, port: int | None = None, process_env: dict[str, str] | None = None,
+             **env: str) -> ProxyProcess:
+        """``env``: settings (as HUBPROXY_* variables); ``process_env``: other variables (HTTPS_PROXY, ...)."""
         full_env = {f"HUBPROXY_{k.upper()}": str(v) for k, v in env.items()}
+        full_env.update(process_env or {})
         if token:
             full_env["HUBPROXY_UPSTREAM_TOKEN"] = token
         proxy = ProxyProcess(data_dir or tmp_path / f"data{len(started)}", upstream or fakehub.url,

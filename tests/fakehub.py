@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -107,6 +108,7 @@ class Faults:
     fail_next: dict[str, int] = field(default_factory=dict)  # answer 500 this many times
     drop_after: dict[str, list[int]] = field(default_factory=dict)  # [bytes, times]: cut the body
     corrupt: set[str] = field(default_factory=set)  # flip a byte in the middle
+    corrupt_next: dict[str, int] = field(default_factory=dict)  # flip it in this many bodies only
     trickle: dict[str, tuple[int, float]] = field(default_factory=dict)  # (chunk bytes, delay seconds)
     ignore_range: set[str] = field(default_factory=set)  # answer 200 with the whole body to a Range
     metadata_delay: float = 0.0  # seconds to sleep before every /api answer
@@ -122,8 +124,11 @@ class _Server(ThreadingHTTPServer):
 class FakeHub:
     """The fake upstream: ``url`` is the hub origin, ``cdn_url`` the CDN origin."""
 
-    def __init__(self, page_size: int = 3, token: str = "hf_upstream_secret_token") -> None:
+    def __init__(self, page_size: int = 3, token: str = "hf_upstream_secret_token",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.page_size = page_size
+        #: Serve HTTPS with this context (its certificate for 127.0.0.1) instead of HTTP.
+        self.tls = tls
         self.token = token
         self.repos: dict[tuple[str, str], Repo] = {}
         self.faults = Faults()
@@ -192,6 +197,9 @@ class FakeHub:
     def start(self, host: str = "127.0.0.1") -> FakeHub:
         hub_srv = _Server((host, 0), _make_handler(self, cdn=False))
         cdn_srv = _Server((host, 0), _make_handler(self, cdn=True))
+        if self.tls is not None:
+            for srv in (hub_srv, cdn_srv):
+                srv.socket = self.tls.wrap_socket(srv.socket, server_side=True)
         self._servers = [hub_srv, cdn_srv]
         self.port, self.cdn_port = hub_srv.server_address[1], cdn_srv.server_address[1]
         for srv in self._servers:
@@ -220,11 +228,11 @@ class FakeHub:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def cdn_url(self) -> str:
-        return f"http://127.0.0.1:{self.cdn_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.cdn_port}"
 
 
 def _iso(date: str) -> str:
@@ -603,6 +611,10 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 if spec and spec[1] > 0:
                     spec[1] -= 1
                     drop = spec[0]
+            with hub._lock:
+                corrupting = key in faults.corrupt or faults.corrupt_next.get(key, 0) > 0
+                if faults.corrupt_next.get(key, 0) > 0 and start <= size // 2 < end:
+                    faults.corrupt_next[key] -= 1
             chunk, delay = faults.trickle.get(key, (1 << 20, 0.0))
             pos = start
             t0 = time.monotonic()
@@ -612,7 +624,7 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 if drop is not None and pos + n > drop:
                     n = max(0, drop - pos)
                 data = blob.read(pos, pos + n)
-                if key in faults.corrupt and pos <= size // 2 < pos + n:
+                if corrupting and pos <= size // 2 < pos + n:
                     ba = bytearray(data)
                     ba[size // 2 - pos] ^= 0xFF
                     data = bytes(ba)

@@ -86,11 +86,29 @@ def test_dropped_upstream_connection_is_resumed(proxy: ProxyProcess, fakehub: Fa
     assert fakehub.blob_bytes[sha] < 2 * size
 
 
-def test_upstream_5xx_on_blob_is_retried(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) -> None:
+def test_upstream_5xx_on_blob_is_retried(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    """One plain GET (no client retries to hide a failure): hubproxy's own retries get the bytes."""
     data, sha = _big(fakehub, "flaky", 2 * 1024 * 1024)
+    url = "/alice/flaky/resolve/main/big.safetensors"
     fakehub.faults.fail_next[sha] = 2
-    local = hf_hub_download("alice/flaky", "big.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
-    assert Path(local).read_bytes() == data
+    proxy = make_proxy()
+    status, _, body = request("GET", proxy.url + url)
+    assert status == 200 and body == data
+    assert fakehub.faults.fail_next[sha] == 0  # both failures were met, and retried past
+    # Without retries the same upstream fails the download: the test above could not pass by luck.
+    data2, sha2 = _big(fakehub, "flaky2", 2 * 1024 * 1024)
+    fakehub.faults.fail_next[sha2] = 2
+    strict = make_proxy(fill_retries="0")
+    conn = http.client.HTTPConnection("127.0.0.1", strict.port, timeout=30)
+    conn.request("GET", "/alice/flaky2/resolve/main/big.safetensors")
+    resp = conn.getresponse()
+    try:
+        got = resp.read()
+        failed = resp.status != 200 or got != data2
+    except http.client.IncompleteRead:
+        failed = True
+    conn.close()
+    assert failed
 
 
 def test_wrong_bytes_are_never_served_whole_nor_kept(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) -> None:
@@ -213,3 +231,41 @@ def test_every_info_variant_answers_from_the_cache_while_upstream_is_down(make_p
         assert api.repo_exists("alice/tiny-gpt2") and api.revision_exists("alice/tiny-gpt2", "main")
     finally:
         fakehub.restart()
+
+
+def test_a_resumed_download_never_completes_a_wrong_file(proxy: ProxyProcess, fakehub: FakeHub,
+                                                         tmp_path: Path) -> None:
+    """One fill gets a flipped byte: current and old clients resume, and still end with the right file."""
+    from tests.clients import client_python
+    from tests.helpers import client_env, run_client
+
+    size = 24 * 1024 * 1024
+    data, sha = _big(fakehub, "flipped", size)
+    fakehub.faults.corrupt_next[sha] = 1
+    local = hf_hub_download("alice/flipped", "big.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "a")
+    assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == sha
+    # Its resume (Range: bytes=N-) was answered whole, and the client started over.
+    status, headers, _ = request("GET", proxy.url + "/alice/flipped/resolve/main/big.safetensors",
+                                 {"Range": "bytes=100-"})
+    assert status == 200 and int(headers["content-length"]) == size
+    # Closed ranges (parallel downloaders assemble files from them) are refused for a while.
+    status, headers, _ = request("GET", proxy.url + "/alice/flipped/resolve/main/big.safetensors",
+                                 {"Range": "bytes=100-199"})
+    assert status == 503 and headers["x-error-code"] == "BlobFailedVerification"
+    # huggingface_hub 0.36 (requests) gives up on the cut and keeps its .incomplete file; a later call resumes
+    # that file with a Range (D15). Whatever it kept, the answer to the resume is whole and it starts over.
+    old, sha_old = _big(fakehub, "flipped-old", size)
+    fakehub.faults.corrupt_next[sha_old] = 1
+    python = client_python("huggingface_hub==0.36.2")
+    env = client_env(proxy.url, tmp_path / "old")
+    fetch = ("import hashlib; from huggingface_hub import hf_hub_download\n"
+             "p = hf_hub_download('alice/flipped-old', 'big.safetensors')\n"
+             "print(hashlib.sha256(open(p, 'rb').read()).hexdigest())")
+    first = run_client("", env, args=[str(python), "-c", fetch], check=False)
+    assert first.returncode != 0 and "ChunkedEncodingError" in first.stderr  # cut, as designed
+    incomplete = next((tmp_path / "old").rglob("*.incomplete"))
+    kept = bytearray(old[: 16 * 1024 * 1024])
+    kept[size // 2] ^= 0xFF  # what the failed fill sent before the cut
+    incomplete.write_bytes(bytes(kept))
+    second = run_client("", env, args=[str(python), "-c", fetch])
+    assert second.stdout.strip().splitlines()[-1] == sha_old

@@ -125,8 +125,8 @@ def per_worker_heads(data_dir: Path) -> dict[str, float]:
 def test_sigterm_drains_downloads_and_flushes_audit(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
     data = os.urandom(6 * 1024 * 1024)
     fakehub.add_commit("model", "alice/drain", {"model.safetensors": data})
-    fakehub.throttle_bps = 2 * 1024 * 1024  # the cold download takes about 3 s
-    proxy = make_proxy(shutdown_timeout="30")
+    fakehub.throttle_bps = 2 * 1024 * 1024  # the cold download takes about 3 s (longer on a loaded machine)
+    proxy = make_proxy(shutdown_timeout="120")
     got: dict[str, object] = {}
 
     def download() -> None:
@@ -150,10 +150,11 @@ def test_sigterm_drains_downloads_and_flushes_audit(make_proxy, fakehub: FakeHub
     except OSError:
         refused = True
     assert refused, "hubproxy still accepted connections after SIGTERM"
-    # ...but the download in flight finishes, whole and right.
-    worker.join(30)
-    assert got["first"] + got["rest"] == data  # type: ignore[operator]
-    proxy.proc.wait(30)
+    # ...but the download in flight finishes, whole and right (waits are generous: a loaded machine is slow,
+    # and what is checked is the outcome, not the time).
+    worker.join(150)
+    assert not worker.is_alive() and got["first"] + got["rest"] == data  # type: ignore[operator]
+    proxy.proc.wait(150)
     log = proxy.log()
     assert "audit queue flushed" in log
     events = json.loads(subprocess.run(

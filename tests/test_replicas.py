@@ -12,6 +12,7 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
+from tests.helpers import admin_json, request
 
 
 def test_two_replicas_one_fetch_and_survive_a_killed_filler(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
@@ -61,6 +62,8 @@ def test_two_replicas_one_fetch_and_survive_a_killed_filler(make_proxy, fakehub:
         t.join(120)
     assert results.get(1) == data2 and results.get(2) == data2
     assert (shared / "blobs" / sha2[:2] / sha2).read_bytes() == data2
+    # The survivor continued the dead filler's spool file: the upstream sent the blob about once in all.
+    assert fakehub.blob_bytes[sha2] <= 1.1 * len(data2), fakehub.blob_bytes[sha2] / len(data2)
 
 
 def _swallow(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -119,6 +122,8 @@ def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHu
         t.join(120)
     assert results.get(1) == data2 and results.get(2) == data2
     assert "taking over" in b.log()  # the lease of the dead replica was taken over, not waited out
+    # The dead replica's spool is on its own disk: at most one more fetch, never one per client.
+    assert fakehub.blob_bytes[sha2] <= 2.05 * len(data2), fakehub.blob_bytes[sha2] / len(data2)
     key = f"hubproxy/blobs/{sha2[:2]}/{sha2}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -129,3 +134,39 @@ def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHu
             time.sleep(0.2)
     else:
         raise AssertionError("the surviving replica did not store the blob")
+
+
+def test_replicas_relay_with_projects_and_anonymous_access_off(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                               pg_url: str, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
+    name, _ = bucket
+    s3 = {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
+          "s3_path_style": "true", "database_url": pg_url, "anonymous_access": "off"}
+    a = make_proxy(data_dir=tmp_path / "spool-a", **s3)
+    b = make_proxy(data_dir=tmp_path / "spool-b", **s3)
+    admin_json(a.data_dir, "project-create", "team", "--allow", "models:alice/*", database_url=pg_url)
+    admin_json(a.data_dir, "user-create", "dev", database_url=pg_url)
+    admin_json(a.data_dir, "member-set", "team", "dev", "--role", "developer", database_url=pg_url)
+    token = admin_json(a.data_dir, "token-create", "dev", database_url=pg_url)["token"]
+    data = os.urandom(8 * 1024 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/relayed", {"w.safetensors": data})
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.03)
+    fakehub.reset_counts()
+
+    def download(i: int) -> bytes:
+        return Path(hf_hub_download("alice/relayed", "w.safetensors", endpoint=(a if i % 2 == 0 else b).url,
+                                    token=token, cache_dir=tmp_path / f"c{i}")).read_bytes()
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(r == data for r in pool.map(download, range(4)))
+    assert fakehub.count("GET", f"CDN /_cdn/{sha}") == 1 and fakehub.blob_bytes[sha] == len(data)
+    deadline = time.monotonic() + 15
+    while len(events := [e for e in admin_json(a.data_dir, "audit", "--repo", "alice/relayed", database_url=pg_url)
+                         if e["status"] == 200]) < 4:
+        assert time.monotonic() < deadline, events
+        time.sleep(0.3)
+    sources = sorted(e["cache"] for e in events)
+    assert sources.count("relay") >= 1 and "passthrough" not in sources, sources
+    # The relay route is for replicas only: unsigned requests are refused.
+    status, _, _ = request("GET", f"{a.url}/_hubproxy/relay/{sha}")
+    assert status == 403

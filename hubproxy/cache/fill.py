@@ -22,6 +22,7 @@ import aiohttp
 
 from hubproxy.cache.index import Index
 from hubproxy.cache.lease import FillLeases, Holder
+from hubproxy.cache.mismatch import Mismatches
 from hubproxy.config import Settings
 from hubproxy.observability import metrics
 from hubproxy.store.base import BlobHasher, BlobStore, FillWriter
@@ -52,9 +53,11 @@ class BlobMismatch(FillError):
 class Fill:
     """A blob being filled; shared by every reader of it in this process."""
 
-    def __init__(self, key: str, size: int, tmp_path: str, final_path: str | None) -> None:
+    def __init__(self, key: str, size: int, tmp_path: str, final_path: str | None, source_path: str = "") -> None:
         self.key = key
         self.size = size
+        #: Where the upstream serves the blob (a resolve path), for whoever continues the fill.
+        self.source_path = source_path
         self.tmp_path = tmp_path
         self.final_path = final_path
         self.written = 0
@@ -115,6 +118,8 @@ class FillManager:
         self.index = index
         self.upstream = upstream
         self.active: dict[str, Fill] = {}
+        #: Blobs whose fills failed verification (resumed downloads of them restart).
+        self.mismatches = Mismatches(index.engine)
         #: Blobs known to be in the store (saves a stat per request).
         self.present: set[str] = set()
         #: Blobs being read from the store right now (eviction keeps them).
@@ -142,6 +147,17 @@ class FillManager:
             return True
         self.present.discard(key)
         return False
+
+    async def stored_size(self, key: str) -> int | None:
+        return await asyncio.to_thread(self.store.size, key)
+
+    async def stored_body(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
+        """Bytes of a stored blob, counted as a reader (eviction keeps it meanwhile); None if it is gone."""
+        body = await self.store.reader(key, start, end, chunk)
+        if body is None:
+            self.present.discard(key)
+            return None
+        return self.track(key, body)
 
     def get(self, key: str) -> Fill | None:
         return self.active.get(key)
@@ -180,12 +196,12 @@ class FillManager:
         if writer is None:
             if key in self.present:
                 return None
-            fill = Fill(key, size, self.store.part_path(key), self.store.local_path(key))
+            fill = Fill(key, size, self.store.part_path(key), self.store.local_path(key), source_path)
             fill.task = asyncio.create_task(self._follow(fill), name=f"follow-{key[:12]}")
             self.active[key] = fill
             fill.decided.set_result(fill)
             return fill
-        fill = Fill(key, size, writer.tmp_path, self.store.local_path(key))
+        fill = Fill(key, size, writer.tmp_path, self.store.local_path(key), source_path)
         self.active[key] = fill
         if self.leases is not None:
             try:
@@ -216,8 +232,12 @@ class FillManager:
                 log.warning("could not renew the fill lease of %s: %s", key, exc.__class__.__name__)
 
     async def _follow(self, fill: Fill) -> None:
-        """Track another process's fill of the same blob through the store until it is committed."""
+        """Track another process's fill of the same blob through the store until it is committed.
+
+        If that process dies, this one takes the fill over where it stopped: its readers read on.
+        """
         missing_since: float | None = None
+        taken_over = False
         try:
             while True:
                 if await asyncio.to_thread(self.store.has, fill.key):
@@ -227,7 +247,16 @@ class FillManager:
                     return
                 written, alive = await asyncio.to_thread(self.store.fill_progress, fill.key)
                 if written is not None and not alive:
-                    raise FillError("the process filling this blob went away")
+                    writer = await asyncio.to_thread(self.store.begin_fill, fill.key)
+                    if writer is None:
+                        await asyncio.sleep(FOLLOW_POLL)  # another follower took it over first: follow that one
+                        continue
+                    log.warning("the process filling %s went away at %d bytes; continuing its fill here",
+                                fill.key, written)
+                    fill.task = asyncio.create_task(self._run(fill, writer, fill.source_path),
+                                                    name=f"fill-{fill.key[:12]}")
+                    taken_over = True
+                    return
                 if written is None:
                     missing_since = missing_since or time.monotonic()
                     if not alive and time.monotonic() - missing_since > 1.0:
@@ -241,8 +270,9 @@ class FillManager:
         except Exception as exc:  # noqa: BLE001
             fill.error = exc
         finally:
-            self.active.pop(fill.key, None)
-            fill.notify()
+            if not taken_over:
+                self.active.pop(fill.key, None)
+                fill.notify()
 
     async def close(self) -> None:
         tasks = [f.task for f in self.active.values() if f.task]
@@ -256,6 +286,7 @@ class FillManager:
         metrics.FILLS_IN_FLIGHT.inc()
         result = "error"
         try:
+            await self._resume(fill, writer, hasher)
             await self._download(fill, writer, hasher, source_path)
             if fill.written != fill.size:
                 raise FillError(f"upstream sent {fill.written} bytes, expected {fill.size}")
@@ -272,11 +303,17 @@ class FillManager:
             result = "ok"
             log.info("filled blob %s (%d bytes) in %.2fs", fill.key, fill.size, time.monotonic() - fill.started)
         except BaseException as exc:  # noqa: BLE001 - also on cancellation: never keep a partial blob
+            if isinstance(exc, BlobMismatch):
+                self.mismatches.remember(fill.key)  # before any reader is cut and comes back resuming
             if not fill.verified:  # once verified, readers may finish even if storing it failed
                 fill.error = exc if isinstance(exc, Exception) else FillError("fill cancelled")
             log.warning("fill of blob %s failed: %s", fill.key, exc)
             if isinstance(exc, BlobMismatch):
                 metrics.UPSTREAM_ERRORS.labels("mismatch").inc()
+                try:
+                    await self.mismatches.record(fill.key)
+                except Exception as record_exc:  # noqa: BLE001 - still known in this process's memory
+                    log.warning("could not record the failed verification of %s: %s", fill.key, record_exc)
             await asyncio.to_thread(writer.abort)
             if not isinstance(exc, Exception):
                 raise
@@ -289,6 +326,19 @@ class FillManager:
                 renewer.cancel()
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.leases.release, fill.key)  # type: ignore[union-attr]
+
+    async def _resume(self, fill: Fill, writer: FillWriter, hasher: BlobHasher) -> None:
+        """Take over the bytes a dead filler left in the spool file: hash them, continue after them."""
+        held = getattr(writer, "resume_from", 0)
+        if not held:
+            return
+        if held > fill.size:
+            await asyncio.to_thread(writer.restart)
+            return
+        await asyncio.to_thread(_hash_prefix, writer.tmp_path, held, hasher)
+        fill.written = held
+        fill.notify()
+        log.info("continuing the fill of %s from the %d bytes a stopped filler left", fill.key, held)
 
     async def _download(self, fill: Fill, writer: FillWriter, hasher: BlobHasher, source_path: str) -> None:
         attempts = 0
@@ -371,6 +421,17 @@ async def _put(queue: asyncio.Queue[bytearray | None], consumer: asyncio.Task[No
         put.cancel()
         consumer.result()
         raise FillError("the blob writer stopped")
+
+
+def _hash_prefix(path: str, length: int, hasher: BlobHasher) -> None:
+    with open(path, "rb") as f:
+        left = length
+        while left > 0:
+            data = f.read(min(left, FLUSH_BYTES))
+            if not data:
+                raise FillError("the spool file is shorter than it was")
+            hasher.update(data)
+            left -= len(data)
 
 
 class _Retryable(Exception):

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import aiohttp
 from starlette.requests import Request
 
 from hubproxy.cache.fill import FillManager, read_fill
 from hubproxy.cache.index import FileInfo, Index
 from hubproxy.cache.lease import Holder
+from hubproxy.cache.mismatch import CLOSED_RANGE_SECONDS
 from hubproxy.cache.usage import Usage
 from hubproxy.config import Settings
 from hubproxy.hub.errors import HubError, entry_not_found
 from hubproxy.hub.metadata import Metadata, unavailable_error
+from hubproxy.hub.relay import HEADER, PATH, sign
 from hubproxy.hub.routing import RESOLVE_PREFIX, Route
 from hubproxy.hub.serving import BodyResponse, parse_range
 from hubproxy.store.base import BlobStore, is_blob_key
@@ -28,8 +32,6 @@ from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_b
 
 log = logging.getLogger(__name__)
 
-#: Header on a request one replica sends another that holds a fill lease (it must not relay again).
-RELAY_HEADER = "X-Hubproxy-Relay"
 #: A range starting this far beyond what a fill has written is fetched from the upstream directly.
 FOLLOW_WINDOW = 16 * 1024 * 1024
 #: Free space a fill leaves on the store's filesystem (the database and logs may live there too).
@@ -63,6 +65,8 @@ class Resolver:
     fills: FillManager
     metadata: Metadata
     usage: Usage
+    #: Signs relay requests to the replica holding a fill lease (see ``relay.py``).
+    relay_secret: bytes = b""
 
     async def file_info(self, route: Route, commit: str) -> FileInfo:
         """What the path is at the commit: the index, or one upstream HEAD (recorded for good)."""
@@ -116,6 +120,8 @@ class Resolver:
         if info.blob is None:
             raise entry_not_found(commit)
         rng = parse_range(request.headers.get("range"), info.size)
+        if rng is not None and rng[0] > 0 and is_blob_key(info.blob):
+            rng = await self._after_mismatch(info.blob or "", request.headers.get("range", ""), rng)
         headers = file_headers(commit, info, route.path)
         if rng is None:
             start, end, status = 0, info.size, 200
@@ -135,14 +141,25 @@ class Resolver:
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD":
             return BodyResponse(status, headers)
-        body, source = await self._body(route, commit, info, start, end, request.headers.get(RELAY_HEADER) == "1",
-                                        pull_refusal)
+        body, source = await self._body(route, commit, info, start, end, pull_refusal)
         response = BodyResponse(status, headers, body)
         response.source = source
         return response
 
+    async def _after_mismatch(self, key: str, header: str, rng: tuple[int, int]) -> tuple[int, int] | None:
+        """A range of a blob whose fill once failed verification: see ``cache/mismatch.py``."""
+        failed_at = await self.fills.mismatches.failed_at(key)
+        if failed_at is None:
+            return rng
+        if header.replace(" ", "").endswith("-"):  # a resume: the whole file, so the client starts over
+            return None
+        if time.time() - failed_at < CLOSED_RANGE_SECONDS:
+            raise HubError(503, "BlobFailedVerification", "the upstream recently sent wrong bytes for this file; "
+                           "download it whole", {"Retry-After": str(int(CLOSED_RANGE_SECONDS))})
+        return rng
+
     async def _body(self, route: Route, commit: str, info: FileInfo, start: int, end: int,
-                    relayed: bool = False, pull_refusal: HubError | None = None) -> tuple[AsyncIterator[bytes], str]:
+                    pull_refusal: HubError | None = None) -> tuple[AsyncIterator[bytes], str]:
         """The bytes, and where they come from: hit, miss (a fill), relay or passthrough (not stored)."""
         key = info.blob
         assert key is not None
@@ -167,7 +184,7 @@ class Resolver:
                 return await self._upstream_body(route, commit, info, start, end), "passthrough"
         fill = await self.fills.start(key, info.size, resolve_path(route, commit))
         if isinstance(fill, Holder):
-            return await self._relay_or_take_over(route, commit, info, start, end, fill, relayed), "relay"
+            return await self._relay_or_take_over(route, commit, info, start, end, fill)
         if fill is None:  # another process stored it meanwhile
             stored = await self._stored_body(key, start, end)
             if stored is not None:
@@ -179,22 +196,54 @@ class Resolver:
         return read_fill(fill, start, end, chunk), "miss"
 
     async def _relay_or_take_over(self, route: Route, commit: str, info: FileInfo, start: int, end: int,
-                                  holder: Holder, relayed: bool) -> AsyncIterator[bytes]:
-        """Another replica fills this blob: stream its bytes; if it is gone, fill it here instead."""
-        if relayed or not holder.url:
-            # Asked by a replica that thinks we fill it, or the lease keeps moving: pass the bytes through.
-            return await self._upstream_body(route, commit, info, start, end)
-        url = holder.url + resolve_path(route, commit)
+                                  holder: Holder) -> tuple[AsyncIterator[bytes], str]:
+        """Another replica fills this blob: stream its bytes. If it is gone, at the start or midway, this
+        replica takes the fill over and the same answer goes on from its own fill."""
+        key = info.blob or ""
+        if not holder.url:  # the lease keeps changing hands: pass the bytes through
+            return await self._upstream_body(route, commit, info, start, end), "passthrough"
         try:
-            return await self._upstream_body(route, commit, info, start, end, url=url)
+            relay = await self._upstream_body(route, commit, info, start, end, url=holder.url + PATH + key,
+                                              headers={HEADER: sign(self.relay_secret, key)})
         except HubError as exc:
-            if exc.status not in (502, 504):
+            if exc.status not in (403, 404, 502, 504):
                 raise
-        log.warning("fill lease holder %s is unreachable; taking over %s", holder.url, info.blob)
-        fill = await self.fills.start(info.blob or "", info.size, resolve_path(route, commit), dead_owner=holder.owner)
-        if isinstance(fill, Holder) or fill is None:
-            return await self._upstream_body(route, commit, info, start, end)
-        return read_fill(fill, start, end, self.settings.serve_chunk_size)
+            log.warning("fill lease holder %s cannot relay (%s); taking over %s", holder.url, exc.status, key)
+            return await self._take_over(route, commit, info, start, end, holder)
+
+        async def body() -> AsyncIterator[bytes]:
+            pos = start
+            try:
+                async for chunk in relay:
+                    yield chunk
+                    pos += len(chunk)
+                return
+            except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                log.warning("relay from %s broke at byte %d (%s); taking over %s", holder.url, pos,
+                            exc.__class__.__name__, key)
+            rest, _ = await self._take_over(route, commit, info, pos, end, holder)
+            async for chunk in rest:
+                yield chunk
+
+        return body(), "relay"
+
+    async def _take_over(self, route: Route, commit: str, info: FileInfo, start: int, end: int,
+                         dead: Holder) -> tuple[AsyncIterator[bytes], str]:
+        """Bytes ``[start, end)`` once the replica that held the fill lease is gone: fill here (or relay
+        whoever took over first, or read what was stored meanwhile), and where they come from."""
+        key = info.blob or ""
+        fill = await self.fills.start(key, info.size, resolve_path(route, commit), dead_owner=dead.owner)
+        if isinstance(fill, Holder) and fill.url and fill.owner != dead.owner:
+            return await self._upstream_body(route, commit, info, start, end, url=fill.url + PATH + key,
+                                             headers={HEADER: sign(self.relay_secret, key)}), "relay"
+        if isinstance(fill, Holder):
+            return await self._upstream_body(route, commit, info, start, end), "passthrough"
+        if fill is None:
+            stored = await self._stored_body(key, start, end)
+            if stored is not None:
+                return stored, "hit"
+            return await self._upstream_body(route, commit, info, start, end), "passthrough"
+        return read_fill(fill, start, end, self.settings.serve_chunk_size), "miss"
 
     async def _room_for(self, size: int) -> bool:
         """Whether the store's filesystem can take a blob of ``size`` bytes (with a little to spare)."""
@@ -210,17 +259,18 @@ class Resolver:
         return self.fills.track(key, body)
 
     async def _upstream_body(self, route: Route, commit: str, info: FileInfo, start: int, end: int,
-                             url: str | None = None) -> AsyncIterator[bytes]:
+                             url: str | None = None, headers: dict[str, str] | None = None) -> AsyncIterator[bytes]:
         """Stream a range straight from the upstream, or from ``url`` (a replica filling it); not stored."""
         whole = start == 0 and end == info.size
         try:
             resp = await self.upstream.open_stream(url or resolve_path(route, commit), start,
-                                                   None if whole else end - 1,
-                                                   {RELAY_HEADER: "1"} if url else None)
+                                                   None if whole else end - 1, headers, direct=url is not None)
         except UpstreamUnavailable as exc:
             raise unavailable_error(exc, f"{route.path} of {route.repo_id} at {commit}") from None
         if resp.status not in (200, 206):
             resp.release()
+            if url is not None and resp.status in (403, 404):  # a replica that no longer has it
+                raise HubError(resp.status, None, f"the replica at {url} cannot relay {route.path}")
             raise HubError(502, "UpstreamError", f"Upstream answered {resp.status} for {route.path}")
         skip = start if resp.status == 200 else 0
 

@@ -46,9 +46,15 @@ class BlobHasher:
 
 
 class FillWriter(Protocol):
-    """An in-progress blob: bytes are appended, then committed (verified) or aborted."""
+    """An in-progress blob: bytes are appended, then committed (verified) or aborted.
+
+    ``resume_from``: bytes already in ``tmp_path`` from a filler that died (continued, after re-hashing).
+    """
 
     tmp_path: str
+    resume_from: int
+
+    def restart(self) -> None: ...
 
     def write(self, data: bytes | bytearray) -> None: ...
 

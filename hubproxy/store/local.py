@@ -45,15 +45,25 @@ def _try_lock(path: str) -> int | None:
 
 
 class LocalFill:
-    """This process's fill of one blob: ``tmp/<key>.part`` becomes ``blobs/.../<key>`` on commit."""
+    """This process's fill of one blob: ``tmp/<key>.part`` becomes ``blobs/.../<key>`` on commit.
+
+    A ``.part`` left by a filler that died (its lock is free) is continued, not restarted:
+    ``resume_from`` says how many bytes it holds; the filler re-hashes them and fetches the rest.
+    """
 
     def __init__(self, store: LocalBlobStore, key: str, lock_fd: int) -> None:
         self.store = store
         self.key = key
         self.tmp_path = store.part_path(key)
         self._lock_fd = lock_fd
-        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.resume_from = os.fstat(self._fd).st_size
         self._closed = False
+
+    def restart(self) -> None:
+        """Drop the bytes of an earlier filler (they cannot be used) and start from byte 0."""
+        os.ftruncate(self._fd, 0)
+        self.resume_from = 0
 
     def write(self, data: bytes | bytearray) -> None:
         view = memoryview(data)

@@ -40,6 +40,11 @@ class S3Fill:
         self.store = store
         self.spool = spool
         self.tmp_path = spool.tmp_path
+        self.resume_from = spool.resume_from
+
+    def restart(self) -> None:
+        self.spool.restart()
+        self.resume_from = 0
 
     def write(self, data: bytes | bytearray) -> None:
         self.spool.write(data)

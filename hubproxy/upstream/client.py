@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,15 @@ class UpstreamResponse:
     url: str
 
 
+def upstream_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """Certificate checks for the upstream: the system's CAs (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` count), plus
+    ``ca_bundle`` (a corporate CA that re-signs traffic, a private hub's CA) when given."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc.lower()
@@ -60,20 +70,27 @@ class UpstreamClient:
         self.base = settings.upstream_url
         self._origin = _origin(self.base)
         self._session: aiohttp.ClientSession | None = None
+        self._direct: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=True,
-            read_bufsize=4 * 1024 * 1024,
-            headers={"User-Agent": USER_AGENT},
-        )
+        """Open the sessions: one to the upstream and CDNs (through ``HTTPS_PROXY``/``HTTP_PROXY`` unless
+        ``NO_PROXY`` says otherwise, trusting ``upstream_ca_bundle`` or the system's CAs), one direct to
+        other replicas (which are inside the network, never behind the corporate proxy)."""
+        ssl_context = upstream_ssl_context(self.settings.upstream_ca_bundle)
+        self._session = self._new_session(ssl_context, trust_env=True)
+        self._direct = self._new_session(ssl_context, trust_env=False)
+
+    @staticmethod
+    def _new_session(ssl_context: ssl.SSLContext, trust_env: bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300, ssl=ssl_context)
+        return aiohttp.ClientSession(connector=connector, auto_decompress=True, read_bufsize=4 * 1024 * 1024,
+                                     headers={"User-Agent": USER_AGENT}, trust_env=trust_env)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._direct):
+            if session is not None:
+                await session.close()
+        self._session = self._direct = None
 
     @property
     def offline(self) -> bool:
@@ -169,14 +186,16 @@ class UpstreamClient:
             raise UpstreamUnavailable(f"{type(exc).__name__} on HEAD {path}: {exc}") from None
 
     async def open_stream(self, path: str, start: int = 0, end: int | None = None,
-                          extra_headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+                          extra_headers: dict[str, str] | None = None, direct: bool = False) -> aiohttp.ClientResponse:
         """GET file bytes (optionally a range), following every redirect. The caller releases it.
 
-        ``path`` is an upstream path, or an absolute URL (another replica: it never gets the token).
-        Returns the final response whatever its status; raises UpstreamUnavailable on
-        connection errors.
+        ``path`` is an upstream path, or an absolute URL (another replica: it never gets the token, and
+        ``direct`` sends the request past any proxy). Returns the final response whatever its status;
+        raises UpstreamUnavailable on connection errors.
         """
         session = self._check()
+        if direct and self._direct is not None:
+            session = self._direct
         url = path if path.startswith(("http://", "https://")) else self.url(path)
         headers = {"Accept-Encoding": "identity", **(extra_headers or {})}
         if start or end is not None:

@@ -1,0 +1,75 @@
+"""Blobs whose fill failed verification, and what that means for downloads that resume them.
+
+When an upstream sends wrong bytes, hubproxy cuts every reader before the last byte, so no client
+gets a complete wrong file in one answer. But a client that then resumes (``Range: bytes=N-``) would
+put the rest of a correct fill behind the wrong bytes it already holds. So for a blob that failed:
+
+- an open-ended range (a resume) is answered ``200`` with the whole file: huggingface_hub (2.x and
+  0.36 alike) then truncates what it has and starts over;
+- a closed range (``bytes=a-b``: parallel downloaders such as hf_transfer assemble files from these)
+  is refused for ``CLOSED_RANGE_SECONDS`` with a 503: such a client must not complete a file that
+  mixes the failed fill's chunks with correct ones.
+
+Failures are recorded in the database (``blob_mismatches``), so a client resuming at another replica,
+or days later from an old client's ``.incomplete`` file, is treated the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+#: How long closed ranges of a blob are refused after a failed fill.
+CLOSED_RANGE_SECONDS = 600.0
+#: How long a failure is remembered for resumes.
+KEEP_SECONDS = 30 * 86400.0
+#: How often the memory of failures is refreshed from the database (only when a range asks).
+REFRESH_SECONDS = 0.5
+
+
+class Mismatches:
+    """The record of failed verifications, with a memory that asks the database at most twice a second."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._known: dict[str, float] = {}
+        self._read_at = 0.0
+
+    def remember(self, key: str) -> None:
+        """Note a failure in this process's memory at once."""
+        self._known[key] = time.time()
+
+    async def record(self, key: str) -> None:
+        """Remember that a fill of ``key`` failed verification now (in memory at once, then in the database)."""
+        now = time.time()
+        self._known[key] = now
+        await asyncio.to_thread(self._write, key, now)
+
+    def _write(self, key: str, now: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text("INSERT INTO blob_mismatches (key, at, count) VALUES (:k, :t, 1) ON CONFLICT (key) "
+                              "DO UPDATE SET at = :t, count = blob_mismatches.count + 1"), {"k": key, "t": now})
+
+    async def failed_at(self, key: str) -> float | None:
+        """When a fill of ``key`` last failed verification, if it ever did (recently enough to matter)."""
+        if time.monotonic() - self._read_at >= REFRESH_SECONDS:
+            self._read_at = time.monotonic()
+            with contextlib.suppress(Exception):  # keep what is known: the database may be away
+                self._known = await asyncio.to_thread(self._read)
+        return self._known.get(key)
+
+    def _read(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT key, at FROM blob_mismatches WHERE at > :t"),
+                                {"t": time.time() - KEEP_SECONDS}).all()
+        known = {r[0]: float(r[1]) for r in rows}
+        known.update({k: v for k, v in self._known.items() if v > known.get(k, 0.0)})
+        return known
+
+    def prune(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text("DELETE FROM blob_mismatches WHERE at < :t"), {"t": time.time() - KEEP_SECONDS})

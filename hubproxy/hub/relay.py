@@ -1,0 +1,89 @@
+"""Relays between replicas: the replica holding a blob's fill lease serves its bytes to the others.
+
+A relay request names only the blob (``/_hubproxy/relay/<key>``): it is no client download, so it is
+neither checked against a policy nor audited (the replica that relays records its client's download).
+It is signed instead: ``X-Hubproxy-Relay: <expiry>.<hmac>`` with a secret every replica reads from the
+shared database (``cluster_secrets``), so relays work whatever the anonymous access and projects are,
+and nobody else can use the route. The holder answers from its fill in progress (with the held-back
+tail, exactly as for its own clients) or from its store; otherwise 404, and the asker takes over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+
+from hubproxy.cache.fill import Fill, FillManager, read_fill
+from hubproxy.hub.errors import HubError
+from hubproxy.hub.serving import BodyResponse, parse_range
+from hubproxy.store.base import is_blob_key
+
+PATH = "/_hubproxy/relay/"
+HEADER = "X-Hubproxy-Relay"
+#: Seconds a signature is valid (a relay request is sent right after it is signed).
+VALIDITY = 300
+
+
+def shared_secret(engine: Engine) -> bytes:
+    """The replicas' relay secret, made by whichever replica asks first."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO cluster_secrets (name, value) VALUES ('relay', :v) ON CONFLICT (name) "
+                          "DO NOTHING"), {"v": secrets.token_hex(32)})
+        return bytes.fromhex(conn.execute(text("SELECT value FROM cluster_secrets WHERE name = 'relay'")).scalar_one())
+
+
+def sign(secret: bytes, key: str, now: float | None = None) -> str:
+    expiry = int((now or time.time()) + VALIDITY)
+    mac = hmac.new(secret, f"{key}|{expiry}".encode(), hashlib.sha256).hexdigest()
+    return f"{expiry}.{mac}"
+
+
+def verify(secret: bytes, key: str, signature: str) -> bool:
+    expiry, _, mac = signature.partition(".")
+    if not (expiry.isascii() and expiry.isdigit() and int(expiry) >= time.time()):
+        return False
+    expected = hmac.new(secret, f"{key}|{expiry}".encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, mac)
+
+
+class RelayRoute:
+    """Serves this replica's fills and stored blobs to the other replicas."""
+
+    def __init__(self, fills: FillManager, secret: bytes, chunk: int) -> None:
+        self.fills = fills
+        self.secret = secret
+        self.chunk = chunk
+
+    async def __call__(self, request: Request) -> BodyResponse:
+        key = request.url.path[len(PATH):]
+        if request.method not in ("GET", "HEAD") or not is_blob_key(key):
+            raise HubError(404, None, "Not found")
+        if not verify(self.secret, key, request.headers.get(HEADER, "")):
+            raise HubError(403, None, "relay requests must be signed by a replica")
+        fill = self.fills.get(key)
+        size = fill.size if isinstance(fill, Fill) and fill.error is None else None
+        stored = None if size is not None else await self.fills.stored_size(key)
+        total = size if size is not None else stored
+        if total is None:
+            raise HubError(404, None, "this replica neither fills nor stores the blob")
+        rng = parse_range(request.headers.get("range"), total)
+        start, end = rng if rng is not None else (0, total)
+        headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes",
+                   "Content-Type": "application/octet-stream"}
+        if rng is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+        if request.method == "HEAD":
+            return BodyResponse(206 if rng else 200, headers)
+        if fill is not None and size is not None:
+            body = read_fill(fill, start, end, self.chunk)
+        else:
+            body = await self.fills.stored_body(key, start, end, self.chunk)
+            if body is None:
+                raise HubError(404, None, "the blob is no longer stored here")
+        return BodyResponse(206 if rng else 200, headers, body)

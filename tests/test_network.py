@@ -1,0 +1,74 @@
+"""The upstream behind a corporate forward proxy (HTTPS_PROXY, NO_PROXY) and a private CA."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from huggingface_hub import hf_hub_download
+
+from tests.conftest import UPSTREAM_TOKEN
+from tests.fakehub import FakeHub
+from tests.helpers import request
+from tests.netproxy import ForwardProxy
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_hub(ca: trustme.CA) -> Iterator[FakeHub]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    hub = FakeHub(token=UPSTREAM_TOKEN, tls=context)
+    hub.add_commit("model", "corp/model", {"config.json": b'{"corp": true}', "w.safetensors": os.urandom(300_000)})
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def forward_proxy() -> Iterator[ForwardProxy]:
+    proxy = ForwardProxy()
+    yield proxy
+    proxy.stop()
+
+
+def test_https_upstream_through_a_forward_proxy_with_a_private_ca(make_proxy, tls_hub: FakeHub, ca: trustme.CA,  # noqa: ANN001
+                                                                  forward_proxy: ForwardProxy, tmp_path: Path) -> None:
+    bundle = tmp_path / "corp-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    proxy = make_proxy(upstream=tls_hub.url, upstream_ca_bundle=str(bundle),
+                       process_env={"HTTPS_PROXY": forward_proxy.url, "NO_PROXY": ""})
+    for name in ("config.json", "w.safetensors"):
+        local = hf_hub_download("corp/model", name, endpoint=proxy.url, cache_dir=tmp_path / "c")
+        repo = tls_hub.repos[("model", "corp/model")]
+        assert Path(local).read_bytes() == repo.commits[repo.branches["main"]].files[name].blob.data
+    # Hub and CDN were both reached through the proxy, as tunnels.
+    assert f"CONNECT 127.0.0.1:{tls_hub.port}" in forward_proxy.seen
+    assert f"CONNECT 127.0.0.1:{tls_hub.cdn_port}" in forward_proxy.seen
+
+
+def test_no_proxy_and_an_untrusted_certificate(make_proxy, tls_hub: FakeHub, ca: trustme.CA,  # noqa: ANN001
+                                               forward_proxy: ForwardProxy, tmp_path: Path) -> None:
+    bundle = tmp_path / "corp-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    direct = make_proxy(upstream=tls_hub.url, upstream_ca_bundle=str(bundle),
+                        process_env={"HTTPS_PROXY": forward_proxy.url, "NO_PROXY": "127.0.0.1"})
+    assert request("GET", direct.url + "/corp/model/resolve/main/config.json")[2] == b'{"corp": true}'
+    assert forward_proxy.seen == []
+    untrusted = make_proxy(upstream=tls_hub.url, process_env={"HTTPS_PROXY": forward_proxy.url})
+    status, headers, body = request("GET", untrusted.url + "/corp/model/resolve/main/config.json")
+    assert status == 502 and f"127.0.0.1:{tls_hub.port}" not in body.decode()
+
+
+def test_plain_http_upstream_through_http_proxy(make_proxy, fakehub: FakeHub, forward_proxy: ForwardProxy) -> None:  # noqa: ANN001
+    proxy = make_proxy(process_env={"HTTP_PROXY": forward_proxy.url, "NO_PROXY": ""})
+    assert request("GET", proxy.url + "/alice/files/resolve/main/config.json")[0] == 200
+    assert any(line.startswith(f"GET {fakehub.url}/") for line in forward_proxy.seen), forward_proxy.seen
