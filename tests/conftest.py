@@ -85,7 +85,7 @@ def make_proxy(tmp_path: Path, fakehub: FakeHub) -> Iterator[Callable[..., Proxy
         if token:
             full_env["HUBPROXY_UPSTREAM_TOKEN"] = token
         proxy = ProxyProcess(data_dir or tmp_path / f"data{len(started)}", upstream or fakehub.url,
-                             full_env, args, port)
+                             full_env, args, port, log_dir=tmp_path)
         started.append(proxy)
         return proxy.start()
 

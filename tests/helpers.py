@@ -29,14 +29,14 @@ class ProxyProcess:
     """``hubproxy serve`` in its own process, on a free loopback port."""
 
     def __init__(self, data_dir: Path, upstream: str, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, port: int | None = None) -> None:
+                 args: list[str] | None = None, port: int | None = None, log_dir: Path | None = None) -> None:
         self.data_dir = data_dir
         self.upstream = upstream
         self.env = env or {}
         self.args = args or []
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"hubproxy-{self.port}.log"
+        self.log_path = (log_dir or data_dir.parent) / f"hubproxy-{self.port}.log"
 
     @property
     def url(self) -> str:

@@ -133,9 +133,11 @@ class AuditLog:
     async def flush(self) -> None:
         """Write every journaled event (this process's and dead processes') to the database now."""
         own = [(s, self._offsets.get(s.path, 0)) for s in self.journal.segments]
+        overflow = self.journal.take_overflow()
         try:
-            written, offsets = await asyncio.to_thread(self._write, own)
+            written, offsets = await asyncio.to_thread(self._write, own, overflow)
         except Exception as exc:  # noqa: BLE001 - the database is away: the journal keeps everything
+            self.journal.overflow = overflow + self.journal.overflow
             if not self._outage:
                 log.warning("audit database unavailable (%s); events wait in %s", exc.__class__.__name__,
                             self.journal.folder)
@@ -152,9 +154,10 @@ class AuditLog:
                 self._offsets.pop(segment.path, None)
                 self.journal.retire(segment)
 
-    def _write(self, own: list[tuple[Segment, int]]) -> tuple[int, dict[Path, int]]:
+    def _write(self, own: list[tuple[Segment, int]],
+               overflow: list[dict[str, Any]]) -> tuple[int, dict[Path, int]]:
         """(In a thread.) Insert new events; returns how many of this process's were written, and new offsets."""
-        rows: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = _records_to_rows(overflow, dead=False)
         offsets: dict[Path, int] = {}
         for segment, offset in own:
             records, offsets[segment.path], bad = read_lines(segment.path, offset)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -31,6 +32,10 @@ from typing import Any
 
 #: A new segment is started past this size; finished segments are deleted once written.
 SEGMENT_BYTES = 8 * 1024 * 1024
+#: Events kept in memory while the journal cannot be written.
+MAX_OVERFLOW = 100_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +60,8 @@ class Journal:
         self._begun_in: dict[str, Segment] = {}
         #: Events written to the journal and not yet known to be in the database.
         self.pending = 0
+        #: Whole events that could not be journaled (a full disk), for the database writer.
+        self.overflow: list[dict[str, Any]] = []
         self._new_segment()
 
     def _new_segment(self) -> Segment:
@@ -72,13 +79,31 @@ class Journal:
     def _write(self, record: dict[str, Any]) -> Segment:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         segment = self.current
-        if segment.size + len(data) > SEGMENT_BYTES and segment.size:
-            segment = self._new_segment()
-        view = memoryview(data)
-        while view:  # one call in practice; a short write to a regular file only happens on a full disk
-            view = view[os.write(segment.fd, view):]
+        try:
+            if segment.size + len(data) > SEGMENT_BYTES and segment.size:
+                segment = self._new_segment()
+            written = os.write(segment.fd, data)
+        except OSError as exc:
+            return self._overflow(record, exc)
+        if written < len(data):  # a full disk took part of the line: rewind it, keep the event in memory
+            with contextlib.suppress(OSError):
+                os.ftruncate(segment.fd, segment.size)
+            return self._overflow(record, OSError(28, "No space left on device"))
         segment.size += len(data)
         return segment
+
+    def _overflow(self, record: dict[str, Any], exc: OSError) -> Segment:
+        """A journal that cannot be written (a full disk) must not stop downloads: whole events wait in memory
+        for the database writer (``take_overflow``); only a crash meanwhile could lose them."""
+        if not self.overflow:
+            log.warning("audit journal %s cannot be written (%s); keeping events in memory", self.folder, exc)
+        if record.get("k") in ("e", "c") and len(self.overflow) < MAX_OVERFLOW:
+            self.overflow.append(record)
+        return self.current
+
+    def take_overflow(self) -> list[dict[str, Any]]:
+        taken, self.overflow = self.overflow, []
+        return taken
 
     def begin(self, event: dict[str, Any]) -> str:
         """Record that a download begins; returns its id for ``end``."""

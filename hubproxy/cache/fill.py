@@ -192,7 +192,7 @@ class FillManager:
             # Requests arriving while the fill's lease is checked wait for that decision, then take the
             # same way as the first request: never a fill that is about to be dropped.
             return await asyncio.shield(fill.decided)
-        writer = self.store.begin_fill(key)
+        writer = self.store.begin_fill(key, resume=True)
         if writer is None:
             if key in self.present:
                 return None
@@ -247,7 +247,7 @@ class FillManager:
                     return
                 written, alive = await asyncio.to_thread(self.store.fill_progress, fill.key)
                 if written is not None and not alive:
-                    writer = await asyncio.to_thread(self.store.begin_fill, fill.key)
+                    writer = await asyncio.to_thread(self.store.begin_fill, fill.key, True)
                     if writer is None:
                         await asyncio.sleep(FOLLOW_POLL)  # another follower took it over first: follow that one
                         continue

@@ -51,12 +51,13 @@ class LocalFill:
     ``resume_from`` says how many bytes it holds; the filler re-hashes them and fetches the rest.
     """
 
-    def __init__(self, store: LocalBlobStore, key: str, lock_fd: int) -> None:
+    def __init__(self, store: LocalBlobStore, key: str, lock_fd: int, resume: bool = False) -> None:
         self.store = store
         self.key = key
         self.tmp_path = store.part_path(key)
         self._lock_fd = lock_fd
-        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if resume else os.O_TRUNC)
+        self._fd = os.open(self.tmp_path, flags, 0o644)
         self.resume_from = os.fstat(self._fd).st_size
         self._closed = False
 
@@ -159,8 +160,12 @@ class LocalBlobStore:
         except FileNotFoundError:
             return None
 
-    def begin_fill(self, key: str) -> LocalFill | None:
-        """Become the filler of ``key``, or None if another process already is."""
+    def begin_fill(self, key: str, resume: bool = False) -> LocalFill | None:
+        """Become the filler of ``key``, or None if another process already is.
+
+        ``resume``: keep what a dead filler left in the spool file (the caller re-hashes it and continues);
+        otherwise the spool file starts empty.
+        """
         fd = _try_lock(self.lock_path(key))
         if fd is None:
             return None
@@ -169,7 +174,7 @@ class LocalBlobStore:
                 os.unlink(self.lock_path(key))
             os.close(fd)
             return None
-        return LocalFill(self, key, fd)
+        return LocalFill(self, key, fd, resume)
 
     def fill_progress(self, key: str) -> tuple[int | None, bool]:
         """Bytes another process's fill has written (None: no such fill), and whether its filler lives."""

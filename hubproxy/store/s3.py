@@ -149,8 +149,8 @@ class S3BlobStore:
     def part_path(self, key: str) -> str:
         return self.spool.part_path(key)
 
-    def begin_fill(self, key: str) -> S3Fill | None:
-        spool = self.spool.begin_fill(key)
+    def begin_fill(self, key: str, resume: bool = False) -> S3Fill | None:
+        spool = self.spool.begin_fill(key, resume)
         return None if spool is None else S3Fill(self, spool)
 
     def upload(self, key: str, path: str) -> None:
