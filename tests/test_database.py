@@ -87,12 +87,12 @@ def test_upgrade_keeps_the_index(tmp_path: Path, pg_url: str) -> None:
     from alembic import command
     from sqlalchemy import create_engine as sa_engine
 
-    from hubproxy.db import _alembic_config
+    from hubproxy.db.engine import alembic_config
 
     for url in (f"sqlite:///{tmp_path / 'old.db'}", pg_url):
         engine = sa_engine(normalize_url(url))
         with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "0001")
+            command.upgrade(alembic_config(conn), "0001")
             conn.execute(text('INSERT INTO files (repo_type, repo_id, "commit", path, blob, size, is_lfs, fetched_at) '
                               "VALUES ('model', 'a/b', :c, 'w.bin', :k, 5, true, 0)"), {"c": "c" * 40, "k": "d" * 64})
             conn.execute(text("INSERT INTO blobs (key, size, created_at) VALUES (:k, 5, 123)"), {"k": "d" * 64})
@@ -100,6 +100,6 @@ def test_upgrade_keeps_the_index(tmp_path: Path, pg_url: str) -> None:
         engine = make_engine(url)
         assert schema_revision(engine) == head_revision()
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT path FROM files")).scalar_one() == "w.bin"
+            assert conn.execute(text("SELECT path FROM entries WHERE kind = 'file'")).scalar_one() == "w.bin"
             assert conn.execute(text("SELECT last_access, hits FROM blobs")).one() == (123.0, 0)
         engine.dispose()

@@ -68,6 +68,7 @@ class AdminService:
     def __init__(self, engine: Engine, store: BlobStore | None = None) -> None:
         self.engine = engine
         self.store = store
+        #: Where ``cache verify`` keeps blobs that no longer match their name.
 
     # -- permissions ------------------------------------------------------------------
     def _may_change(self, actor: Actor) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from hubproxy.auth.identity import Authenticated
 from hubproxy.auth.policy import Grant, decide
 from hubproxy.hub.errors import HubError, repo_not_found
+from hubproxy.repos import rows
 
 
 class Gate:
@@ -63,9 +63,7 @@ class Gate:
 
         def look() -> bool:
             with self.engine.connect() as conn:
-                return conn.execute(text(
-                    "SELECT 1 FROM files f JOIN blobs b ON b.key = f.blob "
-                    "WHERE f.repo_type = :t AND f.repo_id = :r LIMIT 1"), {"t": repo_type, "r": repo_id}).first() is not None
+                return rows.holds_content(conn, repo_type, repo_id)
 
         return await asyncio.to_thread(look)
 

@@ -3,9 +3,9 @@
 A server keeps answers in memory (which blobs are stored, what a path is at a commit, a repo's
 refs and metadata). Whoever deletes (a purge or a verify from the command line or the admin API,
 an eviction in any replica) records a ``cache_events`` row in the same transaction as the
-deletion; every server reads new rows about once a second and forgets what they name. Serving
-never depends on that second: a blob that is gone is found missing when it is opened (and is
-filled again), and a redirect to an object store is only answered after the object is seen.
+deletion (``records.py``); every server reads new rows about once a second and forgets what they
+name. Serving never depends on that second: a blob that is gone is found missing when it is opened
+(and is filled again), and a redirect to an object store is only answered after the object is seen.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
+
+from hubproxy.cache import records
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +37,6 @@ class CacheEvent:
     blob: str | None
 
 
-def blobs_deleted(conn: Connection, keys: Iterable[str]) -> None:
-    """Record, inside the deleting transaction, that these blobs are no longer stored."""
-    rows = [{"k": "blob", "b": key, "ts": time.time()} for key in keys]
-    if rows:
-        conn.execute(text("INSERT INTO cache_events (kind, blob, ts) VALUES (:k, :b, :ts)"), rows)
-
-
-def repo_forgotten(conn: Connection, repo_type: str, repo_id: str) -> None:
-    """Record, inside the purging transaction, that what was known of a repo is gone."""
-    conn.execute(text("INSERT INTO cache_events (kind, repo_type, repo_id, ts) VALUES ('repo', :t, :r, :ts)"),
-                 {"t": repo_type, "r": repo_id, "ts": time.time()})
-
-
 class CacheWatcher:
     """Reads new cache events and hands them to ``apply`` (on the event loop)."""
 
@@ -60,11 +48,10 @@ class CacheWatcher:
     def _read(self) -> list[tuple[int, CacheEvent]]:
         with self.engine.connect() as conn:
             if self.last is None:
-                self.last = int(conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM cache_events")).scalar_one())
+                self.last = records.last_event(conn)
                 return []
-            rows = conn.execute(text("SELECT seq, kind, repo_type, repo_id, blob FROM cache_events WHERE seq > :s "
-                                     "ORDER BY seq LIMIT 10000"), {"s": self.last}).all()
-        return [(int(r[0]), CacheEvent(r[1], r[2], r[3], r[4])) for r in rows]
+            found = records.events_after(conn, self.last)
+        return [(seq, CacheEvent(kind, t, r, b)) for seq, kind, t, r, b in found]
 
     async def poll(self) -> int:
         """Apply what happened since the last look; returns how many events."""
@@ -85,4 +72,4 @@ class CacheWatcher:
 
 def prune(engine: Engine) -> None:
     with contextlib.suppress(Exception), engine.begin() as conn:
-        conn.execute(text("DELETE FROM cache_events WHERE ts < :t"), {"t": time.time() - KEEP_SECONDS})
+        records.prune_events(conn, time.time() - KEEP_SECONDS)

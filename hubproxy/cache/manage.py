@@ -1,22 +1,21 @@
 """Cache operations: list, pin, unpin, purge, verify (scrub) and evict.
 
-Plain functions over the database engine and the blob store, used by ``hubproxy cache ...``
-and by the server's maintenance loop, and meant for the admin API too.
+Each runs in one transaction over the revision index (``repos/rows.py``) and the cache's records
+(``records.py``), deletes blobs from the store, and records the deletions as cache events that every
+running process applies. Called by the admin service (command line and REST) and by the server's
+maintenance loop (eviction).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from hubproxy.cache import events
+from hubproxy.cache import records
 from hubproxy.errors import NotFound
-from hubproxy.hub.routing import is_commit
-from hubproxy.store.base import BlobStore, is_blob_key
+from hubproxy.repos import rows
+from hubproxy.store.base import BlobHasher, BlobStore, is_blob_key
 
 
 @dataclass
@@ -39,120 +38,62 @@ class CachedRevision:
 def list_cached(engine: Engine) -> list[CachedRevision]:
     """Every repo revision the index knows, with what of it is in the store."""
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            'SELECT f.repo_type, f.repo_id, f."commit", COUNT(f.path), COUNT(b.key), COALESCE(SUM(b.size), 0), '
-            "MAX(b.last_access), COALESCE(SUM(b.hits), 0) "
-            "FROM files f LEFT JOIN blobs b ON b.key = f.blob WHERE f.blob IS NOT NULL "
-            'GROUP BY f.repo_type, f.repo_id, f."commit" ORDER BY f.repo_type, f.repo_id, f."commit"'
-        )).all()
-        refs: dict[tuple[str, str, str], list[str]] = {}
-        for rt, rid, name, commit in conn.execute(text("SELECT repo_type, repo_id, name, \"commit\" FROM refs")):
-            refs.setdefault((rt, rid, commit), []).append(name or "(default)")
-        pins = {tuple(r) for r in conn.execute(text("SELECT repo_type, repo_id, \"commit\" FROM pins"))}
-    return [
-        CachedRevision(rt, rid, commit, sorted(refs.get((rt, rid, commit), [])), int(n), int(nc), int(size),
-                       last, int(hits), (rt, rid, commit) in pins)
-        for rt, rid, commit, n, nc, size, last, hits in rows
-    ]
+        summaries = rows.revision_summaries(conn)
+        names: dict[tuple[str, str, str], list[str]] = {}
+        for repo_type, repo_id, name, commit in rows.all_refs(conn):
+            names.setdefault((repo_type, repo_id, commit), []).append(name or "(default)")
+        pinned = records.pinned(conn)
+    return [CachedRevision(s["repo_type"], s["repo_id"], s["commit"],
+                           sorted(names.get((s["repo_type"], s["repo_id"], s["commit"]), [])), s["files"],
+                           s["files_cached"], s["bytes_cached"], s["last_access"], s["hits"],
+                           (s["repo_type"], s["repo_id"], s["commit"]) in pinned) for s in summaries]
 
 
-def resolve_cached_revision(engine: Engine, repo_type: str, repo_id: str, revision: str) -> str:
-    """The commit a revision pointed to when it was last seen (no upstream involved)."""
-    with engine.connect() as conn:
-        if is_commit(revision):
-            found = conn.execute(text(
-                'SELECT 1 FROM files WHERE repo_type = :t AND repo_id = :r AND "commit" = :c LIMIT 1'),
-                {"t": repo_type, "r": repo_id, "c": revision}).first()
-            if found:
-                return revision
-        else:
-            row = conn.execute(text(
-                'SELECT "commit" FROM refs WHERE repo_type = :t AND repo_id = :r AND name = :n'),
-                {"t": repo_type, "r": repo_id, "n": revision}).first()
-            if row:
-                return row[0]
-    raise NotFound(f"{repo_type} {repo_id}@{revision} is not cached (prefetch it first)")
+def _held(conn: Connection, repo_type: str, repo_id: str, revision: str) -> str:
+    commit = rows.resolve_held(conn, repo_type, repo_id, revision)
+    if commit is None:
+        raise NotFound(f"{repo_type} {repo_id}@{revision} is not cached (prefetch it first)")
+    return commit
 
 
 def pin(engine: Engine, repo_type: str, repo_id: str, revision: str) -> str:
     """Keep a repo revision's blobs from eviction; returns the commit pinned."""
-    commit = resolve_cached_revision(engine, repo_type, repo_id, revision)
     with engine.begin() as conn:
-        conn.execute(text('DELETE FROM pins WHERE repo_type = :t AND repo_id = :r AND "commit" = :c'),
-                     {"t": repo_type, "r": repo_id, "c": commit})
-        conn.execute(text('INSERT INTO pins (repo_type, repo_id, "commit", revision, created_at) '
-                          "VALUES (:t, :r, :c, :rev, :now)"),
-                     {"t": repo_type, "r": repo_id, "c": commit, "rev": revision, "now": time.time()})
+        commit = _held(conn, repo_type, repo_id, revision)
+        records.pin(conn, repo_type, repo_id, commit, revision)
     return commit
 
 
 def unpin(engine: Engine, repo_type: str, repo_id: str, revision: str | None = None) -> int:
     """Remove pins of a repo (one revision, or all); returns how many were removed."""
     with engine.begin() as conn:
-        if revision is None:
-            result = conn.execute(text("DELETE FROM pins WHERE repo_type = :t AND repo_id = :r"),
-                                  {"t": repo_type, "r": repo_id})
-        else:
-            commit = resolve_cached_revision(engine, repo_type, repo_id, revision)
-            result = conn.execute(text('DELETE FROM pins WHERE repo_type = :t AND repo_id = :r AND "commit" = :c'),
-                                  {"t": repo_type, "r": repo_id, "c": commit})
-        return result.rowcount or 0
+        commit = _held(conn, repo_type, repo_id, revision) if revision else None
+        return records.unpin(conn, repo_type, repo_id, commit)
 
 
-def _like(value: str) -> str:
-    """Escape LIKE wildcards (repo ids may contain ``_``)."""
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _pinned_blobs(conn) -> set[str]:  # noqa: ANN001
-    return {r[0] for r in conn.execute(text(
-        'SELECT DISTINCT f.blob FROM files f JOIN pins p ON p.repo_type = f.repo_type AND p.repo_id = f.repo_id '
-        'AND p."commit" = f."commit" WHERE f.blob IS NOT NULL'))}
-
-
-def _delete_blobs(conn, store: BlobStore, keys: Iterable[str]) -> tuple[int, int]:  # noqa: ANN001
-    count = size = 0
-    keys = list(keys)
-    for key in keys:
-        row = conn.execute(text("SELECT size FROM blobs WHERE key = :k"), {"k": key}).first()
+def _delete(conn: Connection, store: BlobStore, keys: set[str]) -> tuple[int, int]:
+    """Delete blobs from the store and their records (with the events); returns (blobs, bytes)."""
+    known = records.blob_sizes(conn)
+    gone = sorted(k for k in keys if is_blob_key(k))
+    for key in gone:
         store.delete(key)
-        conn.execute(text("DELETE FROM blobs WHERE key = :k"), {"k": key})
-        if row:
-            count += 1
-            size += int(row[0])
-    events.blobs_deleted(conn, keys)
-    return count, size
+    freed = records.forget_blobs(conn, gone)
+    return sum(1 for k in gone if k in known), freed
 
 
 def purge(engine: Engine, store: BlobStore, repo_type: str, repo_id: str,
           revision: str | None = None) -> tuple[int, int]:
     """Forget a repo (or one revision of it) and delete the blobs nothing else uses.
 
-    Returns (blobs deleted, bytes freed). Pins of what is purged go too.
+    Returns (blobs deleted, bytes freed). Pins of what is purged go too. Files whose upstream ETag is no
+    content hash were passed through, never stored: there is nothing of theirs to delete.
     """
     with engine.begin() as conn:
-        params = {"t": repo_type, "r": repo_id}
-        if revision is None:
-            where = "repo_type = :t AND repo_id = :r"
-        else:
-            params["c"] = resolve_cached_revision(engine, repo_type, repo_id, revision)
-            where = 'repo_type = :t AND repo_id = :r AND "commit" = :c'
-        blobs = {r[0] for r in conn.execute(text(f"SELECT DISTINCT blob FROM files WHERE {where} AND blob IS NOT NULL"),
-                                            params)}
-        conn.execute(text(f"DELETE FROM files WHERE {where}"), params)
-        conn.execute(text(f"DELETE FROM pins WHERE {where}"), params)
-        if revision is None:
-            conn.execute(text("DELETE FROM refs WHERE repo_type = :t AND repo_id = :r"), params)
-            conn.execute(text("DELETE FROM metadata WHERE key LIKE :pat ESCAPE '\\'"),
-                         {"pat": f"%|{_like(repo_type)}|{_like(repo_id)}|%"})
-        else:
-            conn.execute(text('DELETE FROM refs WHERE repo_type = :t AND repo_id = :r AND "commit" = :c'), params)
-            conn.execute(text("DELETE FROM metadata WHERE key LIKE :pat ESCAPE '\\'"),
-                         {"pat": f"%|{_like(repo_type)}|{_like(repo_id)}|{params['c']}|%"})
-        events.repo_forgotten(conn, repo_type, repo_id)
-        still_used = {r[0] for r in conn.execute(text("SELECT DISTINCT blob FROM files WHERE blob IS NOT NULL"))}
-        # Files whose upstream ETag is no content hash were passed through, never stored: nothing to delete.
-        return _delete_blobs(conn, store, sorted(k for k in blobs - still_used if is_blob_key(k)))
+        commit = _held(conn, repo_type, repo_id, revision) if revision else None
+        used = rows.forget(conn, repo_type, repo_id, commit)
+        records.unpin(conn, repo_type, repo_id, commit)
+        records.repo_forgotten(conn, repo_type, repo_id)
+        return _delete(conn, store, used - rows.still_referenced(conn, used))
 
 
 @dataclass
@@ -166,32 +107,41 @@ class VerifyReport:
         return asdict(self)
 
 
-def verify(engine: Engine, store: BlobStore) -> VerifyReport:
-    """Re-hash every stored blob; quarantine the ones that no longer match their name.
+async def _hash(store: BlobStore, key: str, size: int) -> str:
+    hasher = BlobHasher(key, size)
+    body = await store.read(key, 0, size, 8 << 20)
+    if body is None:
+        return ""
+    async for chunk in body:
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
-    Blobs the database lists but the store lacks are reported as missing and forgotten.
-    """
+
+def verify(engine: Engine, store: BlobStore) -> VerifyReport:
+    """Re-hash every stored blob; quarantine the ones that no longer match their name (kept in the store's
+    ``quarantine/`` for inspection). Blobs recorded but missing are reported and forgotten."""
+    import asyncio
+
     report = VerifyReport(corrupt=[], missing=[])
     with engine.connect() as conn:
-        listed = {r[0]: int(r[1]) for r in conn.execute(text("SELECT key, size FROM blobs"))}
-    for key in store.list_blobs():
+        listed = records.blob_sizes(conn)
+    for key in store.list():
+        size = store.stat(key) or 0
         report.checked += 1
-        report.bytes_checked += store.size(key) or 0
+        report.bytes_checked += size
         listed.pop(key, None)
-        if store.hash_blob(key) != key:
+        if asyncio.run(_hash(store, key, size)) != key:
             store.quarantine(key)
             report.corrupt.append(key)
     report.missing.extend(sorted(listed))
     with engine.begin() as conn:
-        for key in report.corrupt + report.missing:
-            conn.execute(text("DELETE FROM blobs WHERE key = :k"), {"k": key})
-        events.blobs_deleted(conn, report.corrupt + report.missing)
+        records.forget_blobs(conn, report.corrupt + report.missing)
     return report
 
 
 def total_size(engine: Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT COALESCE(SUM(size), 0) FROM blobs")).scalar_one())
+        return records.total_size(conn)
 
 
 def evict(engine: Engine, store: BlobStore, max_bytes: int, protected: set[str] | None = None,
@@ -205,19 +155,21 @@ def evict(engine: Engine, store: BlobStore, max_bytes: int, protected: set[str] 
     protected = protected or set()
     evicted: list[str] = []
     with engine.begin() as conn:
-        total = int(conn.execute(text("SELECT COALESCE(SUM(size), 0) FROM blobs")).scalar_one())
+        total = records.total_size(conn)
         if total <= max_bytes:
             return []
-        target = int(max_bytes * low_water)
-        pinned = _pinned_blobs(conn)
-        for key, size in conn.execute(text("SELECT key, size FROM blobs ORDER BY last_access ASC")).all():
-            if total <= target:
+        keep = rows.blobs_of_commits(conn, records.pinned(conn)) | protected
+        for key, size in records.least_recently_used(conn):
+            if total <= int(max_bytes * low_water):
                 break
-            if key in pinned or key in protected:
+            if key in keep:
                 continue
             store.delete(key)
-            conn.execute(text("DELETE FROM blobs WHERE key = :k"), {"k": key})
-            total -= int(size)
+            total -= size
             evicted.append(key)
-        events.blobs_deleted(conn, evicted)
+        records.forget_blobs(conn, evicted)
     return evicted
+
+
+__all__ = ["CachedRevision", "VerifyReport", "evict", "list_cached", "pin", "purge", "total_size", "unpin",
+           "verify"]

@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import time
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from hubproxy.cache import records
 
 #: How long closed ranges of a blob are refused after a failed fill.
 CLOSED_RANGE_SECONDS = 600.0
@@ -51,8 +52,7 @@ class Mismatches:
 
     def _write(self, key: str, now: float) -> None:
         with self.engine.begin() as conn:
-            conn.execute(text("INSERT INTO blob_mismatches (key, at, count) VALUES (:k, :t, 1) ON CONFLICT (key) "
-                              "DO UPDATE SET at = :t, count = blob_mismatches.count + 1"), {"k": key, "t": now})
+            records.record_mismatch(conn, key, now)
 
     async def failed_at(self, key: str) -> float | None:
         """When a fill of ``key`` last failed verification, if it ever did (recently enough to matter)."""
@@ -64,12 +64,10 @@ class Mismatches:
 
     def _read(self) -> dict[str, float]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text("SELECT key, at FROM blob_mismatches WHERE at > :t"),
-                                {"t": time.time() - KEEP_SECONDS}).all()
-        known = {r[0]: float(r[1]) for r in rows}
+            known = records.mismatches_since(conn, time.time() - KEEP_SECONDS)
         known.update({k: v for k, v in self._known.items() if v > known.get(k, 0.0)})
         return known
 
     def prune(self) -> None:
         with self.engine.begin() as conn:
-            conn.execute(text("DELETE FROM blob_mismatches WHERE at < :t"), {"t": time.time() - KEEP_SECONDS})
+            records.prune_mismatches(conn, time.time() - KEEP_SECONDS)

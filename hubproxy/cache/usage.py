@@ -6,15 +6,14 @@ import asyncio
 import logging
 import time
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from hubproxy.cache import records
 
 log = logging.getLogger(__name__)
 
-_UPDATE = text(
-    "UPDATE blobs SET hits = hits + :n, "
-    "last_access = CASE WHEN last_access < :t THEN :t ELSE last_access END WHERE key = :k"
-)
+#: Seconds hits of a blob with no record yet are kept for (its fill may still be running).
+UNRECORDED_KEEP = 3600.0
 
 
 class Usage:
@@ -40,17 +39,26 @@ class Usage:
             return 0
         rows = [{"k": k, "n": int(v[0]), "t": v[1]} for k, v in pending.items()]
 
-        def write() -> None:
+        def write() -> list[str]:
             with self.engine.begin() as conn:
-                conn.execute(_UPDATE, rows)
+                return records.touch(conn, rows)
 
         try:
-            await asyncio.to_thread(write)
+            unknown = await asyncio.to_thread(write)
         except Exception as exc:  # noqa: BLE001 - statistics wait for the database to come back
             log.warning("could not write blob access statistics (%s); will retry", exc.__class__.__name__)
-            for k, (n, t) in pending.items():
-                entry = self._pending.setdefault(k, [0, t])
-                entry[0] += n
-                entry[1] = max(entry[1], t)
+            for key, (n, t) in pending.items():
+                self._merge(key, n, t)
             return 0
-        return len(rows)
+        # Hits of blobs with no record yet wait for the next flush, unless they are old (never stored).
+        now = time.time()
+        for key in unknown:
+            n, t = pending[key]
+            if now - t < UNRECORDED_KEEP:
+                self._merge(key, n, t)
+        return len(rows) - len(unknown)
+
+    def _merge(self, key: str, hits: float, at: float) -> None:
+        entry = self._pending.setdefault(key, [0, at])
+        entry[0] += hits
+        entry[1] = max(entry[1], at)

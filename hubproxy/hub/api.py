@@ -1,4 +1,4 @@
-"""Dispatch of the Hub surface: parse the raw path, name the caller and the repo, admit, then answer.
+"""Dispatch of the Hub surface: one parse of the path (``routing.classify``), then a table of handlers.
 
 Every repo route takes the same steps in the same order, so a repo the caller may not see answers
 exactly like one that does not exist, on every route:
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -30,18 +31,17 @@ from hubproxy.auth.policy import Grant
 from hubproxy.config import trusted_networks
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.listing import Listing
-from hubproxy.hub.metadata import Metadata
 from hubproxy.hub.metadata_routes import MetadataRoutes
 from hubproxy.hub.names import RepoNames
 from hubproxy.hub.origin import client_address, public_base
 from hubproxy.hub.recorded import note_caller, recorded_download
 from hubproxy.hub.resolve import Resolver
-from hubproxy.hub.routing import REPO_TYPES, Route, parse_api, parse_resolve, split_raw_path
+from hubproxy.hub.routing import Route, RouteKind
 from hubproxy.hub.serving import BodyResponse
 from hubproxy.store.base import StoreUnavailable
-from hubproxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
+Handler = Callable[[Request, Route], Awaitable[Response | BodyResponse]]
 
 
 def as_hub_error(exc: BaseException) -> HubError:
@@ -63,51 +63,41 @@ def as_hub_error(exc: BaseException) -> HubError:
 class HubApi:
     """The Hub-compatible routes."""
 
-    def __init__(self, resolver: Resolver, metadata: Metadata, upstream: UpstreamClient, names: RepoNames,
+    def __init__(self, resolver: Resolver, routes: MetadataRoutes, listings: Listing, names: RepoNames,
                  public_url: str | None, path_prefix: str = "", auth: Authenticator | None = None,
                  anonymous_read: bool = True, audit: AuditLog | None = None, trusted_proxies: str = "",
                  gate: Gate | None = None) -> None:
-        self.audit = audit
-        self.gate = gate
+        self.resolver = resolver
+        self.routes = routes
+        self.listings = listings
         self.names = names
-        self.trusted = trusted_networks(trusted_proxies)
+        self.public_url = public_url
         self.path_prefix = path_prefix
         self.auth = auth
         self.anonymous_read = anonymous_read
-        self.resolver = resolver
-        self.metadata = metadata
-        self.routes = MetadataRoutes(metadata)
-        self.upstream = upstream
-        self.public_url = public_url
-        self.listings = Listing(metadata.index.engine, upstream, metadata)
+        self.audit = audit
+        self.trusted = trusted_networks(trusted_proxies)
+        self.gate = gate
+        self.handlers: dict[RouteKind, Handler] = {
+            RouteKind.RESOLVE: self.file, RouteKind.WHOAMI: self.whoami, RouteKind.LISTING: self.listing,
+            RouteKind.HARNESSES: self.harnesses, RouteKind.TELEMETRY: self.telemetry,
+        }
 
-    async def __call__(self, request: Request) -> Response | BodyResponse:
+    async def __call__(self, request: Request, route: Route) -> Response | BodyResponse:
         try:
-            return await self.dispatch(request)
+            handler = self.handlers.get(route.kind, self.metadata)
+            return await handler(request, route)
         except Exception as exc:  # noqa: BLE001 - every failure is answered the Hub's way
             return as_hub_error(exc).to_response()
 
-    async def dispatch(self, request: Request) -> Response | BodyResponse:
-        segments = split_raw_path(request.scope.get("raw_path") or request.scope["path"].encode())
-        method = request.method
-        if segments and segments[0] == "api":
-            rest = segments[1:]
-            if rest == ["whoami-v2"]:
-                return await self.whoami(request)
-            if rest == ["agent-harnesses"]:
-                return Response(b'{"standardEnvVars":[],"harnesses":{}}', media_type="application/json")
-            if rest and rest[0] == "telemetry":
-                return Response(b"", status_code=200)
-            who = await self.caller(request)
-            if rest and rest[0] in REPO_TYPES and rest[1:] in ([], [""]) and method == "GET":
-                return await self.listing(request, REPO_TYPES[rest[0]], who)
-            route, _ = await self.admit(parse_api(rest), who)
-            return await self.routes.answer(request, route, self.base_url(request))
-        route = parse_resolve(segments)
-        if route is None:
-            raise HubError(404, None, "Not found")
-        if method not in ("GET", "HEAD"):
-            raise HubError(405, None, f"Method {method} not allowed on resolve")
+    # -- repo routes ---------------------------------------------------------------------
+    async def metadata(self, request: Request, route: Route) -> Response:
+        route, _ = await self.admit(route, await self.caller(request))
+        return await self.routes.answer(request, route, self.base_url(request))
+
+    async def file(self, request: Request, route: Route) -> BodyResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise HubError(405, None, f"Method {request.method} not allowed on resolve")
         if self.audit is not None:
             return await recorded_download(self.audit, request, route, client_address(request, self.trusted),
                                            lambda event: self._file(request, route, event), as_hub_error)
@@ -141,14 +131,24 @@ class HubApi:
         base = public_base(request, self.public_url, self.trusted)
         return base if self.public_url else base + self.path_prefix
 
-    async def listing(self, request: Request, repo_type: str, who: Authenticated | None) -> Response:
-        """Repo listings and search, showing only what the caller may see."""
+    # -- other routes -------------------------------------------------------------------------
+    async def listing(self, request: Request, route: Route) -> Response:
+        """Repo listings and search (GET), showing only what the caller may see."""
+        if request.method not in ("GET", "HEAD"):
+            raise HubError(405, None, f"Method {request.method} not allowed here")
+        who = await self.caller(request)
         gate = self.gate
 
         async def visible(t: str, repo_id: str) -> bool:
             return bool(repo_id) and (gate is None or await gate.visible(who, t, repo_id))
 
-        return await self.listings.handle(request, repo_type, self.base_url(request), visible)
+        return await self.listings.handle(request, route.repo_type, self.base_url(request), visible)
+
+    async def harnesses(self, request: Request, route: Route) -> Response:
+        return Response(b'{"standardEnvVars":[],"harnesses":{}}', media_type="application/json")
+
+    async def telemetry(self, request: Request, route: Route) -> Response:
+        return Response(b"", status_code=200)
 
     async def caller(self, request: Request, *, required: bool = False) -> Authenticated | None:
         """The caller's identity from ``Authorization: Bearer``, or None for anonymous.
@@ -169,8 +169,8 @@ class HubApi:
             raise HubError(401, "RepoNotFound", "Repository not found")
         return who
 
-    async def whoami(self, request: Request) -> Response:
-        """hubproxy's own identities (M13); never passed upstream."""
+    async def whoami(self, request: Request, route: Route) -> Response:
+        """hubproxy's own identities; never passed upstream."""
         who = await self.caller(request, required=True)
         assert who is not None
         p = who.principal

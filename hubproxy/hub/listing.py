@@ -7,18 +7,16 @@ cannot answer, or hubproxy is offline, the repos hubproxy holds are listed inste
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hubproxy.hub.errors import HubError
-from hubproxy.hub.metadata import STALE_WARNING, Metadata, from_upstream
+from hubproxy.repos.index import RepoIndex
+from hubproxy.upstream.answers import STALE_WARNING, from_upstream
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable
 
 #: Query parameters passed on to the upstream (the ones huggingface_hub's list_* functions send).
@@ -34,10 +32,9 @@ Visible = Callable[[str, str], Awaitable[bool]]
 class Listing:
     """Answers listing requests."""
 
-    def __init__(self, engine: Engine, upstream: UpstreamClient, metadata: Metadata) -> None:
-        self.engine = engine
+    def __init__(self, index: RepoIndex, upstream: UpstreamClient) -> None:
+        self.index = index
         self.upstream = upstream
-        self.metadata = metadata
 
     async def handle(self, request: Request, repo_type: str, base_url: str, visible: Visible) -> Response:
         """One page of the listing, with only the repos ``visible`` allows."""
@@ -61,7 +58,7 @@ class Listing:
         headers = {}
         link = resp.headers.get("Link")
         if link:
-            headers["Link"] = self.metadata.rewrite_link(link, base_url)
+            headers["Link"] = link.replace(self.upstream.base, base_url)
         return Response(json.dumps(shown, separators=(",", ":")), media_type="application/json", headers=headers)
 
     async def _local(self, repo_type: str, params: dict[str, str], visible: Visible) -> Response:
@@ -72,7 +69,7 @@ class Listing:
             limit = max(1, min(int(params.get("limit") or LOCAL_LIMIT), LOCAL_LIMIT))
         except ValueError:
             raise HubError(400, "BadRequest", "limit must be a number") from None
-        rows = await asyncio.to_thread(self._held, repo_type)
+        rows = await self.index.repos_holding_files(repo_type)
         items: list[dict[str, Any]] = []
         for repo_id, sha in rows:
             if search not in repo_id.lower() or (author and not repo_id.startswith(author + "/")):
@@ -87,14 +84,6 @@ class Listing:
                 break
         return Response(json.dumps(items, separators=(",", ":")), media_type="application/json",
                         headers={"X-HF-Warning": STALE_WARNING})
-
-    def _held(self, repo_type: str) -> list[tuple[str, str | None]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT DISTINCT f.repo_id, r.\"commit\" FROM files f LEFT JOIN refs r ON r.repo_type = f.repo_type "
-                "AND r.repo_id = f.repo_id AND r.name = '' WHERE f.repo_type = :t AND f.blob IS NOT NULL "
-                "ORDER BY f.repo_id"), {"t": repo_type}).all()
-        return [(r[0], r[1]) for r in rows]
 
 
 def _id_of(item: dict[str, Any]) -> str:

@@ -17,15 +17,13 @@ repo hubproxy holds (whatever its case) names it, and anything else is the usual
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
-
 from hubproxy.hub.errors import HubError, repo_not_found
-from hubproxy.hub.metadata import Metadata, api_path, info_key, unavailable_error, upstream_failure
+from hubproxy.repos.model import RepoRef
+from hubproxy.repos.upstream import UpstreamSource, sha_of
+from hubproxy.upstream.answers import Answer, api_path, unavailable_error, upstream_failure
 from hubproxy.upstream.client import UpstreamUnavailable
 
 
@@ -38,9 +36,9 @@ class _Known:
 class RepoNames:
     """Maps what clients type to the repo the upstream means."""
 
-    def __init__(self, metadata: Metadata, engine: Engine, ttl: float) -> None:
-        self.metadata = metadata
-        self.engine = engine
+    def __init__(self, source: UpstreamSource, ttl: float) -> None:
+        self.source = source
+        self.index = source.index
         self.ttl = ttl
         self._known: dict[tuple[str, str], _Known] = {}
 
@@ -49,8 +47,8 @@ class RepoNames:
         key = (repo_type, typed.lower())
         known = self._known.get(key)
         if known is None or time.time() - known.fetched_at >= self.ttl:
-            known = await self.metadata.single_flight(f"name|{repo_type}|{key[1]}",
-                                                      lambda: self._ask(repo_type, typed, known))
+            known = await self.source.flights.run(f"name|{repo_type}|{key[1]}",
+                                                  lambda: self._ask(repo_type, typed, known))
         if known.canonical is None:
             raise repo_not_found(authenticated)
         return known.canonical
@@ -63,10 +61,9 @@ class RepoNames:
 
     async def _ask(self, repo_type: str, typed: str, last: _Known | None) -> _Known:
         key = (repo_type, typed.lower())
-        md = self.metadata
         path = api_path(repo_type, typed)
         try:
-            answer = await md._fetch(f"GET {path}?", "GET", path, stale_possible=last is not None)
+            answer = await self.source.ask(f"GET {path}", "GET", path, stale_possible=last is not None)
         except UpstreamUnavailable as exc:
             return await self._fallback(repo_type, typed, last, exc)
         if answer.status in (401, 404) or answer.headers.get("X-Error-Code") == "RepoNotFound":
@@ -74,54 +71,33 @@ class RepoNames:
         elif answer.status >= 500 or answer.status == 429:
             if last is not None:
                 return last
-            stored = await asyncio.to_thread(self._stored, repo_type, typed)
+            stored = await self.index.stored_name(repo_type, typed)
             if stored is None:
                 raise upstream_failure(answer)
             known = _Known(stored, time.time())
         elif answer.status != 200:
-            raise upstream_failure(answer) if answer.status >= 500 else HubError(
-                answer.status, answer.headers.get("X-Error-Code"), f"Upstream answered {answer.status}")
+            raise HubError(answer.status, answer.headers.get("X-Error-Code"), f"Upstream answered {answer.status}")
         else:
-            data = answer.json() if answer.body else {}
-            canonical = data.get("id") if isinstance(data, dict) else None
-            known = _Known(canonical if isinstance(canonical, str) and canonical else typed, time.time())
-            sha = data.get("sha") if isinstance(data, dict) else None
-            if isinstance(sha, str) and len(sha) == 40:
-                # The same answer is the default branch's repo info: keep it, as a repo_info call would.
-                await md.index.set_ref(repo_type, known.canonical or typed, "", sha)
-                await md.index.put_meta(info_key(repo_type, known.canonical or typed, sha, ""), 200,
-                                        answer.headers, answer.body)
-            await asyncio.to_thread(self._remember, repo_type, key[1], known.canonical or typed)
+            known = await self._learn(repo_type, typed, answer)
         self._known[key] = known
         return known
+
+    async def _learn(self, repo_type: str, typed: str, answer: Answer) -> _Known:
+        data = answer.json() if answer.body else {}
+        canonical = data.get("id") if isinstance(data, dict) else None
+        name = canonical if isinstance(canonical, str) and canonical else typed
+        if sha_of(answer):
+            # The same answer is the default branch's repo info: keep it, as resolving it would.
+            await self.source.keep_revision(RepoRef(repo_type, name), "")(answer)
+        await self.index.put_alias(repo_type, typed.lower(), name)
+        return _Known(name, time.time())
 
     async def _fallback(self, repo_type: str, typed: str, last: _Known | None, exc: UpstreamUnavailable) -> _Known:
         if last is not None:
             return last
-        stored = await asyncio.to_thread(self._stored, repo_type, typed)
+        stored = await self.index.stored_name(repo_type, typed)
         if stored is None:
             raise unavailable_error(exc, f"{repo_type} {typed}") from None
         known = _Known(stored, time.time() - self.ttl + min(self.ttl, 5.0))  # ask again in a few seconds
         self._known[(repo_type, typed.lower())] = known
         return known
-
-    # -- the database's memory of names ---------------------------------------------
-    def _remember(self, repo_type: str, alias: str, canonical: str) -> None:
-        now = time.time()
-        with self.engine.begin() as conn:
-            conn.execute(text("INSERT INTO repo_aliases (repo_type, alias, canonical, fetched_at) "
-                              "VALUES (:t, :a, :c, :f) ON CONFLICT (repo_type, alias) "
-                              "DO UPDATE SET canonical = :c, fetched_at = :f"),
-                         {"t": repo_type, "a": alias, "c": canonical, "f": now})
-
-    def _stored(self, repo_type: str, typed: str) -> str | None:
-        """The canonical id of ``typed`` by what hubproxy holds: a remembered alias, or a repo of that name."""
-        with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT canonical FROM repo_aliases WHERE repo_type = :t AND alias = :a"),
-                               {"t": repo_type, "a": typed.lower()}).first()
-            if row is not None:
-                return row[0]
-            row = conn.execute(text("SELECT repo_id FROM refs WHERE repo_type = :t AND lower(repo_id) = :a "
-                                    "UNION SELECT repo_id FROM files WHERE repo_type = :t AND lower(repo_id) = :a "
-                                    "LIMIT 1"), {"t": repo_type, "a": typed.lower()}).first()
-        return row[0] if row is not None else None

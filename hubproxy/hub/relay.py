@@ -10,19 +10,26 @@ tail, exactly as for its own clients) or from its store; otherwise 404, and the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import time
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
-from hubproxy.cache.fill import Fill, FillManager, read_fill
+from hubproxy.cache.fill import read_fill
+from hubproxy.db import upsert
+from hubproxy.db.models import cluster_secrets
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.serving import BodyResponse, parse_range
 from hubproxy.store.base import is_blob_key
+
+if TYPE_CHECKING:
+    from hubproxy.cache.blobs import BlobCache
 
 PATH = "/_hubproxy/relay/"
 HEADER = "X-Hubproxy-Relay"
@@ -31,11 +38,11 @@ VALIDITY = 300
 
 
 def shared_secret(engine: Engine) -> bytes:
-    """The replicas' relay secret, made by whichever replica asks first."""
+    """The replicas' relay secret, made by whichever replica asks first (this module owns ``cluster_secrets``)."""
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO cluster_secrets (name, value) VALUES ('relay', :v) ON CONFLICT (name) "
-                          "DO NOTHING"), {"v": secrets.token_hex(32)})
-        return bytes.fromhex(conn.execute(text("SELECT value FROM cluster_secrets WHERE name = 'relay'")).scalar_one())
+        upsert(conn, cluster_secrets, {"name": "relay", "value": secrets.token_hex(32)}, update=False)
+        value = conn.execute(select(cluster_secrets.c.value).where(cluster_secrets.c.name == "relay")).scalar_one()
+        return bytes.fromhex(value)
 
 
 def sign(secret: bytes, key: str, now: float | None = None) -> str:
@@ -55,8 +62,8 @@ def verify(secret: bytes, key: str, signature: str) -> bool:
 class RelayRoute:
     """Serves this replica's fills and stored blobs to the other replicas."""
 
-    def __init__(self, fills: FillManager, secret: bytes, chunk: int) -> None:
-        self.fills = fills
+    def __init__(self, cache: BlobCache, secret: bytes, chunk: int) -> None:
+        self.cache = cache
         self.secret = secret
         self.chunk = chunk
 
@@ -66,10 +73,9 @@ class RelayRoute:
             raise HubError(404, None, "Not found")
         if not verify(self.secret, key, request.headers.get(HEADER, "")):
             raise HubError(403, None, "relay requests must be signed by a replica")
-        fill = self.fills.get(key)
-        size = fill.size if isinstance(fill, Fill) and fill.error is None else None
-        stored = None if size is not None else await self.fills.stored_size(key)
-        total = size if size is not None else stored
+        fill = self.cache.fills.get(key)
+        size = fill.size if fill is not None and fill.error is None else None
+        total = size if size is not None else await asyncio.to_thread(self.cache.store.stat, key)
         if total is None:
             raise HubError(404, None, "this replica neither fills nor stores the blob")
         rng = parse_range(request.headers.get("range"), total)
@@ -83,7 +89,8 @@ class RelayRoute:
         if fill is not None and size is not None:
             body = read_fill(fill, start, end, self.chunk)
         else:
-            body = await self.fills.stored_body(key, start, end, self.chunk)
-            if body is None:
+            stored = await self.cache.stored_body(key, start, end)
+            if stored is None:
                 raise HubError(404, None, "the blob is no longer stored here")
+            body = stored
         return BodyResponse(206 if rng else 200, headers, body)

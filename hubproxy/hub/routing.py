@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote
+from enum import Enum
+from urllib.parse import quote, unquote
 
 from hubproxy.hub.errors import HubError, bad_request
 
@@ -31,11 +32,34 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+class RouteKind(str, Enum):
+    """What a request is: the dispatch key, and the ``route`` label of its metrics (never a repo id)."""
+
+    RESOLVE = "resolve"
+    INFO = "info"
+    TREE = "tree"
+    PATHS_INFO = "paths-info"
+    REFS = "refs"
+    COMMITS = "commits"
+    XET_TOKEN = "xet-token"
+    UNSUPPORTED = "api-other"
+    LISTING = "listing"
+    WHOAMI = "whoami"
+    HARNESSES = "agent-harnesses"
+    TELEMETRY = "telemetry"
+    HEALTH = "health"
+    READY = "ready"
+    METRICS = "metrics"
+    ADMIN = "admin"
+    RELAY = "relay"
+    OTHER = "other"
+
+
 @dataclass(frozen=True)
 class Route:
     """A parsed request target."""
 
-    kind: str  # resolve | info | tree | paths-info | refs | commits | xet-token | unsupported
+    kind: RouteKind
     repo_type: str = "model"
     repo_id: str = ""
     revision: str | None = None
@@ -155,8 +179,13 @@ def parse_resolve(segments: list[str]) -> Route | None:
             if not rest:
                 raise bad_request("Missing file path")
             path = validate_repo_path([_decode(s) for s in rest])
-            return Route("resolve", repo_type, repo_id, rev, path)
+            return Route(RouteKind.RESOLVE, repo_type, repo_id, rev, path)
     return None
+
+
+def resolve_url_path(repo_type: str, repo_id: str, revision: str, path: str) -> str:
+    """The resolve path of a file, as the Hub's URL grammar spells it (revision as one encoded segment)."""
+    return f"/{RESOLVE_PREFIX[repo_type]}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
 
 def parse_api(segments: list[str]) -> Route:
@@ -173,13 +202,13 @@ def parse_api(segments: list[str]) -> Route:
         rest = []
     repo_id = validate_repo_id(id_segments)
     if not rest:
-        return Route("info", repo_type, repo_id, None)
+        return Route(RouteKind.INFO, repo_type, repo_id, None)
     sub, args = rest[0], rest[1:]
     if sub == "revision":
         rev, extra = _take_revision(args)
         if extra and extra != [""]:
             raise HubError(404, None, "Not found")
-        return Route("info", repo_type, repo_id, rev)
+        return Route(RouteKind.INFO, repo_type, repo_id, rev)
     if sub == "tree":
         rev, extra = _take_revision(args)
         parts: list[str] = []
@@ -188,15 +217,35 @@ def parse_api(segments: list[str]) -> Route:
         if parts and parts[-1] == "":
             parts = parts[:-1]
         path = validate_repo_path(parts) if parts else ""
-        return Route("tree", repo_type, repo_id, rev, path)
+        return Route(RouteKind.TREE, repo_type, repo_id, rev, path)
     if sub == "paths-info":
         rev, _ = _take_revision(args)
-        return Route("paths-info", repo_type, repo_id, rev)
+        return Route(RouteKind.PATHS_INFO, repo_type, repo_id, rev)
     if sub == "refs" and not args:
-        return Route("refs", repo_type, repo_id)
+        return Route(RouteKind.REFS, repo_type, repo_id)
     if sub == "commits":
         rev, _ = _take_revision(args)
-        return Route("commits", repo_type, repo_id, rev)
+        return Route(RouteKind.COMMITS, repo_type, repo_id, rev)
     if sub in ("xet-read-token", "xet-write-token"):
-        return Route("xet-token", repo_type, repo_id)
-    return Route("unsupported", repo_type, repo_id, path=sub)
+        return Route(RouteKind.XET_TOKEN, repo_type, repo_id)
+    return Route(RouteKind.UNSUPPORTED, repo_type, repo_id, path=sub)
+
+
+def classify(segments: list[str]) -> Route:
+    """The route of a Hub request (after any ``path_prefix``): special API routes, listings, a repo's API
+    routes or a file. Malformed repo ids, revisions and paths raise a 400 here, before anything else runs."""
+    if segments and segments[0] == "api":
+        rest = segments[1:]
+        if rest == ["whoami-v2"]:
+            return Route(RouteKind.WHOAMI)
+        if rest == ["agent-harnesses"]:
+            return Route(RouteKind.HARNESSES)
+        if rest and rest[0] == "telemetry":
+            return Route(RouteKind.TELEMETRY)
+        if rest and rest[0] in REPO_TYPES and rest[1:] in ([], [""]):
+            return Route(RouteKind.LISTING, REPO_TYPES[rest[0]])
+        return parse_api(rest)
+    route = parse_resolve(segments)
+    if route is None:
+        raise HubError(404, None, "Not found")
+    return route

@@ -84,8 +84,7 @@ class BodyResponse:
             if self.body is not None:
                 await self.body.aclose()  # type: ignore[attr-defined]
             await send({"type": "http.response.body", "body": b""})
-            if self.on_done is not None:
-                self.on_done(0, True)
+            self._report(0, True)
             return
         disconnected = asyncio.Event()
 
@@ -97,19 +96,31 @@ class BodyResponse:
                     return
 
         watcher = asyncio.create_task(watch())
+        length = self.headers.get("Content-Length")
+        expected = int(length) if length is not None else None
         sent = 0
-        complete = False
+        reported = False
         try:
             async for chunk in self.body:
                 if disconnected.is_set():
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent += len(chunk)
+                if sent == expected:
+                    break  # the client has every byte: record that before anything else is awaited
             else:
+                if expected is None:
+                    expected = sent
+            if sent == expected:
+                reported = True
+                self._report(sent, True)
                 await send({"type": "http.response.body", "body": b""})
-                complete = True
         finally:
             watcher.cancel()
             await self.body.aclose()  # type: ignore[attr-defined]
-            if self.on_done is not None:
-                self.on_done(sent, complete)
+            if not reported:
+                self._report(sent, False)
+
+    def _report(self, sent: int, complete: bool) -> None:
+        if self.on_done is not None:
+            self.on_done(sent, complete)

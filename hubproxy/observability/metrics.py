@@ -36,6 +36,10 @@ FILLS = Histogram("hubproxy_fill_duration_seconds", "Seconds a blob fill took, b
 CACHE_BYTES = Gauge("hubproxy_cache_size_bytes", "Bytes of verified blobs in the store (as the index counts them)",
                     multiprocess_mode="max")
 EVICTIONS = Counter("hubproxy_evictions_total", "Blobs evicted to stay under cache_max_bytes")
+STORE_OPERATIONS = Counter("hubproxy_store_operations_total", "Blob store operations, by operation and result",
+                           ["op", "result"])
+STORE_SECONDS = Histogram("hubproxy_store_operation_seconds", "Seconds a blob store operation took", ["op"],
+                          buckets=LATENCY)
 AUDIT_QUEUE = Gauge("hubproxy_audit_queue_depth", "Download events waiting to be written",
                     multiprocess_mode="livesum")
 
@@ -47,22 +51,3 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
-
-
-def route_of(path: str) -> str:
-    """A small, fixed set of route labels (never a repo id: label values must stay few)."""
-    if path in ("/health", "/ready", "/metrics"):
-        return path[1:]
-    if path.startswith("/admin/"):
-        return "admin"
-    if path.startswith("/api/"):
-        parts = path.split("/")
-        if len(parts) > 2 and parts[2] in ("models", "datasets", "spaces"):
-            for sub in ("tree", "paths-info", "refs", "commits", "revision"):
-                if f"/{sub}/" in path or path.endswith(f"/{sub}"):
-                    return "info" if sub == "revision" else sub
-            return "info" if len(parts) <= 5 else "api-other"
-        return "whoami" if path.startswith("/api/whoami") else "api-other"
-    if "/resolve/" in path:
-        return "resolve"
-    return "other"

@@ -47,7 +47,10 @@ class RequestIdMiddleware:
 
 
 class ObservabilityMiddleware:
-    """Counts requests by route and status, times the first and last byte, writes the access log."""
+    """Counts requests by route and status, times the first and last byte, writes the access log.
+
+    The route label is the route kind the app parsed (``RouteKind``), never a path or a repo id.
+    """
 
     def __init__(self, app: ASGIApp, access: AccessLog | None = None) -> None:
         self.app = app
@@ -58,7 +61,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        route = metrics.route_of(scope["path"])
+        shared = scope.setdefault("state", {})  # the app records the request's route kind here
         state = {"status": 500, "bytes": 0, "ttfb": None}
 
         async def observe(message: Message) -> None:
@@ -75,6 +78,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, observe)
         finally:
             elapsed = time.perf_counter() - started
+            route = shared.get("route", "other")
             status = str(state["status"])
             metrics.REQUESTS.labels(route, scope["method"], status).inc()
             metrics.DURATION.labels(route).observe(elapsed)

@@ -1,8 +1,10 @@
-"""Content-addressed blob stores."""
+"""Content-addressed blob stores: drivers behind one small interface (``base.py``), wrapped once."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from hubproxy.store.instrumented import InstrumentedStore
 
 if TYPE_CHECKING:
     from hubproxy.config import Settings
@@ -14,7 +16,7 @@ def make_store(settings: Settings) -> BlobStore:
     if settings.store == "s3":
         from hubproxy.store.s3 import S3BlobStore
 
-        return S3BlobStore(settings)
+        return InstrumentedStore(S3BlobStore(settings), "s3")
     from hubproxy.store.local import LocalBlobStore
 
-    return LocalBlobStore(settings.data_dir)
+    return InstrumentedStore(LocalBlobStore(settings.data_dir), "local")

@@ -1,12 +1,12 @@
-"""The blob store protocol, and the hashes that name blobs.
+"""The blob store interface, and the hashes that name blobs.
 
-A blob is named by its content hash: the sha256 of an LFS file (64 hex) or the git blob
-sha1 of a regular file (40 hex). Nothing else is a valid key, so a key can never name a
-path outside the store.
+A blob is named by its content hash: the sha256 of an LFS file (64 hex) or the git blob sha1 of a
+regular file (40 hex). Nothing else is a valid key, so a key can never name a path outside the store.
 
-Fills always land in a local spool first (``tmp/<key>.part`` under the data dir), where
-readers follow them while they grow; ``commit`` makes the verified blob durable in the store
-(a rename on local disk, an upload to S3).
+A store driver is small: it stats, reads ranges, ingests a verified local file, deletes, quarantines,
+lists, presigns and answers a readiness probe. Everything else (filling, verifying, following fills,
+deciding where bytes come from) belongs to the cache (``hubproxy/cache``). Drivers are wrapped once
+(``instrumented.py``) for error mapping and metrics.
 """
 
 from __future__ import annotations
@@ -45,59 +45,29 @@ class BlobHasher:
         return self._h.hexdigest()
 
 
-class FillWriter(Protocol):
-    """An in-progress blob: bytes are appended, then committed (verified) or aborted.
-
-    ``resume_from``: bytes already in ``tmp_path`` from a filler that died (continued, after re-hashing).
-    """
-
-    tmp_path: str
-    resume_from: int
-
-    def restart(self) -> None: ...
-
-    def write(self, data: bytes | bytearray) -> None: ...
-
-    def commit(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
 class BlobStore(Protocol):
     """Where verified blobs live. Blocking methods are called from worker threads."""
 
-    def has(self, key: str) -> bool: ...
+    def stat(self, key: str) -> int | None:
+        """The stored blob's size, or None if it is not stored."""
 
-    def size(self, key: str) -> int | None: ...
-
-    def local_path(self, key: str) -> str | None:
-        """The blob's file, for stores on a filesystem (None for object stores)."""
-
-    async def reader(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
+    async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
         """Bytes ``[start, end)`` of a stored blob, or None if it is not (or no longer) there."""
+
+    def ingest(self, key: str, path: str) -> None:
+        """Make the verified file at ``path`` the stored blob ``key`` (the file may be moved away)."""
+
+    def quarantine(self, key: str) -> None:
+        """Move a blob that no longer matches its name out of the blob namespace, kept for inspection."""
+
+    def delete(self, key: str) -> None:
+        """Delete a stored blob (nothing if it is not stored)."""
+
+    def list(self) -> Iterator[str]:
+        """Every stored blob's key."""
 
     def presign(self, key: str) -> str | None:
         """A short-lived URL on another origin that serves the blob, if the store can give one."""
 
-    def part_path(self, key: str) -> str: ...
-
-    def begin_fill(self, key: str, resume: bool = False) -> FillWriter | None: ...
-
-    def fill_progress(self, key: str) -> tuple[int | None, bool]: ...
-
-    def clean_tmp(self) -> int: ...
-
-    def free_bytes(self) -> int: ...
-
     def ping(self) -> None:
-        """Raise StoreUnavailable unless the store can be read and written now (readiness)."""
-
-    def delete(self, key: str) -> None: ...
-
-    def list_blobs(self) -> Iterator[str]: ...
-
-    def hash_blob(self, key: str) -> str:
-        """Re-read a stored blob and return the hash it has now."""
-
-    def quarantine(self, key: str) -> None:
-        """Move a damaged blob out of the store (kept for inspection)."""
+        """Raise unless the store can be read and written now (readiness)."""

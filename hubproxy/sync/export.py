@@ -8,6 +8,7 @@ share it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import json
@@ -19,13 +20,13 @@ from urllib.parse import quote
 from hubproxy.cache.prefetch import selected
 from hubproxy.config import Settings
 from hubproxy.hub.errors import HubError
-from hubproxy.hub.metadata import api_path, fetch_tree, from_upstream
 from hubproxy.hub.routing import REPO_TYPES, RESOLVE_PREFIX, validate_repo_id, validate_revision
 from hubproxy.progress import Progress, human_bytes
 from hubproxy.store import make_store
 from hubproxy.store.base import BlobHasher, BlobStore, is_blob_key
 from hubproxy.sync.bundle import CHUNK, BundleReader, BundleWriter
 from hubproxy.sync.manifest import BundleError, FileEntry, Manifest, RepoEntry, load_private_key
+from hubproxy.upstream.answers import api_path, from_upstream, tree_pages
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
 
 
@@ -125,13 +126,16 @@ class Exporter:
         if not isinstance(commit, str) or len(commit) != 40:
             raise BundleError(f"{spec.label}: the source's repo info has no commit sha")
         try:
-            tree = await fetch_tree(self.upstream, spec.repo_type, spec.repo_id, commit, "", True, False)
+            entries = await tree_pages(self.upstream, api_path(spec.repo_type, spec.repo_id, "tree", commit),
+                                       {"recursive": "true", "expand": "false"})
             refs_resp = await self.upstream.fetch("GET", api_path(spec.repo_type, spec.repo_id, "refs"))
         except UpstreamUnavailable as exc:
             raise BundleError(f"{spec.label}: the source became unreachable ({exc.detail})") from None
-        if tree.status != 200:
-            raise _repo_error(spec.label, tree.status, tree.headers, tree.body)
-        entries: list[dict[str, Any]] = tree.json()
+        except HubError as exc:
+            raise BundleError(f"{spec.label}: the source refused its tree [{exc.status} {exc.code}] "
+                              f"{exc.message}") from None
+        if entries is None:
+            raise BundleError(f"{spec.label}: the source has no tree at {commit}")
         files = []
         for e in entries:
             if e.get("type") != "file" or not selected(e["path"], self.include, self.exclude):
@@ -162,8 +166,8 @@ class Exporter:
         origin = "source"
         with staged.open("wb") as out:
             body = None
-            if self.store is not None and self.store.has(key):
-                body = await self.store.reader(key, 0, size, CHUNK)
+            if self.store is not None and await asyncio.to_thread(self.store.stat, key) == size:
+                body = await self.store.read(key, 0, size, CHUNK)
                 origin = "store"
             if body is None:
                 repo, entry = where

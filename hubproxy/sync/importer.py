@@ -16,22 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy.engine import Engine
 
-from hubproxy.cache.index import LEFT_OUT
+from hubproxy.cache import records
+from hubproxy.cache.ingest import IngestError, begin_ingest
+from hubproxy.cache.spool import Spool
 from hubproxy.config import Settings
-from hubproxy.db import BlobRecord, FileRecord, MetaRecord, PinRecord, RefRecord, make_engine
-from hubproxy.hub.metadata import info_key, refs_key, tree_key
+from hubproxy.db import make_engine
 from hubproxy.hub.routing import is_commit
 from hubproxy.progress import Progress, human_bytes
+from hubproxy.repos import rows
+from hubproxy.repos.model import REF_KINDS, entry_of
+from hubproxy.repos.rows import Ref
 from hubproxy.store import make_store
-from hubproxy.store.base import BlobStore, FillWriter
+from hubproxy.store.base import BlobStore
 from hubproxy.sync.bundle import BundleReader
-from hubproxy.sync.manifest import BundleError, Manifest, load_public_keys
+from hubproxy.sync.manifest import BundleError, Manifest, blob_member, load_public_keys
 
 #: Seconds to wait for another process's fill of a blob this import also carries.
 FOLLOW_TIMEOUT = 600.0
-JSON_HEADERS = json.dumps({"Content-Type": "application/json"})
 
 
 @dataclass
@@ -109,7 +112,7 @@ class Importer:
             store = make_store(self.settings)
             try:
                 missing = [(r, f) for r in manifest.repos for f in r.files
-                           if f.blob not in manifest.blobs and not store.has(f.blob)]
+                           if f.blob not in manifest.blobs and store.stat(f.blob) is None]
                 if missing:
                     repo, f = missing[0]
                     raise BundleError(
@@ -125,97 +128,69 @@ class Importer:
                            sum(manifest.blobs.values()), seconds,
                            len(set(manifest.referenced_blobs()) - set(manifest.blobs)))
 
-    def _load_blobs(self, reader: BundleReader, manifest: Manifest, store: BlobStore, engine: Any,
+    def _load_blobs(self, reader: BundleReader, manifest: Manifest, store: BlobStore, engine: Engine,
                     path: Path) -> tuple[int, int, float]:
         """Phase one: every carried blob verified into the store. Returns (stored, skipped, seconds)."""
         progress = Progress(f"import {path.name}", sum(manifest.blobs.values()), force_plain=self.progress_plain)
+        spool = Spool(self.settings.data_dir)
         stored = skipped = 0
         names = {f.blob: f"{r.repo_id}: {f.path}" for r in manifest.repos for f in r.files}
         try:
             for key, size in manifest.blobs.items():
-                if store.size(key) == size:
+                try:
+                    ingest = begin_ingest(store, spool, engine, key, size, FOLLOW_TIMEOUT)
+                except IngestError as exc:
+                    raise BundleError(str(exc)) from None
+                if ingest is None:  # stored already (or by a hubproxy filling it meanwhile)
                     skipped += 1
                     progress.advance(size)
-                    _record_blob(engine, key, size)
-                    continue
-                writer = _claim(store, key, size)
-                if writer is None:  # a hubproxy filled the same blob meanwhile
-                    skipped += 1
-                    progress.advance(size)
-                    _record_blob(engine, key, size)
                     continue
                 try:
-                    reader.read_blob(key, size, sink=writer.write, progress=progress.advance)
+                    reader.read_blob(key, size, sink=ingest.write, progress=progress.advance)
+                    ingest.finish()
+                except IngestError as exc:
+                    raise BundleError(f"{path}: {blob_member(key)}: {exc}") from None
                 except BaseException:
-                    writer.abort()
+                    ingest.abort()
                     raise
-                writer.commit()
-                _record_blob(engine, key, size)
                 stored += 1
                 progress.note(f"stored {names.get(key, key)} ({human_bytes(size)})")
         finally:
             seconds = progress.close()
         return stored, skipped, seconds
 
-    def _publish(self, manifest: Manifest, engine: Any) -> None:
-        """Phase two, one transaction: files, refs, metadata answers and pins become visible together."""
+    def _publish(self, manifest: Manifest, engine: Engine) -> None:
+        """Phase two, one transaction: listings, repo info, refs and pins become visible together.
+
+        Files the export left out (``--include``/``--exclude``) are recorded as such: while the upstream
+        cannot be asked they are missing, as an optional file a client probes for would be.
+        """
         now = time.time()
-        with Session(engine) as s:
+        with engine.begin() as conn:
             for repo in manifest.repos:
                 t, rid, commit = repo.repo_type, repo.repo_id, repo.commit
-                for f in repo.files:
-                    s.merge(FileRecord(repo_type=t, repo_id=rid, commit=commit, path=f.path, blob=f.blob,
-                                       size=f.size, is_lfs=f.lfs, fetched_at=now))
-                # Files the export left out (--include/--exclude) are not at this site: while the upstream
-                # cannot be asked they are missing, as an optional file a client probes for would be.
                 carried = {f.path for f in repo.files}
-                for path in left_out(repo.tree, carried):
-                    s.merge(FileRecord(repo_type=t, repo_id=rid, commit=commit, path=path, blob=None,
-                                       size=LEFT_OUT, is_lfs=False, fetched_at=now))
                 info = dict(repo.info)
                 if isinstance(info.get("siblings"), list):
                     info["siblings"] = [x for x in info["siblings"] if not isinstance(x, dict)
                                         or x.get("rfilename") in carried]
+                revision_refs = []
                 if not is_commit(repo.revision):
-                    s.merge(RefRecord(repo_type=t, repo_id=rid, name=repo.revision, commit=commit, fetched_at=now))
+                    revision_refs.append(Ref(repo.revision, commit, "seen", now))
                 if repo.revision == repo.info.get("defaultBranch", "main"):
-                    s.merge(RefRecord(repo_type=t, repo_id=rid, name="", commit=commit, fetched_at=now))
-                # The answers hubproxy keeps for any repo at a commit; every other listing, paths-info and
-                # info variant is derived from these two while the upstream is out of reach.
-                answers = {info_key(t, rid, commit): info, tree_key(t, rid, commit, "", True, False): repo.tree}
+                    revision_refs.append(Ref("", commit, "default", now))
+                rows.import_rows(conn, t, rid, commit, json.dumps(info, separators=(",", ":")),
+                                 [entry_of(e) for e in repo.tree if isinstance(e, dict) and "path" in e],
+                                 left_out(repo.tree, carried), revision_refs)
                 if repo.refs is not None:
-                    answers[refs_key(t, rid, False)] = repo.refs
-                for key, body in answers.items():
-                    s.merge(MetaRecord(key=key, status=200, headers=JSON_HEADERS,
-                                       body=json.dumps(body, separators=(",", ":")).encode(), fetched_at=now))
+                    listed = [Ref(r["name"], r["targetCommit"], kind, now) for group, kind in REF_KINDS.items()
+                              for r in repo.refs.get(group) or [] if isinstance(r, dict) and r.get("name")
+                              and is_commit(r.get("targetCommit"))]
+                    rows.replace_listed_refs(conn, t, rid, listed, now)
                 if self.pin:
-                    s.merge(PinRecord(repo_type=t, repo_id=rid, commit=commit, revision=repo.revision,
-                                      created_at=now))
-            s.commit()
+                    records.pin(conn, t, rid, commit, repo.revision)
 
 
 def left_out(tree: list[dict[str, Any]], carried: set[str]) -> list[str]:
     """Paths of files the listing has and the bundle does not carry."""
     return [e["path"] for e in tree if e.get("type") == "file" and e.get("path") not in carried]
-
-
-def _record_blob(engine: Any, key: str, size: int) -> None:
-    with Session(engine) as s:
-        if s.get(BlobRecord, key) is None:
-            now = time.time()
-            s.add(BlobRecord(key=key, size=size, created_at=now, last_access=now))
-            s.commit()
-
-
-def _claim(store: BlobStore, key: str, size: int) -> FillWriter | None:
-    """A writer for the blob, or None once another process (a hubproxy filling it too) has stored it."""
-    deadline = time.monotonic() + FOLLOW_TIMEOUT
-    while True:
-        if store.size(key) == size:
-            return None
-        writer = store.begin_fill(key)
-        if writer is not None:
-            return writer
-        if time.monotonic() > deadline:
-            raise BundleError(f"blob {key}: another process has been filling it for {FOLLOW_TIMEOUT:.0f}s")
-        time.sleep(0.5)

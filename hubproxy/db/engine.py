@@ -1,9 +1,8 @@
-"""SQLModel engine and tables: the revision index and the metadata cache.
+"""The database engine: SQLite by default, PostgreSQL (``postgresql://...``) for replicas sharing one index.
 
-SQLite by default; PostgreSQL (``postgresql://...``) when several replicas share one index.
-The schema is created and upgraded by the Alembic migrations in ``hubproxy/migrations``
-at start, under a lock, so that replicas starting together do not race and an upgrade keeps
-what is cached.
+The schema (``models.py``) is created and upgraded by the Alembic migrations in ``hubproxy/migrations``
+at start or with ``hubproxy db upgrade``, under a lock, so that replicas starting together do not race
+and an upgrade keeps what is cached.
 """
 
 from __future__ import annotations
@@ -19,71 +18,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import BigInteger, Column, event, text
+from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Field, SQLModel, create_engine
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 #: PostgreSQL advisory lock key for migrations ("hubproxy" as a number).
 MIGRATION_LOCK = 0x6875627072
-
-
-class RefRecord(SQLModel, table=True):
-    """A branch or tag (or the default revision, name ``""``) and the commit it pointed to."""
-
-    __tablename__ = "refs"
-    repo_type: str = Field(primary_key=True)
-    repo_id: str = Field(primary_key=True)
-    name: str = Field(primary_key=True)
-    commit: str
-    fetched_at: float
-
-
-class FileRecord(SQLModel, table=True):
-    """What ``path`` is at ``commit``: a blob, or (blob is None) a path the upstream said is missing."""
-
-    __tablename__ = "files"
-    repo_type: str = Field(primary_key=True)
-    repo_id: str = Field(primary_key=True)
-    commit: str = Field(primary_key=True)
-    path: str = Field(primary_key=True)
-    blob: str | None = Field(default=None, index=True)
-    size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    is_lfs: bool = False
-    fetched_at: float = 0.0
-
-
-class MetaRecord(SQLModel, table=True):
-    """A cached metadata answer (JSON), keyed by what was asked."""
-
-    __tablename__ = "metadata"
-    key: str = Field(primary_key=True)
-    status: int
-    headers: str  # JSON object of the headers worth replaying
-    body: bytes
-    fetched_at: float
-
-
-class BlobRecord(SQLModel, table=True):
-    """A verified blob in the store."""
-
-    __tablename__ = "blobs"
-    key: str = Field(primary_key=True)
-    size: int = Field(sa_column=Column(BigInteger, nullable=False))
-    created_at: float
-    last_access: float = Field(default=0.0, index=True)
-    hits: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
-
-
-class PinRecord(SQLModel, table=True):
-    """A repo at a commit whose blobs eviction must keep."""
-
-    __tablename__ = "pins"
-    repo_type: str = Field(primary_key=True)
-    repo_id: str = Field(primary_key=True)
-    commit: str = Field(primary_key=True)
-    revision: str
-    created_at: float
 
 
 class DatabaseNotReady(Exception):
@@ -155,19 +95,23 @@ def _reason(exc: BaseException) -> str:
     return text[0][:300] if text else exc.__class__.__name__
 
 
-def upsert(conn: Connection, model: type[SQLModel], values: dict[str, Any]) -> None:
-    """Insert a row, or update it if its primary key exists: one statement, safe against a concurrent writer
-    (two processes filling the same answer no longer collide on a check-then-insert)."""
-    table = model.__table__  # type: ignore[attr-defined]
+def upsert(conn: Connection, table: Table, values: dict[str, Any] | list[dict[str, Any]],
+           update: bool = True) -> None:
+    """Insert rows, or update them (``update``) or leave them (not) if their primary key exists: one statement,
+    safe against a concurrent writer (two processes filling the same answer never collide)."""
+    rows = values if isinstance(values, list) else [values]
+    if not rows:
+        return
     keys = [c.name for c in table.primary_key.columns]
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values(**values)
-    updates = {k: stmt.excluded[k] for k in values if k not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates) if updates
-                 else stmt.on_conflict_do_nothing(index_elements=keys))
+    stmt = insert(table)
+    changes = {k: stmt.excluded[k] for k in rows[0] if k not in keys}
+    stmt = (stmt.on_conflict_do_update(index_elements=keys, set_=changes) if update and changes
+            else stmt.on_conflict_do_nothing(index_elements=keys))
+    conn.execute(stmt, rows)
 
 
 def normalize_url(url: str) -> str:
@@ -202,7 +146,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def _alembic_config(connection: Connection) -> Config:
+def alembic_config(connection: Connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -214,7 +158,7 @@ def migrate(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
-            command.upgrade(_alembic_config(conn), "head")
+            command.upgrade(alembic_config(conn), "head")
         return
     database = engine.url.database
     lock_fd = None
@@ -223,7 +167,7 @@ def migrate(engine: Engine) -> None:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held until the migration has committed
     try:
         with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "head")
+            command.upgrade(alembic_config(conn), "head")
     finally:
         if lock_fd is not None:
             os.close(lock_fd)

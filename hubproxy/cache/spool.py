@@ -1,0 +1,152 @@
+"""The fill spool: where a blob grows while it is filled, before it is verified and handed to the store.
+
+Layout under the data dir: ``tmp/<key>.part`` with its ``tmp/<key>.lock``. The lock (``flock``) makes
+one process the filler of a blob while others on the same folder follow its ``.part`` file (several
+workers, or replicas sharing an NFS export); the kernel releases it when the filler dies, so a crash
+never blocks a blob, and whoever takes the fill over continues the ``.part`` it left (``resume``).
+Whatever the store (local disk, NFS, S3), fills spool here: readers follow a growing local file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from hubproxy.store.base import is_blob_key
+
+
+def _try_lock(path: str) -> int | None:
+    """An exclusive flock on ``path`` (created if needed), or None if another process holds it.
+
+    The lock is only valid if the file we locked is still the one at ``path`` (a finishing
+    filler unlinks it), so that is checked after locking.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+class SpoolFile:
+    """This process's fill of one blob. ``resume_from``: bytes a dead filler left (continued, after re-hashing)."""
+
+    def __init__(self, spool: Spool, key: str, lock_fd: int, resume: bool) -> None:
+        self.spool = spool
+        self.key = key
+        self.path = spool.part_path(key)
+        self._lock_fd = lock_fd
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if resume else os.O_TRUNC)
+        self._fd = os.open(self.path, flags, 0o644)
+        self.resume_from = os.fstat(self._fd).st_size
+        self._closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def restart(self) -> None:
+        """Drop the bytes of an earlier filler (they cannot be used) and start from byte 0."""
+        os.ftruncate(self._fd, 0)
+        self.resume_from = 0
+
+    def close(self) -> None:
+        """fsync and close the file (it stays in place, the lock stays held): ready to be stored."""
+        if not self._closed:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._closed = True
+
+    def finish(self) -> None:
+        """Remove what is left (the file, unless the store took it) and release the lock."""
+        if not self._closed:
+            os.close(self._fd)
+            self._closed = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        if self._lock_fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.spool.lock_path(self.key))
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+class Spool:
+    """The ``tmp`` folder of the data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.folder = Path(data_dir).resolve() / "tmp"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def part_path(self, key: str) -> str:
+        if not is_blob_key(key):
+            raise ValueError(f"not a blob key: {key!r}")
+        return str(self.folder / f"{key}.part")
+
+    def lock_path(self, key: str) -> str:
+        return self.part_path(key)[: -len(".part")] + ".lock"
+
+    def begin(self, key: str, resume: bool = False) -> SpoolFile | None:
+        """Become the filler of ``key``, or None if another process is. ``resume``: keep a dead filler's bytes."""
+        fd = _try_lock(self.lock_path(key))
+        if fd is None:
+            return None
+        return SpoolFile(self, key, fd, resume)
+
+    def progress(self, key: str) -> tuple[int | None, bool]:
+        """Bytes another process's fill has written (None: no such fill), and whether its filler lives."""
+        try:
+            written = os.stat(self.part_path(key)).st_size
+        except FileNotFoundError:
+            return None, False
+        try:
+            fd = os.open(self.lock_path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            return written, False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return written, True
+        finally:
+            os.close(fd)
+        return written, False
+
+    def clean(self) -> int:
+        """Remove fills whose filler is gone (a crash); fills other live processes hold stay."""
+        removed = 0
+        for entry in self.folder.iterdir():
+            key = entry.name.split(".", 1)[0]
+            if not is_blob_key(key) or not entry.name.endswith(".part"):
+                if not entry.name.endswith(".lock"):
+                    entry.unlink(missing_ok=True)
+                continue
+            fd = _try_lock(self.lock_path(key))
+            if fd is None:
+                continue  # another process is filling it right now
+            try:
+                entry.unlink(missing_ok=True)
+                removed += 1
+                os.unlink(self.lock_path(key))
+            finally:
+                os.close(fd)
+        return removed
+
+    def free_bytes(self) -> int:
+        """Space left where fills grow."""
+        st = os.statvfs(self.folder)
+        return st.f_bavail * st.f_frsize
+
+    def writable(self) -> bool:
+        return os.access(self.folder, os.R_OK | os.W_OK | os.X_OK)

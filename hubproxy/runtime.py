@@ -1,0 +1,141 @@
+"""A running hubproxy's parts, made once at start (in dependency order) and closed at stop.
+
+The ASGI app (``app.py``) holds one ``Runtime``; tests of the fast tier build one in process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from hubproxy.admin.api import AdminApi
+from hubproxy.admin.service import AdminService
+from hubproxy.audit.downloads import AuditLog
+from hubproxy.auth.authenticator import Authenticator
+from hubproxy.auth.gate import Gate
+from hubproxy.cache.blobs import BlobCache
+from hubproxy.cache.events import CacheEvent, CacheWatcher
+from hubproxy.cache.fill import FillManager
+from hubproxy.cache.lease import FillLeases
+from hubproxy.cache.spool import Spool
+from hubproxy.cache.usage import Usage
+from hubproxy.config import Settings, default_db_url
+from hubproxy.db import make_engine, record_database
+from hubproxy.hub.api import HubApi
+from hubproxy.hub.errors import hide_origin
+from hubproxy.hub.listing import Listing
+from hubproxy.hub.metadata_routes import MetadataRoutes
+from hubproxy.hub.names import RepoNames
+from hubproxy.hub.relay import RelayRoute, shared_secret
+from hubproxy.hub.resolve import Resolver
+from hubproxy.maintenance import maintain
+from hubproxy.repos.index import RepoIndex
+from hubproxy.repos.upstream import UpstreamSource
+from hubproxy.store import make_store
+from hubproxy.store.base import BlobStore
+from hubproxy.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+
+def advertise_url(settings: Settings) -> str:
+    """Where other replicas reach this one."""
+    if settings.advertise_url:
+        return settings.advertise_url.rstrip("/")
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"http://{host}:{settings.port}{settings.path_prefix}"
+
+
+@dataclass
+class Runtime:
+    """Every part of a running hubproxy."""
+
+    settings: Settings
+    engine: Engine
+    store: BlobStore
+    upstream: UpstreamClient
+    index: RepoIndex
+    source: UpstreamSource
+    names: RepoNames
+    cache: BlobCache
+    auth: Authenticator
+    audit: AuditLog
+    hub: HubApi
+    admin: AdminApi
+    relay: RelayRoute
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    draining: bool = False
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = make_store(settings)
+        spool = Spool(settings.data_dir)
+        removed = await asyncio.to_thread(spool.clean)
+        if removed:
+            log.info("removed %d unfinished fills left by a previous run", removed)
+        engine = await asyncio.to_thread(make_engine, settings.db_url)
+        record_database(settings.data_dir, settings.db_url, default_db_url(settings.data_dir))
+        upstream = UpstreamClient(settings)
+        await upstream.start()
+        hide_origin(settings.upstream_url)
+        leases = None
+        if settings.store == "s3":  # replicas do not share a spool: coordinate fills through the database
+            owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            leases = FillLeases(engine, owner, advertise_url(settings), settings.fill_lease_seconds)
+        secret = await asyncio.to_thread(shared_secret, engine)
+        fills = FillManager(store, spool, engine, upstream, settings.fill_retries, leases)
+        cache = BlobCache(settings, store, spool, fills, upstream, Usage(engine), secret)
+        index = RepoIndex(engine)
+        source = UpstreamSource(settings, index, upstream)
+        names = RepoNames(source, settings.revision_ttl)
+        auth = Authenticator(engine, settings.token_cache_seconds)
+        audit = AuditLog(engine, settings.data_dir)
+        gate = Gate(engine, settings.anonymous_project, settings.token_cache_seconds)
+        hub = HubApi(Resolver(settings, source, cache), MetadataRoutes(settings, source), Listing(index, upstream),
+                     names, settings.public_url, settings.path_prefix, auth, settings.anonymous_access == "read",
+                     audit, settings.trusted_proxies, gate)
+        admin = AdminApi(AdminService(engine, store), auth,
+                         docs_public=settings.anonymous_access == "read")
+        runtime = cls(settings, engine, store, upstream, index, source, names, cache, auth, audit, hub, admin,
+                      RelayRoute(cache, secret, settings.serve_chunk_size))
+        runtime.tasks = [asyncio.create_task(audit.run(), name="audit"),
+                         asyncio.create_task(CacheWatcher(engine, runtime.apply).run(), name="cache-events"),
+                         asyncio.create_task(maintain(settings, engine, cache, auth), name="maintenance")]
+        if settings.anonymous_access == "read":
+            log.warning("anonymous access is on: anyone who reaches hubproxy can download what the upstream serves")
+        if settings.offline:
+            log.warning("offline mode: serving only what is cached")
+        return runtime
+
+    def apply(self, event: CacheEvent) -> None:
+        """A deletion another process (or this one) made: forget what memory says about it."""
+        if event.kind == "blob" and event.blob:
+            self.cache.forget(event.blob)
+        elif event.kind == "repo" and event.repo_type and event.repo_id:
+            self.index.forget_repo(event.repo_type, event.repo_id)
+            self.names.forget(event.repo_type, event.repo_id)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.audit.flush()
+        self.audit.close()
+        log.info("audit queue flushed; stopped")
+        await self.cache.usage.flush()
+        await self.auth.flush()
+        await self.cache.fills.close()
+        await self.upstream.close()
+        self.engine.dispose()

@@ -1,0 +1,84 @@
+"""Every store driver, wrapped once: errors become ``StoreUnavailable`` (a 503 to clients, a line in a
+command's output) and each operation is counted and timed in ``/metrics``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+from hubproxy.observability import metrics
+from hubproxy.store.base import BlobStore, StoreUnavailable
+
+T = TypeVar("T")
+
+
+class InstrumentedStore:
+    """A ``BlobStore`` around a driver: the same interface, with error mapping and metrics."""
+
+    def __init__(self, driver: BlobStore, kind: str) -> None:
+        self.driver = driver
+        self.kind = kind
+
+    def _call(self, op: str, fn: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        result = "ok"
+        try:
+            return fn()
+        except (ValueError, StoreUnavailable):
+            result = "error"
+            raise
+        except Exception as exc:
+            result = "error"
+            raise StoreUnavailable(f"{self.kind} store: {op} failed: {exc.__class__.__name__}: {exc}"[:500]) from exc
+        finally:
+            metrics.STORE_OPERATIONS.labels(op, result).inc()
+            metrics.STORE_SECONDS.labels(op).observe(time.perf_counter() - started)
+
+    def stat(self, key: str) -> int | None:
+        return self._call("stat", lambda: self.driver.stat(key))
+
+    async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
+        started = time.perf_counter()
+        try:
+            body = await self.driver.read(key, start, end, chunk)
+        except (ValueError, StoreUnavailable):
+            raise
+        except Exception as exc:
+            metrics.STORE_OPERATIONS.labels("read", "error").inc()
+            raise StoreUnavailable(f"{self.kind} store: read failed: {exc.__class__.__name__}: {exc}"[:500]) from exc
+        metrics.STORE_OPERATIONS.labels("read", "ok").inc()
+        metrics.STORE_SECONDS.labels("read").observe(time.perf_counter() - started)
+        return None if body is None else self._mapped(body)
+
+    async def _mapped(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in body:
+                yield chunk
+        except (OSError, ValueError):
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"{self.kind} store: reading failed: {exc.__class__.__name__}") from exc
+        finally:
+            await body.aclose()  # type: ignore[attr-defined]
+
+    def ingest(self, key: str, path: str) -> None:
+        self._call("ingest", lambda: self.driver.ingest(key, path))
+
+    def delete(self, key: str) -> None:
+        self._call("delete", lambda: self.driver.delete(key))
+
+    def quarantine(self, key: str) -> None:
+        self._call("quarantine", lambda: self.driver.quarantine(key))
+
+    def list(self) -> Iterator[str]:
+        return iter(self._call("list", lambda: list(self.driver.list())))
+
+    def presign(self, key: str) -> str | None:
+        return self._call("presign", lambda: self.driver.presign(key))
+
+    def ping(self) -> None:
+        self._call("ping", self.driver.ping)
+
+    def __getattr__(self, name: str) -> Any:  # driver details for tests and benchmarks (bucket, root, ...)
+        return getattr(self.driver, name)
