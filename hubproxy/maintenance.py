@@ -4,13 +4,13 @@ statistics and token use written in one batch, old events pruned, the store evic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy.engine import Engine
 
 from hubproxy.audit import downloads as audit_downloads
 from hubproxy.auth.authenticator import Authenticator
+from hubproxy.background import wake_or_timeout
 from hubproxy.cache import events as cache_events
 from hubproxy.cache import manage
 from hubproxy.cache.blobs import BlobCache
@@ -23,8 +23,7 @@ log = logging.getLogger(__name__)
 async def maintain(settings: Settings, engine: Engine, cache: BlobCache, auth: Authenticator) -> None:
     fills = cache.fills
     while True:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(fills.committed.wait(), settings.maintenance_interval)
+        await wake_or_timeout(fills.committed, settings.maintenance_interval)
         fills.committed.clear()
         try:
             await cache.usage.flush()

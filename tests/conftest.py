@@ -40,16 +40,34 @@ def pg_url() -> Iterator[str]:
     admin.dispose()
 
 
+def _shared_model(tmp_path_factory: pytest.TempPathFactory, name: str, shard: bool = False) -> Path:
+    """A tiny model made once per test run, whatever the number of xdist workers (they share the folder)."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    out = root / "shared-models" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = out.parent / f"{name}.done"
+        if not done.exists():
+            make_tiny_model(out, shard=shard)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
+    return _shared_model(tmp_path_factory, "tiny-gpt2")
 
 
 @pytest.fixture(scope="session")
 def fakehub(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
     hub = FakeHub(page_size=3, token=UPSTREAM_TOKEN)
     hub.add_commit("model", "alice/tiny-gpt2", folder_files(model_dir))
-    sharded = make_tiny_model(tmp_path_factory.mktemp("tiny-gpt2-sharded"), shard=True)
+    sharded = _shared_model(tmp_path_factory, "tiny-gpt2-sharded", shard=True)
     hub.add_commit("model", "alice/tiny-gpt2-sharded", folder_files(sharded))
     hub.add_commit("model", "alice/files", odd_files())
     hub.add_commit("model", "gpt2", {"config.json": b'{"canonical": true}'})

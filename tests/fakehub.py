@@ -615,11 +615,11 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 corrupting = key in faults.corrupt or faults.corrupt_next.get(key, 0) > 0
                 if faults.corrupt_next.get(key, 0) > 0 and start <= size // 2 < end:
                     faults.corrupt_next[key] -= 1
-            chunk, delay = faults.trickle.get(key, (1 << 20, 0.0))
             pos = start
             t0 = time.monotonic()
             sent = 0
             while pos < end:
+                chunk, delay = faults.trickle.get(key, (1 << 20, 0.0))  # looked up each time: tests lift it
                 n = min(chunk, end - pos)
                 if drop is not None and pos + n > drop:
                     n = max(0, drop - pos)

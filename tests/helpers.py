@@ -108,6 +108,30 @@ def request(method: str, url: str, headers: dict[str, str] | None = None, body: 
         conn.close()
 
 
+class AdminClient:
+    """The admin REST API of a running hubproxy, as an admin token sees it (faster than a CLI process per call)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/") + "/admin/api/v1"
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import json
+
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        status, _, data = request(method, self.url + path, headers, json.dumps(body).encode() if body else None)
+        if status >= 300:
+            raise AssertionError(f"{method} {path}: {status} {data[:300]!r}")
+        return json.loads(data) if data else None
+
+    def user(self, name: str, project: str | None = None, role: str = "developer") -> str:
+        """Create a user (a member of ``project`` with ``role``); returns a read token of theirs."""
+        self.call("POST", "/users", {"name": name})
+        if project:
+            self.call("PUT", f"/projects/{project}/members/{name}", {"role": role})
+        return self.call("POST", "/tokens", {"user": name})["token"]
+
+
 @dataclass
 class ClientResult:
     returncode: int
@@ -291,3 +315,13 @@ def admin_json(data_dir: Path, *args: str, database_url: str | None = None) -> A
     import json
 
     return json.loads(hubproxy_cli(data_dir, "admin", *args, "--json", database_url=database_url).stdout)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; returns its last value's truth."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())

@@ -13,7 +13,7 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import ROOT, TcpForwarder, request
+from tests.helpers import ROOT, TcpForwarder, request, wait_until
 
 
 def audit(data_dir: Path, *args: str, database_url: str | None = None) -> list[dict]:
@@ -105,6 +105,11 @@ def test_events_wait_in_the_journal_while_the_database_is_away(make_proxy, fakeh
     assert len({e["event_id"] for e in events}) == 4
 
 
+def _journaled_ends(data_dir: Path, path: str) -> int:
+    lines = [line for f in (data_dir / "audit").glob("*.jsonl") for line in f.read_text().splitlines()]
+    return sum(1 for line in lines if '"k":"e"' in line and f'"path":"{path}"' in line)
+
+
 def test_a_killed_process_loses_no_event(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
     """SIGKILL: finished downloads of the last second and a download in progress are all recorded after a restart."""
     data = os.urandom(8 * 1024 * 1024)
@@ -118,6 +123,8 @@ def test_a_killed_process_loses_no_event(make_proxy, fakehub: FakeHub, tmp_path:
     assert sock.recv(65536)  # headers and the first bytes: the download is under way
     for _ in range(3):
         assert request("GET", small)[0] == 200
+    # The client has its bytes a moment before the server has finished its answer (and journaled it).
+    assert wait_until(lambda: _journaled_ends(proxy.data_dir, "config.json") >= 4)
     proxy.kill()  # within the writer's one-second batch: these events exist only in the journal
     sock.close()
     fakehub.throttle_bps = None

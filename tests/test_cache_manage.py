@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.fakehub import FakeHub
-from tests.helpers import ROOT, ProxyProcess, request
+from tests.helpers import ROOT, ProxyProcess, request, wait_until
 
 
 def cache_cli(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -33,15 +33,6 @@ def _blob_path(proxy: ProxyProcess, data: bytes) -> Path:
     return proxy.data_dir / "blobs" / sha[:2] / sha
 
 
-def _wait(predicate, timeout: float = 10) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_prefetch_ls_and_statistics(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
     proxy = make_proxy(maintenance_interval="0.3")
     out = cache_cli(proxy.data_dir, "prefetch", "alice/files", "--include", "*.json", "--include", "sub dir/*",
@@ -53,7 +44,7 @@ def test_prefetch_ls_and_statistics(make_proxy, fakehub: FakeHub) -> None:  # no
     assert "2880321" not in out.stderr and len(out.stderr.splitlines()) < 10
     for _ in range(4):
         assert request("GET", proxy.url + "/alice/files/resolve/main/config.json")[0] == 200
-    assert _wait(lambda: ls(proxy.data_dir)["model:alice/files"]["hits"] >= 5)
+    assert wait_until(lambda: ls(proxy.data_dir)["model:alice/files"]["hits"] >= 5)
     row = ls(proxy.data_dir)["model:alice/files"]
     assert row["files_cached"] == 3 and "main" in row["refs"] and row["last_access"] > time.time() - 60
     text = cache_cli(proxy.data_dir, "ls").stdout
@@ -79,7 +70,7 @@ def test_eviction_keeps_pinned_and_in_use(make_proxy, fakehub: FakeHub) -> None:
         others.append(data)
         time.sleep(0.05)
     stored = lambda: sum(p.stat().st_size for p in (proxy.data_dir / "blobs").rglob("*") if p.is_file())  # noqa: E731
-    assert _wait(lambda: stored() <= budget)
+    assert wait_until(lambda: stored() <= budget)
     assert _blob_path(proxy, keep).exists()  # pinned
     assert not _blob_path(proxy, others[0]).exists()  # least recently used went first
     # An evicted file is simply filled again.
@@ -110,7 +101,7 @@ def test_verify_quarantines_a_damaged_blob(make_proxy, fakehub: FakeHub) -> None
     url = proxy.url + "/alice/scrub/resolve/main/w.safetensors"
     assert request("GET", url)[2] == data
     blob = _blob_path(proxy, data)
-    assert _wait(blob.exists)
+    assert wait_until(blob.exists)
     assert cache_cli(proxy.data_dir, "verify").returncode == 0
     damaged = bytearray(blob.read_bytes())
     damaged[1000] ^= 0xFF

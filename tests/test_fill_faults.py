@@ -271,3 +271,30 @@ def test_a_resumed_download_never_completes_a_wrong_file(proxy: ProxyProcess, fa
     incomplete.write_bytes(bytes(kept))
     second = run_client("", env, args=[str(python), "-c", fetch])
     assert second.stdout.strip().splitlines()[-1] == sha_old
+
+
+def test_a_cached_full_listing_answers_for_its_commit_while_upstream_is_down(proxy: ProxyProcess,
+                                                                              fakehub: FakeHub) -> None:
+    """A commit's full listing stands in for any folder listing, paths-info and missing-file answer."""
+    from huggingface_hub import HfApi
+
+    online = HfApi(endpoint=proxy.url)
+    assert len(online.list_repo_files("alice/files")) == 7  # caches the recursive listing of the commit
+    folder = sorted((e.path, getattr(e, "size", None)) for e in online.list_repo_tree("alice/files", "sub dir"))
+    fakehub.stop()
+    try:
+        offline = HfApi(endpoint=proxy.url)
+        # Never asked before, now derived: the folder "sub dir/deeper", and paths-info of two paths.
+        assert [e.path for e in offline.list_repo_tree("alice/files", "sub dir/deeper")] == ["sub dir/deeper/a.txt"]
+        info = offline.get_paths_info("alice/files", ["config.json", "sub dir/deeper/a.txt", "nope"])
+        assert sorted(i.path for i in info) == ["config.json", "sub dir/deeper/a.txt"]
+        # A path the listing does not hold is certainly missing at that commit: 404 EntryNotFound, not 504.
+        assert not offline.file_exists("alice/files", "nope.txt")
+        status, headers, _ = request("HEAD", proxy.url + "/alice/files/resolve/main/nope.txt")
+        assert status == 404 and headers["x-error-code"] == "EntryNotFound"
+        # A listed file whose bytes hubproxy does not hold stays a gateway error (HEAD promises what GET keeps).
+        assert request("HEAD", proxy.url + "/alice/files/resolve/main/config.json")[0] in (502, 504)
+        assert sorted((e.path, getattr(e, "size", None)) for e in offline.list_repo_tree("alice/files", "sub dir")) \
+            == folder
+    finally:
+        fakehub.restart()

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
 from tests.fakehub import FakeHub
-from tests.helpers import ROOT, hubproxy_cli
+from tests.helpers import ROOT, AdminClient, wait_until
 
 OK, HIDDEN, NO_PULL = "ok", "hidden", "no-pull"
 
@@ -47,20 +46,16 @@ def test_permission_matrix(make_proxy, fakehub: FakeHub, tmp_path: Path, databas
     proxy = make_proxy(anonymous_access="off", token_cache_seconds="0", **extra)
     d = proxy.data_dir
     tokens = {"admin": admin(d, db, "bootstrap")["token"]}
-    admin(d, db, "project-create", "research", "--allow", "models:alice/*", "--deny", "models:alice/gated*")
-    admin(d, db, "project-create", "other", "--allow", "models:gpt2")
+    rest = AdminClient(proxy.url, tokens["admin"])
+    rest.call("POST", "/projects", {"name": "research", "allow": ["models:alice/*"], "deny": ["models:alice/gated*"]})
+    rest.call("POST", "/projects", {"name": "other", "allow": ["models:gpt2"]})
     for user, project, role in (("viewer", "research", "viewer"), ("dev", "research", "developer"),
                                 ("maint", "research", "maintainer"), ("outsider", "other", "developer")):
-        admin(d, db, "user-create", user)
-        admin(d, db, "member-set", project, user, "--role", role)
-        tokens[user] = admin(d, db, "token-create", user)["token"]
+        tokens[user] = rest.user(user, project, role)
     # alice/files is cached (an admin pulled it; its blob is stored just after the last byte is sent);
     # alice/tiny-gpt2 is not yet.
     assert outcome(proxy.url, tokens["admin"], "alice/files", tmp_path / "warm") == OK
-    deadline = time.monotonic() + 10
-    while not any(r["files_cached"] for r in json.loads(hubproxy_cli(d, "cache", "ls", "--json", database_url=db).stdout)):
-        assert time.monotonic() < deadline, "the admin's download was never stored"
-        time.sleep(0.1)
+    assert wait_until(lambda: any(r["files_cached"] for r in rest.call("GET", "/cache"))), "never stored"
     expected = {
         "viewer": {"alice/files": OK, "alice/tiny-gpt2": NO_PULL, "alice/gated": HIDDEN, "gpt2": HIDDEN},
         "outsider": {"alice/files": HIDDEN, "alice/tiny-gpt2": HIDDEN, "alice/gated": HIDDEN, "gpt2": OK},
@@ -89,12 +84,16 @@ def test_permission_matrix(make_proxy, fakehub: FakeHub, tmp_path: Path, databas
     assert [m.id for m in HfApi(endpoint=proxy.url, token=tokens["outsider"]).list_models(search="alice")] == []
     # The audit trail names the project that granted each download.
     # Events are written in batches about once a second: wait for the viewer's download to land.
-    deadline = time.monotonic() + 15
-    while not (events := [e for e in admin(d, db, "audit", "--user", "viewer") if e["status"] == 200]):
-        assert time.monotonic() < deadline, "the viewer's download was never audited"
-        time.sleep(0.3)
+    def viewer_events() -> list[dict]:
+        return rest.call("GET", "/audit/downloads?user=viewer")
+
+    assert wait_until(lambda: [e for e in viewer_events() if e["status"] == 200], 15), "never audited"
+    events = [e for e in viewer_events() if e["status"] == 200]
     assert [(e["repo_id"], e["project"]) for e in events] == [("alice/files", "research")]
     # Refused attempts are recorded too, with their outcome (the client's HEAD was all it sent).
-    refused = {(e["repo_id"], e["error"]) for e in admin(d, db, "audit", "--user", "viewer")
-               if e["outcome"] == "refused"}
-    assert refused == {("alice/tiny-gpt2", "GatedRepo"), ("alice/gated", "RepoNotFound"), ("gpt2", "RepoNotFound")}
+    def refused() -> set[tuple[str, str]]:
+        return {(e["repo_id"], e["error"]) for e in viewer_events() if e["outcome"] == "refused"}
+
+    expected_refusals = {("alice/tiny-gpt2", "GatedRepo"), ("alice/gated", "RepoNotFound"), ("gpt2", "RepoNotFound")}
+    wait_until(lambda: refused() == expected_refusals)
+    assert refused() == expected_refusals

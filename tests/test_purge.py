@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.fakehub import FakeHub, git_sha1
-from tests.helpers import hubproxy_cli, request
-
-
-def _wait(predicate, timeout: float = 20) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+from tests.helpers import hubproxy_cli, request, wait_until
 
 
 def test_purge_reaches_every_worker_on_a_local_store(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
@@ -29,7 +21,7 @@ def test_purge_reaches_every_worker_on_a_local_store(make_proxy, fakehub: FakeHu
     for _ in range(6):  # new connections: both workers serve it and remember it as stored
         assert request("GET", url + "w.safetensors")[2] == data
         assert request("GET", url + "notes.txt")[2] == b"plain text"
-    _wait(blob.exists)
+    assert wait_until(blob.exists)
     out = hubproxy_cli(proxy.data_dir, "cache", "purge", "alice/purge-local", "--json")  # no ValueError
     assert '"blobs": 1' in out.stdout and not blob.exists()
     fakehub.reset_counts()
@@ -52,7 +44,7 @@ def test_purge_and_quarantine_reach_replicas_on_s3_with_redirects(make_proxy, fa
     fakehub.add_commit("model", "alice/purge-s3", {"w.safetensors": data})
     path = "/alice/purge-s3/resolve/main/w.safetensors"
     assert request("GET", a.url + path)[2] == data
-    _wait(lambda: any(o["Key"] == key for o in client.list_objects_v2(Bucket=name).get("Contents", [])))
+    assert wait_until(lambda: any(o["Key"] == key for o in client.list_objects_v2(Bucket=name).get("Contents", [])), timeout=20)
     for proxy in (a, b):
         status, headers, _ = request("HEAD", proxy.url + path)
         assert status == 302, proxy.url
@@ -67,7 +59,7 @@ def test_purge_and_quarantine_reach_replicas_on_s3_with_redirects(make_proxy, fa
     hubproxy_cli(a.data_dir, "cache", "purge", "alice/purge-s3", **s3)
     assert not [o for o in client.list_objects_v2(Bucket=name).get("Contents", []) if o["Key"] == key]
     never_a_dead_redirect()  # at once, without waiting for anything
-    _wait(lambda: any(o["Key"] == key for o in client.list_objects_v2(Bucket=name).get("Contents", [])))
+    assert wait_until(lambda: any(o["Key"] == key for o in client.list_objects_v2(Bucket=name).get("Contents", [])), timeout=20)
     # A verify that quarantines a damaged object: no replica redirects to where it was.
     client.put_object(Bucket=name, Key=key, Body=b"x" + data[1:])
     result = hubproxy_cli(a.data_dir, "cache", "verify", "--json", check=False, **s3)

@@ -12,7 +12,6 @@ lost if the database is away for a while: the journal waits on disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import hashlib
 import io
@@ -28,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from hubproxy.audit.journal import Journal, Segment, read_lines, try_lock
+from hubproxy.background import wake_or_timeout
 from hubproxy.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ class AuditLog:
     # -- writer -----------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            await wake_or_timeout(self._wake, self.interval)
             self._wake.clear()
             await self.flush()
 

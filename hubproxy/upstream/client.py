@@ -25,6 +25,7 @@ from hubproxy.observability import metrics
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 10
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = f"hubproxy/{__version__}"
 
 
@@ -118,37 +119,35 @@ class UpstreamClient:
         t = self.settings.upstream_timeout
         return aiohttp.ClientTimeout(total=total, connect=t, sock_connect=t, sock_read=t)
 
-    async def fetch(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
-        timeout: float | None = None,
-        send_token: bool = True,
-    ) -> UpstreamResponse:
-        """Send a request, follow redirects, and read the whole (small) answer."""
+    async def _send(self, method: str, url: str, *, headers: dict[str, str], params: Any = None, data: Any = None,
+                    timeout: aiohttp.ClientTimeout, same_origin_only: bool = False, send_token: bool = True,
+                    direct: bool = False, decompress: bool = True) -> aiohttp.ClientResponse:
+        """The one request primitive: send, follow redirects by hand, map failures to ``UpstreamUnavailable``.
+
+        The token goes to the upstream's origin only. With ``same_origin_only`` a redirect to another origin
+        (a CDN) is returned as the answer: its 3xx carries the file's metadata. The caller releases the answer.
+        """
         session = self._check()
-        url = path if path.startswith(("http://", "https://")) else self.url(path)
+        if direct and self._direct is not None:
+            session = self._direct
+        path = url
         try:
             for _ in range(MAX_REDIRECTS + 1):
-                req_headers = self._headers(url, headers) if send_token else dict(headers or {})
-                async with session.request(
-                    method, url, params=params, data=data, headers=req_headers,
-                    allow_redirects=False, timeout=self._timeout(timeout or self.settings.upstream_timeout * 2),
-                ) as resp:
-                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                        url = urljoin(str(resp.url), resp.headers["Location"])
-                        params = None
+                resp = await session.request(
+                    method, url, params=params, data=data, allow_redirects=False, timeout=timeout,
+                    headers=self._headers(url, headers) if send_token else headers, auto_decompress=decompress)
+                location = resp.headers.get("Location")
+                if resp.status in REDIRECTS and location:
+                    target = urljoin(str(resp.url), location)
+                    if not same_origin_only or _origin(target) == self._origin:
+                        resp.release()
+                        url, params = target, None
                         if resp.status == 303:
                             method, data = "GET", None
                         continue
-                    body = await resp.read()
-                    if resp.status >= 500:
-                        metrics.UPSTREAM_ERRORS.labels("status_5xx").inc()
-                    return UpstreamResponse(resp.status, resp.headers, body, str(resp.url))
+                if resp.status >= 500:
+                    metrics.UPSTREAM_ERRORS.labels("status_5xx").inc()
+                return resp
             raise UpstreamUnavailable(f"too many redirects from {path}")
         except asyncio.TimeoutError:
             metrics.UPSTREAM_ERRORS.labels("timeout").inc()
@@ -157,33 +156,32 @@ class UpstreamClient:
             metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
             raise UpstreamUnavailable(f"{type(exc).__name__} on {method} {path}: {exc}") from None
 
-    async def head_file(self, path: str, timeout: float | None = None) -> UpstreamResponse:
-        """HEAD a resolve URL the way a client does: follow same-origin redirects only.
-
-        It stops at a redirect to another origin (a CDN), whose 3xx carries the metadata.
-        """
-        session = self._check()
-        url = self.url(path)
+    async def fetch(self, method: str, path: str, *, params: Any = None, data: Any = None,
+                    headers: dict[str, str] | None = None, timeout: float | None = None,
+                    send_token: bool = True) -> UpstreamResponse:
+        """Send a request, follow redirects, and read the whole (small) answer."""
+        resp = await self._send(method, self._absolute(path), headers=dict(headers or {}), params=params, data=data,
+                                timeout=self._timeout(timeout or self.settings.upstream_timeout * 2),
+                                send_token=send_token)
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                async with session.head(
-                    url, headers=self._headers(url, {"Accept-Encoding": "identity"}),
-                    allow_redirects=False, timeout=self._timeout(timeout or self.settings.upstream_timeout),
-                ) as resp:
-                    location = resp.headers.get("Location")
-                    if resp.status in (301, 302, 303, 307, 308) and location:
-                        target = urljoin(str(resp.url), location)
-                        if _origin(target) == self._origin:
-                            url = target
-                            continue
-                    return UpstreamResponse(resp.status, resp.headers, b"", str(resp.url))
-            raise UpstreamUnavailable(f"too many redirects from {path}")
+            body = await resp.read()
         except asyncio.TimeoutError:
             metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-            raise UpstreamUnavailable(f"timed out on HEAD {path}", timeout=True) from None
+            raise UpstreamUnavailable(f"timed out reading {method} {path}", timeout=True) from None
         except aiohttp.ClientError as exc:
             metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
-            raise UpstreamUnavailable(f"{type(exc).__name__} on HEAD {path}: {exc}") from None
+            raise UpstreamUnavailable(f"{type(exc).__name__} reading {method} {path}: {exc}") from None
+        finally:
+            resp.release()
+        return UpstreamResponse(resp.status, resp.headers, body, str(resp.url))
+
+    async def head_file(self, path: str, timeout: float | None = None) -> UpstreamResponse:
+        """HEAD a resolve URL the way a client does: follow same-origin redirects only."""
+        resp = await self._send("HEAD", self.url(path), headers={"Accept-Encoding": "identity"},
+                                timeout=self._timeout(timeout or self.settings.upstream_timeout),
+                                same_origin_only=True)
+        resp.release()
+        return UpstreamResponse(resp.status, resp.headers, b"", str(resp.url))
 
     async def open_stream(self, path: str, start: int = 0, end: int | None = None,
                           extra_headers: dict[str, str] | None = None, direct: bool = False) -> aiohttp.ClientResponse:
@@ -193,34 +191,14 @@ class UpstreamClient:
         ``direct`` sends the request past any proxy). Returns the final response whatever its status;
         raises UpstreamUnavailable on connection errors.
         """
-        session = self._check()
-        if direct and self._direct is not None:
-            session = self._direct
-        url = path if path.startswith(("http://", "https://")) else self.url(path)
         headers = {"Accept-Encoding": "identity", **(extra_headers or {})}
         if start or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-        try:
-            for _ in range(MAX_REDIRECTS + 1):
-                resp = await session.get(
-                    url, headers=self._headers(url, headers), allow_redirects=False,
-                    timeout=self._timeout(None), auto_decompress=False,
-                )
-                location = resp.headers.get("Location")
-                if resp.status in (301, 302, 303, 307, 308) and location:
-                    resp.release()
-                    url = urljoin(str(resp.url), location)
-                    continue
-                if resp.status >= 500:
-                    metrics.UPSTREAM_ERRORS.labels("status_5xx").inc()
-                return resp
-            raise UpstreamUnavailable(f"too many redirects from {path}")
-        except asyncio.TimeoutError:
-            metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-            raise UpstreamUnavailable(f"timed out on GET {path}", timeout=True) from None
-        except aiohttp.ClientError as exc:
-            metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
-            raise UpstreamUnavailable(f"{type(exc).__name__} on GET {path}: {exc}") from None
+        return await self._send("GET", self._absolute(path), headers=headers, timeout=self._timeout(None),
+                                direct=direct, decompress=False)
+
+    def _absolute(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.url(path)
 
 
 async def iter_body(resp: aiohttp.ClientResponse, skip: int = 0) -> AsyncIterator[bytes]:
