@@ -108,6 +108,8 @@ def make_proxy(tmp_path: Path, fakehub: FakeHub) -> Iterator[Callable[..., Proxy
         return proxy.start()
 
     yield make
+    for proxy in started:  # all at once: each takes a moment to drain and exit
+        proxy.terminate()
     for proxy in started:
         proxy.stop()
 

@@ -36,6 +36,7 @@ class ProxyProcess:
         self.args = args or []
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._terminated = False
         self.log_path = (log_dir or data_dir.parent) / f"hubproxy-{self.port}.log"
 
     @property
@@ -48,6 +49,7 @@ class ProxyProcess:
         cmd = [sys.executable, "-m", "hubproxy", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--upstream", self.upstream, "--data-dir", str(self.data_dir), *self.args]
         self._log = open(self.log_path, "ab")
+        self._terminated = False
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -60,12 +62,18 @@ class ProxyProcess:
                     return self
             except OSError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.02)
         raise RuntimeError(f"hubproxy did not become ready:\n{self.log()}")
+
+    def terminate(self) -> None:
+        """Ask the server to stop (SIGTERM, once), without waiting for it."""
+        if self.proc and self.proc.poll() is None and not self._terminated:
+            self._terminated = True
+            self.proc.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -104,6 +112,36 @@ def request(method: str, url: str, headers: dict[str, str] | None = None, body: 
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def serve_in_thread(handler: type) -> tuple[Any, str]:
+    """A threaded HTTP server on a free loopback port, serving in the background; returns it and its URL."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def forward(handler: Any, host: str, port: int, target: str, body: bytes | None, headers: dict[str, str]) -> None:
+    """Send ``handler``'s request on to ``host:port`` and its whole answer back (test relays and proxies)."""
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.request(handler.command, target, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        handler.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                handler.send_header(k, v)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(data)
     finally:
         conn.close()
 
@@ -241,8 +279,7 @@ class S3FaultRelay:
     """
 
     def __init__(self, target: str) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.target = urlsplit(target)
         self.refuse: Callable[[str, str], bool] = lambda method, path: False
@@ -265,28 +302,13 @@ class S3FaultRelay:
                     self.end_headers()
                     self.wfile.write(msg)
                     return
-                conn = http.client.HTTPConnection(relay.target.hostname, relay.target.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = self.headers.get("Host", "")
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
+                forward(self, relay.target.hostname or "", relay.target.port or 80, self.path, body, headers)
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay  # noqa: N815
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_in_thread(Handler)
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -6,12 +6,12 @@ every request it was asked to make, so a test can tell what went through it.
 
 from __future__ import annotations
 
-import http.client
 import select
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.helpers import forward, serve_in_thread
 
 
 class ForwardProxy:
@@ -53,27 +53,13 @@ class ForwardProxy:
                 target = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection",)}
-                conn.request(self.command, target.path + (f"?{target.query}" if target.query else ""), body, headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
+                forward(self, target.hostname or "", target.port or 80,
+                        target.path + (f"?{target.query}" if target.query else ""), body, headers)
 
             do_GET = do_HEAD = do_POST = _relay  # noqa: N815
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_in_thread(Handler)
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -35,7 +35,7 @@ def test_hf_hub_download(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) 
     for name in ("config.json", "weights.bin", "sub dir/notes \u00e9.txt", "empty.txt", "model.safetensors"):
         local = hf_hub_download("alice/files", name, endpoint=proxy.url, cache_dir=tmp_path)
         assert Path(local).read_bytes() == files[name]
-        # The blob name is the Hub's own (C2): sha256 for LFS, git sha1 otherwise.
+        # The blob name is the Hub's own: sha256 for LFS, git sha1 otherwise.
         blob = Path(local).resolve().name
         assert blob in (hashlib.sha256(files[name]).hexdigest(),
                         hashlib.sha1(b"blob %d\0" % len(files[name]) + files[name]).hexdigest())
@@ -92,7 +92,7 @@ def test_client_errors(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  #
         hf_hub_download("alice/files", "nope.json", endpoint=proxy.url, cache_dir=tmp_path)
     with pytest.raises(GatedRepoError):
         hf_hub_download("alice/gated", "model.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
-    # Gated metadata is public (M4), content is not.
+    # Gated metadata is public, content is not.
     assert HfApi(endpoint=proxy.url).model_info("alice/gated").gated == "manual"
 
 
@@ -136,7 +136,7 @@ def test_hf_cli_download(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) 
 
 
 def test_endpoint_with_path_prefix(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
-    """G1: HF_ENDPOINT may carry a path prefix."""
+    """HF_ENDPOINT may carry a path prefix."""
     proxy = make_proxy(path_prefix="/hf", tree_page_size="2")
     endpoint = proxy.url + "/hf"
     files = _files(fakehub, "alice/files")
@@ -148,7 +148,7 @@ def test_endpoint_with_path_prefix(make_proxy, fakehub: FakeHub, tmp_path: Path)
 
 
 def test_revisions_with_slashes(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) -> None:
-    """G3: refs/pr/N and branch names with '/' arrive encoded as one segment (and refs/pr/N also literally)."""
+    """refs/pr/N and branch names with '/' arrive encoded as one segment (and refs/pr/N also literally)."""
     fakehub.add_commit("model", "alice/prs", {"f.txt": b"main"})
     fakehub.add_commit("model", "alice/prs", {"f.txt": b"pr one"}, branch="refs/pr/1")
     fakehub.add_commit("model", "alice/prs", {"f.txt": b"feature"}, branch="feat/x")

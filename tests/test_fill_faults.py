@@ -255,7 +255,7 @@ def test_a_resumed_download_never_completes_a_wrong_file(proxy: ProxyProcess, fa
                                  {"Range": "bytes=100-199"})
     assert status == 503 and headers["x-error-code"] == "BlobFailedVerification"
     # huggingface_hub 0.36 (requests) gives up on the cut and keeps its .incomplete file; a later call resumes
-    # that file with a Range (D15). Whatever it kept, the answer to the resume is whole and it starts over.
+    # that file with a Range. Whatever it kept, the answer to the resume is whole and it starts over.
     old, sha_old = _big(fakehub, "flipped-old", size)
     fakehub.faults.corrupt_next[sha_old] = 1
     python = client_python("huggingface_hub==0.36.2")

@@ -73,7 +73,7 @@ def test_permission_matrix(make_proxy, fakehub: FakeHub, tmp_path: Path, databas
     with pytest.raises(RepositoryNotFoundError):
         api.list_repo_files("gpt2")
     assert not api.repo_exists("alice/gated") and api.repo_exists("alice/files")
-    # Listings (M20, paginated upstream and followed through hubproxy's Link) show only what each caller may see.
+    # Listings (paginated upstream and followed through hubproxy's Link) show only what each caller may see.
     def listed(user: str) -> list[str]:
         return sorted(m.id for m in HfApi(endpoint=proxy.url, token=tokens[user]).list_models())
 

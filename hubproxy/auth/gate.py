@@ -69,7 +69,7 @@ class Gate:
 
 
 def not_pullable(who: Authenticated | None, repo_type: str, repo_id: str) -> HubError:
-    """A gated-like refusal (P5): the repo exists for this caller; fetching it from the upstream is not allowed."""
+    """A gated-like refusal: the repo exists for this caller; fetching it from the upstream is not allowed."""
     return HubError(403 if who else 401, "GatedRepo",
                     f"{repo_type} {repo_id} is not in hubproxy's cache, and your project's policy or role "
                     "does not allow pulling new repos from upstream")

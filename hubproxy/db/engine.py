@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Table, create_engine, event, text
+from sqlalchemy import Table, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -168,13 +168,15 @@ def alembic_config(connection: Connection) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest migration, one process at a time."""
-    from alembic import command
+    """Bring the schema to the newest migration, one process at a time.
 
+    An empty database gets the declared schema at once (what the migrations build, as a fast test
+    proves) and is stamped with the newest migration; an existing one is upgraded by Alembic.
+    """
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
-            command.upgrade(alembic_config(conn), "head")
+            _bring_up_to_date(conn)
         return
     database = engine.url.database
     lock_fd = None
@@ -183,10 +185,24 @@ def migrate(engine: Engine) -> None:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held until the migration has committed
     try:
         with engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "head")
+            _bring_up_to_date(conn)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
+
+
+def _bring_up_to_date(conn: Connection) -> None:
+    from hubproxy.db.models import METADATA
+
+    if not inspect(conn).get_table_names():
+        METADATA.create_all(conn)
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                          "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": SCHEMA_HEAD})
+        return
+    from alembic import command
+
+    command.upgrade(alembic_config(conn), "head")
 
 
 def schema_revision(engine: Engine) -> str | None:

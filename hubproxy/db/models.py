@@ -2,13 +2,14 @@
 
 Each group of tables has one owner module, the only code that reads or writes it:
 
-- repos, refs, commits, entries, repo_aliases, answers: ``hubproxy/repos/index.py`` (the revision index);
+- repos, refs, commits, entries, repo_aliases, answers: ``hubproxy/repos/rows.py`` (read through the
+  revision index, ``repos/index.py``);
 - blobs, pins, cache_events, blob_mismatches: ``hubproxy/cache/records.py``; fill_leases: ``cache/lease.py``;
 - principals, tokens: ``hubproxy/auth/identity.py``; projects, project_members: ``hubproxy/auth/policy.py``;
 - audit_downloads: ``hubproxy/audit/downloads.py``; audit_admin: ``hubproxy/audit/admin.py``;
 - cluster_secrets: ``hubproxy/hub/relay.py``.
 
-``tests/test_database.py`` checks that upgrading an empty database with the Alembic migrations yields
+``tests/fast/test_schema.py`` checks that upgrading an empty database with the Alembic migrations yields
 this schema, on SQLite and PostgreSQL.
 """
 

@@ -1,4 +1,5 @@
-"""``GET /api/{models,datasets,spaces}``: repo listings and search (protocol M20), filtered by policy.
+"""``GET /api/{models,datasets,spaces}``: repo listings and search, filtered by policy (``docs/protocol.md``,
+"Metadata").
 
 The upstream's listing is passed on with every repo the caller may not see removed (so a page may
 hold fewer entries than asked for; its ``Link`` still leads to the next one). When the upstream

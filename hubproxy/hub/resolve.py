@@ -1,6 +1,6 @@
 """``HEAD``/``GET /{P}{repo}/resolve/{rev}/{path}``: the headers clients read, ranges, and the bytes.
 
-Every answer is a direct 200/206 from hubproxy (``docs/protocol.md``, "Downloads"): clients are never
+Every answer is a direct 200/206 from hubproxy (``docs/protocol.md``, "Resolve: HEAD"): clients are never
 sent to an upstream or CDN host, and no Xet header reaches them. With ``s3_redirect`` a stored LFS
 blob is answered with a 302 to a presigned URL on the bucket, carrying the same metadata headers.
 Where the bytes come from is the blob cache's decision (``cache/blobs.py``).

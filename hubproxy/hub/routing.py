@@ -17,7 +17,7 @@ from hubproxy.hub.errors import HubError, bad_request
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 #: Resolve-URL prefix per repo type (models have none).
 RESOLVE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-#: Sub-route keywords after ``/api/{T}/a/`` that make ``a`` a one-segment repo id (G7).
+#: Sub-route keywords after ``/api/{T}/a/`` that make ``a`` a one-segment repo id (``docs/protocol.md``, "URLs").
 SUBROUTES = {
     "revision", "tree", "paths-info", "refs", "commits", "preupload", "commit", "branch", "tag",
     "xet-read-token", "xet-write-token", "auth-check", "lfs-files", "safetensors-metadata",
@@ -72,7 +72,7 @@ def is_commit(rev: str | None) -> bool:
 
 
 def parse_bool(value: str | None, default: bool = False) -> bool:
-    """Query booleans: ``true``/``True``/``1`` and ``false``/``False``/``0`` (G8)."""
+    """Query booleans: ``true``/``True``/``1`` and ``false``/``False``/``0``."""
     if value is None:
         return default
     text = value.strip().lower()
@@ -109,7 +109,7 @@ def _check_text(text: str, what: str) -> None:
 
 
 def validate_repo_id(segments: list[str]) -> str:
-    """Decode and validate one or two repo id segments (G2)."""
+    """Decode and validate one or two repo id segments (``docs/protocol.md``, "URLs")."""
     parts = [_decode(s) for s in segments]
     for part in parts:
         if not _REPO_SEGMENT.fullmatch(part) or part in (".", "..") or "--" in part or ".." in part:
@@ -213,7 +213,7 @@ def parse_api(segments: list[str]) -> Route:
         rev, extra = _take_revision(args)
         parts: list[str] = []
         for seg in extra:
-            parts.extend(_decode(seg).split("/"))  # G5: one %2F-encoded segment or literal slashes
+            parts.extend(_decode(seg).split("/"))  # one %2F-encoded segment or literal slashes
         if parts and parts[-1] == "":
             parts = parts[:-1]
         path = validate_repo_path(parts) if parts else ""

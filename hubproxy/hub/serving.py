@@ -30,8 +30,8 @@ def _position(digits: str) -> int:
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """Parse a ``Range`` header into ``(start, end_exclusive)``; None means the whole file.
 
-    Exact D13 semantics: the end is clipped to the size, a start at or past the size is 416,
-    a malformed or multi-part range is 400.
+    As clients expect (``docs/protocol.md``, "Resolve: GET and ranges"): the end is clipped to the size,
+    a start at or past the size is 416, a malformed or multi-part range is 400.
     """
     if header is None:
         return None

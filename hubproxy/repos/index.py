@@ -76,6 +76,18 @@ class RepoIndex:
 
         return await asyncio.to_thread(run)
 
+    async def _remembered(self, memory: LRU[Any, V], key: Any, build: Callable[[Any], V],
+                          load: Callable[[Connection], Any]) -> V | None:
+        """What memory holds under ``key``, else what the database has (``build`` from its rows, then kept)."""
+        value = memory.get(key)
+        if value is None:
+            loaded = await self._read(load)
+            if loaded is None:
+                return None
+            value = build(loaded)
+            memory.put(key, value)
+        return value
+
     def forget_repo(self, repo_type: str, repo_id: str) -> None:
         """Drop what memory holds about a repo (it was purged; the database no longer has it)."""
         self._entries.drop_where(lambda k: k[:2] == (repo_type, repo_id))
@@ -116,15 +128,8 @@ class RepoIndex:
 
     # -- commits ------------------------------------------------------------------------
     async def commit_info(self, repo_type: str, repo_id: str, commit: str) -> dict[str, Any] | None:
-        key = (repo_type, repo_id, commit)
-        info = self._infos.get(key)
-        if info is None:
-            text = await self._read(lambda c: rows.get_commit_info(c, repo_type, repo_id, commit))
-            if text is None:
-                return None
-            info = json.loads(text)
-            self._infos.put(key, info)
-        return info
+        return await self._remembered(self._infos, (repo_type, repo_id, commit), json.loads,
+                                      lambda c: rows.get_commit_info(c, repo_type, repo_id, commit))
 
     async def put_commit_info(self, repo_type: str, repo_id: str, commit: str, info: dict[str, Any]) -> None:
         self._infos.put((repo_type, repo_id, commit), info)
@@ -134,15 +139,8 @@ class RepoIndex:
     # -- listings and entries -------------------------------------------------------------
     async def listing(self, repo_type: str, repo_id: str, commit: str) -> Listing | None:
         """The commit's complete listing, if hubproxy holds it (built once, then kept in memory)."""
-        key = (repo_type, repo_id, commit)
-        listing = self._listings.get(key)
-        if listing is None:
-            loaded = await self._read(lambda c: rows.load_listing(c, repo_type, repo_id, commit))
-            if loaded is None:
-                return None
-            listing = Listing(*loaded)
-            self._listings.put(key, listing)
-        return listing
+        return await self._remembered(self._listings, (repo_type, repo_id, commit), lambda rows_: Listing(*rows_),
+                                      lambda c: rows.load_listing(c, repo_type, repo_id, commit))
 
     async def put_listing(self, repo_type: str, repo_id: str, commit: str, listed: list[Entry]) -> Listing:
         await self._write(lambda c: rows.put_listing(c, repo_type, repo_id, commit, listed))
@@ -156,13 +154,8 @@ class RepoIndex:
         return self._entries.get((repo_type, repo_id, commit, path))
 
     async def entry(self, repo_type: str, repo_id: str, commit: str, path: str) -> Entry | None:
-        key = (repo_type, repo_id, commit, path)
-        found = self._entries.get(key)
-        if found is None:
-            found = await self._read(lambda c: rows.get_entry(c, repo_type, repo_id, commit, path))
-            if found is not None:
-                self._entries.put(key, found)
-        return found
+        return await self._remembered(self._entries, (repo_type, repo_id, commit, path), lambda e: e,
+                                      lambda c: rows.get_entry(c, repo_type, repo_id, commit, path))
 
     async def put_entry(self, repo_type: str, repo_id: str, commit: str, entry: Entry) -> None:
         self._entries.put((repo_type, repo_id, commit, entry.path), entry)

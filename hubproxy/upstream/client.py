@@ -8,9 +8,10 @@ no client is ever sent to an upstream or CDN host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -56,6 +57,19 @@ def upstream_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     if ca_bundle:
         context.load_verify_locations(cafile=ca_bundle)
     return context
+
+
+@contextlib.contextmanager
+def _failures_mapped(what: str) -> Iterator[None]:
+    """Connection failures and timeouts become ``UpstreamUnavailable`` (and are counted)."""
+    try:
+        yield
+    except asyncio.TimeoutError:
+        metrics.UPSTREAM_ERRORS.labels("timeout").inc()
+        raise UpstreamUnavailable(f"timed out on {what}", timeout=True) from None
+    except aiohttp.ClientError as exc:
+        metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
+        raise UpstreamUnavailable(f"{type(exc).__name__} on {what}: {exc}") from None
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -131,7 +145,7 @@ class UpstreamClient:
         if direct and self._direct is not None:
             session = self._direct
         path = url
-        try:
+        with _failures_mapped(f"{method} {path}"):
             for _ in range(MAX_REDIRECTS + 1):
                 resp = await session.request(
                     method, url, params=params, data=data, allow_redirects=False, timeout=timeout,
@@ -149,12 +163,6 @@ class UpstreamClient:
                     metrics.UPSTREAM_ERRORS.labels("status_5xx").inc()
                 return resp
             raise UpstreamUnavailable(f"too many redirects from {path}")
-        except asyncio.TimeoutError:
-            metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-            raise UpstreamUnavailable(f"timed out on {method} {path}", timeout=True) from None
-        except aiohttp.ClientError as exc:
-            metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
-            raise UpstreamUnavailable(f"{type(exc).__name__} on {method} {path}: {exc}") from None
 
     async def fetch(self, method: str, path: str, *, params: Any = None, data: Any = None,
                     headers: dict[str, str] | None = None, timeout: float | None = None,
@@ -164,13 +172,8 @@ class UpstreamClient:
                                 timeout=self._timeout(timeout or self.settings.upstream_timeout * 2),
                                 send_token=send_token)
         try:
-            body = await resp.read()
-        except asyncio.TimeoutError:
-            metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-            raise UpstreamUnavailable(f"timed out reading {method} {path}", timeout=True) from None
-        except aiohttp.ClientError as exc:
-            metrics.UPSTREAM_ERRORS.labels("unreachable").inc()
-            raise UpstreamUnavailable(f"{type(exc).__name__} reading {method} {path}: {exc}") from None
+            with _failures_mapped(f"reading {method} {path}"):
+                body = await resp.read()
         finally:
             resp.release()
         return UpstreamResponse(resp.status, resp.headers, body, str(resp.url))

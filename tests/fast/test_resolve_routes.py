@@ -105,7 +105,7 @@ def test_errors_carry_hub_codes(app: InProcessHub, fakehub: FakeHub) -> None:
     commit = _commit(fakehub, "alice/files")
     for method in ("HEAD", "GET"):
         status, h, _ = app.request(method, "/alice/nope/resolve/main/config.json")
-        assert status == 401 and h["x-error-code"] == "RepoNotFound"  # anonymous: 401, as the Hub answers (E3)
+        assert status == 401 and h["x-error-code"] == "RepoNotFound"  # anonymous: 401, as the Hub answers
         status, h, _ = app.request(method, "/alice/files/resolve/nobranch/config.json")
         assert status == 404 and h["x-error-code"] == "RevisionNotFound"
         status, h, _ = app.request(method, "/alice/files/resolve/main/nope.json")
