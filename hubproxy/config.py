@@ -100,6 +100,16 @@ class Settings:
     sync_signing_key: str | None = None
     #: PEM files (comma-separated) of the public keys ``sync import``/``verify`` accept; set: unsigned is refused.
     sync_trusted_keys: str = ""
+    #: A user's own name is a hosted namespace (``create_repo("name")`` puts the repo there).
+    personal_namespaces: bool = True
+    #: Visibility of a new hosted repo when the client does not say: private, internal or public.
+    hosted_default_visibility: str = "private"
+    #: Upload mode preupload answers: ``auto`` (by client, ``docs/protocol.md``) or ``lfs`` (always, non-empty).
+    hosted_upload_mode: str = "auto"
+    #: Largest file accepted inline in a commit (regular mode), in bytes (suffixes K, M, G accepted).
+    regular_upload_max_bytes: int = 1024**3
+    #: Most operations (files added or deleted) one commit may hold.
+    max_commit_operations: int = 25_000
 
     @property
     def db_url(self) -> str:
@@ -205,6 +215,13 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"setting 'anonymous_access': {s.anonymous_access!r} is not one of read, off")
     if s.metrics_access not in ("open", "token"):
         raise ConfigError(f"setting 'metrics_access': {s.metrics_access!r} is not one of open, token")
+    if s.hosted_default_visibility not in ("private", "internal", "public"):
+        raise ConfigError(f"setting 'hosted_default_visibility': {s.hosted_default_visibility!r} is not one of "
+                          "private, internal, public")
+    if s.hosted_upload_mode not in ("auto", "lfs"):
+        raise ConfigError(f"setting 'hosted_upload_mode': {s.hosted_upload_mode!r} is not one of auto, lfs")
+    if s.max_commit_operations < 1:
+        raise ConfigError("setting 'max_commit_operations' must be at least 1")
     if s.store not in ("local", "s3"):
         raise ConfigError(f"setting 'store': {s.store!r} is not one of local, s3")
     if s.store == "s3" and not s.s3_bucket:

@@ -25,13 +25,22 @@ from hubproxy.cache.fill import FillManager
 from hubproxy.cache.lease import FillLeases
 from hubproxy.cache.spool import Spool
 from hubproxy.cache.usage import Usage
-from hubproxy.config import Settings, default_db_url
+from hubproxy.config import Settings, default_db_url, trusted_networks
 from hubproxy.db import make_engine, record_database
+from hubproxy.hosted.access import Namespaces
+from hubproxy.hosted.api import HostedApi
+from hubproxy.hosted.blobio import HostedBlobs
+from hubproxy.hosted.commits import HostedCommits
+from hubproxy.hosted.committer import Committer
+from hubproxy.hosted.lfs import LfsTransfers
+from hubproxy.hosted.lifecycle import Lifecycle
+from hubproxy.hosted.source import HostedSource
 from hubproxy.hub.api import HubApi
 from hubproxy.hub.errors import hide_origin
 from hubproxy.hub.listing import Listing
 from hubproxy.hub.metadata_routes import MetadataRoutes
 from hubproxy.hub.names import RepoNames
+from hubproxy.hub.origin import client_address
 from hubproxy.hub.relay import RelayRoute, shared_secret
 from hubproxy.hub.resolve import Resolver
 from hubproxy.maintenance import maintain
@@ -55,6 +64,18 @@ def advertise_url(settings: Settings) -> str:
         except OSError:
             host = "127.0.0.1"
     return f"http://{host}:{settings.port}{settings.path_prefix}"
+
+
+def hosted_api(settings: Settings, engine: Engine, index: RepoIndex, cache: BlobCache, spool: Spool,
+               secret: bytes) -> HostedApi:
+    """The parts that serve hosted repos, over the same index, cache and store as mirrored ones."""
+    trusted = trusted_networks(settings.trusted_proxies)
+    blobs = HostedBlobs(cache, engine, str(settings.data_dir / "uploads"))
+    source = HostedSource(engine, index, cache)
+    namespaces = Namespaces(engine, settings.personal_namespaces, settings.token_cache_seconds)
+    commits = HostedCommits(settings, source, blobs, Committer(engine, blobs), lambda r: client_address(r, trusted))
+    return HostedApi(settings, namespaces, source, Lifecycle(engine, index, blobs), commits,
+                     LfsTransfers(engine, cache.store, spool, secret), lambda r: client_address(r, trusted))
 
 
 @dataclass
@@ -103,9 +124,10 @@ class Runtime:
         auth = Authenticator(engine, settings.token_cache_seconds)
         audit = AuditLog(engine, settings.data_dir)
         gate = Gate(engine, settings.anonymous_project, settings.token_cache_seconds)
+        hosted = hosted_api(settings, engine, index, cache, spool, secret)
         hub = HubApi(Resolver(settings, source, cache), MetadataRoutes(settings, source), Listing(index, upstream),
                      names, settings.public_url, settings.path_prefix, auth, settings.anonymous_access == "read",
-                     audit, settings.trusted_proxies, gate)
+                     audit, settings.trusted_proxies, gate, hosted)
         admin = AdminApi(AdminService(engine, store), auth,
                          docs_public=settings.anonymous_access == "read")
         runtime = cls(settings, engine, store, upstream, index, source, names, cache, auth, audit, hub, admin,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 #: The newest migration: a database already there starts without loading Alembic (a test keeps this true).
-SCHEMA_HEAD = "0013"
+SCHEMA_HEAD = "0014"
 #: PostgreSQL advisory lock key for migrations ("hubproxy" as a number).
 MIGRATION_LOCK = 0x6875627072
 

@@ -7,7 +7,8 @@ Each group of tables has one owner module, the only code that reads or writes it
 - blobs, pins, cache_events, blob_mismatches: ``hubproxy/cache/records.py``; fill_leases: ``cache/lease.py``;
 - principals, tokens: ``hubproxy/auth/identity.py``; projects, project_members: ``hubproxy/auth/policy.py``;
 - audit_downloads: ``hubproxy/audit/downloads.py``; audit_admin: ``hubproxy/audit/admin.py``;
-- cluster_secrets: ``hubproxy/hub/relay.py``.
+- cluster_secrets: ``hubproxy/hub/relay.py``;
+- namespaces, uploads, audit_writes: ``hubproxy/hosted/rows.py``.
 
 ``tests/fast/test_schema.py`` checks that upgrading an empty database with the Alembic migrations yields
 this schema, on SQLite and PostgreSQL.
@@ -47,6 +48,10 @@ repos = Table(
     Column("source", String(), nullable=False, server_default="upstream"),  # upstream | hosted
     Column("refs_fetched_at", Float(), nullable=False, server_default="0"),  # when the upstream's refs were read
     Column("created_at", Float(), nullable=False),
+    # Hosted repos only: who may see it (private | internal | public), the gated setting, the last change.
+    Column("visibility", String(), nullable=True),
+    Column("gated", String(), nullable=True),
+    Column("updated_at", Float(), nullable=True),
 )
 refs = Table(
     "refs", METADATA, *_repo_key(),
@@ -62,6 +67,13 @@ commits = Table(
     Column("info", Text(), nullable=True),  # JSON: the repo info at this commit, as the upstream gave it
     Column("listed", Boolean(), nullable=False, server_default=false()),  # entries hold its complete listing
     Column("fetched_at", Float(), nullable=False),
+    # Hosted commits only: the git commit's parts (its id is the git hash of these).
+    Column("parent", String(), nullable=True),
+    Column("tree", String(), nullable=True),
+    Column("title", Text(), nullable=True),
+    Column("message", Text(), nullable=True),
+    Column("author", String(), nullable=True),
+    Column("created_at", Float(), nullable=True),
 )
 entries = Table(
     "entries", METADATA, *_repo_key(),
@@ -92,6 +104,40 @@ answers = Table(
     Column("headers", Text(), nullable=False),
     Column("body", LargeBinary(), nullable=False),
     Column("fetched_at", Float(), nullable=False),
+)
+
+# -- hosted repos (owner: hubproxy/hosted/rows.py) -------------------------------------------------
+namespaces = Table(
+    "namespaces", METADATA,
+    Column("name", String(), primary_key=True),  # lower-cased: ids are case-insensitive
+    Column("project_id", Integer(), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float(), nullable=False),
+)
+uploads = Table(
+    "uploads", METADATA, *_repo_key(),
+    Column("oid", String(), primary_key=True),  # sha256 of an LFS object uploaded (and verified) for this repo
+    Column("size", BigInteger(), nullable=False),
+    Column("principal", String(), nullable=True),
+    Column("created_at", Float(), nullable=False),
+)
+audit_writes = Table(
+    "audit_writes", METADATA,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("ts", Float(), nullable=False),
+    Column("actor", String(), nullable=False),
+    Column("token_id", Integer(), nullable=True),
+    Column("client_ip", String(), nullable=True),
+    Column("repo_type", String(), nullable=False),
+    Column("repo_id", String(), nullable=False),
+    Column("action", String(), nullable=False),  # repo.create | repo.delete | repo.move | repo.settings | commit | ...
+    Column("ref", String(), nullable=True),
+    Column("old_commit", String(), nullable=True),
+    Column("new_commit", String(), nullable=True),
+    Column("files", Integer(), nullable=False, server_default="0"),
+    Column("bytes", BigInteger(), nullable=False, server_default="0"),
+    Column("detail", Text(), nullable=True),  # JSON: paths changed, settings before/after, ...
+    Index("ix_audit_writes_ts", "ts"),
+    Index("ix_audit_writes_repo", "repo_type", "repo_id"),
 )
 
 # -- blobs and the cache (owners: hubproxy/cache/records.py, hubproxy/cache/lease.py) ---------------

@@ -29,6 +29,8 @@ from hubproxy.auth.gate import Gate, not_pullable
 from hubproxy.auth.identity import Authenticated
 from hubproxy.auth.policy import Grant
 from hubproxy.config import trusted_networks
+from hubproxy.hosted.api import HostedApi, validate_yaml
+from hubproxy.hosted.common import Target, json_body
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.listing import Listing
 from hubproxy.hub.metadata_routes import MetadataRoutes
@@ -66,7 +68,7 @@ class HubApi:
     def __init__(self, resolver: Resolver, routes: MetadataRoutes, listings: Listing, names: RepoNames,
                  public_url: str | None, path_prefix: str = "", auth: Authenticator | None = None,
                  anonymous_read: bool = True, audit: AuditLog | None = None, trusted_proxies: str = "",
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, hosted: HostedApi | None = None) -> None:
         self.resolver = resolver
         self.routes = routes
         self.listings = listings
@@ -78,9 +80,12 @@ class HubApi:
         self.audit = audit
         self.trusted = trusted_networks(trusted_proxies)
         self.gate = gate
+        self.hosted = hosted
         self.handlers: dict[RouteKind, Handler] = {
             RouteKind.RESOLVE: self.file, RouteKind.WHOAMI: self.whoami, RouteKind.LISTING: self.listing,
             RouteKind.HARNESSES: self.harnesses, RouteKind.TELEMETRY: self.telemetry,
+            RouteKind.REPOS: self.repos, RouteKind.VALIDATE_YAML: self.validate_yaml, RouteKind.WRITE: self.write,
+            RouteKind.LFS_BATCH: self.lfs_batch, RouteKind.LFS_TRANSFER: self.lfs_transfer,
         }
 
     async def __call__(self, request: Request, route: Route) -> Response | BodyResponse:
@@ -92,8 +97,19 @@ class HubApi:
 
     # -- repo routes ---------------------------------------------------------------------
     async def metadata(self, request: Request, route: Route) -> Response:
-        route, _ = await self.admit(route, await self.caller(request))
+        who = await self.caller(request)
+        target = await self.hosted_target(route, who)
+        if target is not None:
+            assert self.hosted is not None
+            return await self.hosted.metadata(request, route, target, who, self.base_url(request))
+        route, _ = await self.admit(route, who)
         return await self.routes.answer(request, route, self.base_url(request))
+
+    async def hosted_target(self, route: Route, who: Authenticated | None) -> Target | None:
+        """The hosted repo (or hosted namespace) a route names; None: the id is mirrored from the upstream."""
+        if self.hosted is None:
+            return None
+        return await self.hosted.find(route.repo_type, route.repo_id, who)
 
     async def file(self, request: Request, route: Route) -> BodyResponse:
         if request.method not in ("GET", "HEAD"):
@@ -107,6 +123,12 @@ class HubApi:
         who = await self.caller(request)
         if event is not None:
             note_caller(event, who)
+        target = await self.hosted_target(route, who)
+        if target is not None:
+            assert self.hosted is not None
+            if event is not None:
+                event.update(repo_id=target.repo.id if target.repo else route.repo_id, project=target.rights.project)
+            return await self.hosted.file(request, route, target, who)
         route, grant = await self.admit(route, who, event)
         if event is not None:
             event.update(project=grant.project if grant else None)
@@ -130,6 +152,68 @@ class HubApi:
         """hubproxy's own base URL as this client reaches it (for Link headers)."""
         base = public_base(request, self.public_url, self.trusted)
         return base if self.public_url else base + self.path_prefix
+
+    # -- writes (hosted repos) ---------------------------------------------------------------------
+    def _hosted(self) -> HostedApi:
+        if self.hosted is None:
+            raise HubError(404, None, "Not found")
+        return self.hosted
+
+    async def repos(self, request: Request, route: Route) -> Response:
+        who = await self.caller(request, required=True)
+        assert who is not None
+        return await self._hosted().repos(request, route, who, self.base_url(request))
+
+    async def validate_yaml(self, request: Request, route: Route) -> Response:
+        if request.method != "POST":
+            raise HubError(405, None, f"Method {request.method} not allowed here")
+        return validate_yaml(await json_body(request))
+
+    async def write(self, request: Request, route: Route) -> Response:
+        """A repo's write routes (and ``auth-check``, ``discussions``); mirrored repos are read-only."""
+        who = await self.caller(request)
+        target = await self.hosted_target(route, who)
+        if target is None:
+            await self.admit(route, who)  # hidden and missing repos answer as such
+            if route.path == "auth-check" and route.revision != "write":
+                return Response(b"{}", media_type="application/json")
+            if route.path == "discussions" and request.method == "GET":
+                return Response(b'{"discussions":[],"count":0,"start":0}', media_type="application/json")
+            raise HubError(403, None, "This repo is mirrored from the upstream hub: it is read-only on hubproxy")
+        hosted = self._hosted()
+        hosted.visible(target, who)
+        if route.path == "auth-check":
+            return await hosted.auth_check(request, route, target)
+        if route.path == "discussions":
+            return await hosted.discussions(request, target)
+        if who is None:
+            raise HubError(401, None, "Invalid credentials in Authorization header")
+        if route.path == "preupload" and request.method == "POST":
+            return await hosted.commits.preupload(request, route.revision, target)
+        if route.path == "commit" and request.method == "POST":
+            return await hosted.commits.commit(request, route.revision, target, who, self.base_url(request))
+        if route.path == "settings":
+            return await hosted.settings_route(request, target, who)
+        return await hosted.refs_route(request, route, target, who)
+
+    async def lfs_batch(self, request: Request, route: Route) -> Response:
+        if request.method != "POST":
+            raise HubError(405, None, f"Method {request.method} not allowed here")
+        who = await self.caller(request)
+        target = await self.hosted_target(route, who)
+        if target is None:
+            await self.admit(route, who)
+            raise HubError(403, None, "This repo is mirrored from the upstream hub: it is read-only on hubproxy")
+        hosted = self._hosted()
+        hosted.visible(target, who)
+        if who is None:
+            raise HubError(401, None, "Invalid credentials in Authorization header")
+        if not target.rights.write:
+            raise HubError(403, None, "You don't have the rights to push to this repo")
+        return await hosted.lfs.batch(request, target.ref, who.principal.name, self.base_url(request))
+
+    async def lfs_transfer(self, request: Request, route: Route) -> Response:
+        return await self._hosted().lfs.transfer(request)
 
     # -- other routes -------------------------------------------------------------------------
     async def listing(self, request: Request, route: Route) -> Response:

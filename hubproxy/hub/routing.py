@@ -23,6 +23,8 @@ SUBROUTES = {
     "xet-read-token", "xet-write-token", "auth-check", "lfs-files", "safetensors-metadata",
     "super-squash", "discussions", "settings", "likers", "treesize",
 }
+#: Sub-routes that change a repo (or refuse to: pull requests) and ``auth-check``: hosted repos only.
+WRITE_SUBROUTES = {"preupload", "commit", "branch", "tag", "settings", "super-squash", "discussions", "auth-check"}
 
 MAX_PATH_LENGTH = 1024
 MAX_SEGMENT_LENGTH = 255
@@ -52,6 +54,11 @@ class RouteKind(str, Enum):
     METRICS = "metrics"
     ADMIN = "admin"
     RELAY = "relay"
+    REPOS = "repos"
+    VALIDATE_YAML = "validate-yaml"
+    WRITE = "write"
+    LFS_BATCH = "lfs-batch"
+    LFS_TRANSFER = "lfs-transfer"
     OTHER = "other"
 
 
@@ -228,7 +235,23 @@ def parse_api(segments: list[str]) -> Route:
         return Route(RouteKind.COMMITS, repo_type, repo_id, rev)
     if sub in ("xet-read-token", "xet-write-token"):
         return Route(RouteKind.XET_TOKEN, repo_type, repo_id)
+    if sub in WRITE_SUBROUTES:
+        rev = _take_revision(args)[0] if args and args != [""] else None
+        return Route(RouteKind.WRITE, repo_type, repo_id, rev, sub)
     return Route(RouteKind.UNSUPPORTED, repo_type, repo_id, path=sub)
+
+
+def parse_lfs_batch(segments: list[str]) -> Route | None:
+    """``/{P}{repo}.git/info/lfs/objects/batch`` (git LFS's batch endpoint), or None."""
+    if len(segments) < 6 or segments[-4:] != ["info", "lfs", "objects", "batch"]:
+        return None
+    head = segments[:-4]
+    repo_type = "model"
+    if head[0] in ("datasets", "spaces"):
+        repo_type, head = REPO_TYPES[head[0]], head[1:]
+    if len(head) != 2 or not head[1].endswith(".git"):
+        return None
+    return Route(RouteKind.LFS_BATCH, repo_type, validate_repo_id([head[0], head[1][:-4]]))
 
 
 def classify(segments: list[str]) -> Route:
@@ -244,8 +267,14 @@ def classify(segments: list[str]) -> Route:
             return Route(RouteKind.TELEMETRY)
         if rest and rest[0] in REPO_TYPES and rest[1:] in ([], [""]):
             return Route(RouteKind.LISTING, REPO_TYPES[rest[0]])
+        if len(rest) == 2 and rest[0] == "repos":
+            return Route(RouteKind.REPOS, path=rest[1])
+        if rest == ["validate-yaml"]:
+            return Route(RouteKind.VALIDATE_YAML)
         return parse_api(rest)
-    route = parse_resolve(segments)
+    if segments[:2] == ["_hubproxy", "lfs"]:
+        return Route(RouteKind.LFS_TRANSFER)
+    route = parse_lfs_batch(segments) or parse_resolve(segments)
     if route is None:
         raise HubError(404, None, "Not found")
     return route

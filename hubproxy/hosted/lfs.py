@@ -1,0 +1,167 @@
+"""LFS uploads to hosted repos: the batch answer, the upload (PUT) and verify hrefs it hands out.
+
+The Python clients send neither a token nor the batch's headers with the PUT, so each href authorizes
+itself: it names the repo, the object and its size, the uploader and an expiry, signed with the cluster
+secret (every replica accepts it). The bytes are hashed on the way into the store; an object whose bytes
+do not hash to its oid is refused and nothing is kept. An uploaded object is recorded for its repo: a
+commit may reference only objects uploaded to that repo or already in it, and the batch answers "already
+stored" only for those, so knowing a private file's sha256 is not enough to copy it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from urllib.parse import quote, urlencode
+
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hubproxy.cache.ingest import IngestError, begin_ingest
+from hubproxy.cache.spool import Spool
+from hubproxy.hosted import rows
+from hubproxy.hosted.common import PRS_DISABLED
+from hubproxy.hub.errors import HubError, bad_request
+from hubproxy.hub.routing import RESOLVE_PREFIX, validate_repo_id
+from hubproxy.limits import BodyTooLarge, read_body
+from hubproxy.repos.model import RepoRef
+from hubproxy.store.base import BlobStore
+
+PUT_PATH = "/_hubproxy/lfs/upload/"
+VERIFY_PATH = "/_hubproxy/lfs/verify/"
+#: Seconds an href stays valid: long enough for retries and a slow link.
+VALIDITY = 24 * 3600
+MAX_BATCH_BODY = 1024 * 1024
+MAX_OBJECTS = 1000
+WRITE_BATCH = 8 * 1024 * 1024
+LFS_JSON = "application/vnd.git-lfs+json"
+
+
+def _is_oid(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+class LfsTransfers:
+    """The LFS batch endpoint of hosted repos and the transfer routes its hrefs point at."""
+
+    def __init__(self, engine: Engine, store: BlobStore, spool: Spool, secret: bytes) -> None:
+        self.engine = engine
+        self.store = store
+        self.spool = spool
+        self.secret = secret
+
+    def _signature(self, parts: list[str]) -> str:
+        return hmac.new(self.secret, "|".join(parts).encode(), hashlib.sha256).hexdigest()
+
+    def _href(self, base: str, path: str, repo: RepoRef, oid: str, size: int, principal: str) -> str:
+        expires = str(int(time.time()) + VALIDITY)
+        sig = self._signature([repo.type, repo.id, oid, str(size), principal, expires])
+        query = urlencode({"by": principal, "exp": expires, "sig": sig})
+        return f"{base}{path}{repo.type}/{quote(repo.id)}/{oid}/{size}?{query}"
+
+    async def batch(self, request: Request, repo: RepoRef, principal: str, base: str) -> Response:
+        """``POST {repo}.git/info/lfs/objects/batch`` (the caller may write to the repo)."""
+        try:
+            data = json.loads(await read_body(request, MAX_BATCH_BODY) or b"{}")
+        except BodyTooLarge as exc:
+            raise HubError(413, "PayloadTooLarge", str(exc)) from None
+        except ValueError:
+            raise bad_request("LFS batch body is not valid JSON") from None
+        if not isinstance(data, dict) or data.get("operation") != "upload":
+            raise bad_request("hubproxy's LFS endpoint takes uploads only (download files with /resolve)")
+        if not isinstance(data.get("ref"), dict):  # no ref: an upload for a pull request
+            raise HubError(403, None, PRS_DISABLED)
+        objects = data.get("objects")
+        if not isinstance(objects, list) or len(objects) > MAX_OBJECTS:
+            raise bad_request(f"objects must be a list of at most {MAX_OBJECTS}")
+        out = []
+        for obj in objects:
+            oid, size = (obj.get("oid"), obj.get("size")) if isinstance(obj, dict) else (None, None)
+            if not _is_oid(oid) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                out.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
+                            "error": {"code": 422, "message": "oid must be a sha256 and size a whole number"}})
+                continue
+            if await self._usable(repo, oid, size):
+                out.append({"oid": oid, "size": size})
+                continue
+            out.append({"oid": oid, "size": size, "authenticated": True, "actions": {
+                "upload": {"href": self._href(base, PUT_PATH, repo, oid, size, principal)},
+                "verify": {"href": self._href(base, VERIFY_PATH, repo, oid, size, principal)}}})
+        body = json.dumps({"transfer": "basic", "objects": out}, separators=(",", ":")).encode()
+        return Response(body, media_type=LFS_JSON)
+
+    async def _usable(self, repo: RepoRef, oid: str, size: int) -> bool:
+        def look() -> bool:
+            with self.engine.connect() as conn:
+                known = rows.usable_object(conn, repo.type, repo.id, oid)
+            return known == size and self.store.stat(oid) == size
+
+        return await asyncio.to_thread(look)
+
+    def _signed(self, request: Request, prefix: str) -> tuple[RepoRef, str, int, str]:
+        """The repo, oid, size and uploader an href names, once its signature and expiry are checked."""
+        parts = request.url.path[request.url.path.index(prefix) + len(prefix):].split("/")
+        if len(parts) != 5 or parts[0] not in RESOLVE_PREFIX or not _is_oid(parts[3]) or not parts[4].isdigit():
+            raise HubError(404, None, "Not found")
+        repo = RepoRef(parts[0], validate_repo_id(parts[1:3]))
+        q = request.query_params
+        by, expires, sig = q.get("by", ""), q.get("exp", ""), q.get("sig", "")
+        expected = self._signature([repo.type, repo.id, parts[3], parts[4], by, expires])
+        if not (expires.isdigit() and hmac.compare_digest(sig, expected) and int(expires) > time.time()):
+            raise HubError(403, None, "This upload link is not valid (or has expired); ask for a new one")
+        return repo, parts[3], int(parts[4]), by
+
+    async def transfer(self, request: Request) -> Response:
+        """``PUT`` of an object's bytes, or ``POST`` of its verification."""
+        if request.url.path.find(VERIFY_PATH) >= 0 and request.method == "POST":
+            return await self._verify(request)
+        if request.url.path.find(PUT_PATH) >= 0 and request.method == "PUT":
+            return await self._put(request)
+        raise HubError(405, None, f"Method {request.method} not allowed here")
+
+    async def _put(self, request: Request) -> Response:
+        repo, oid, size, by = self._signed(request, PUT_PATH)
+        ingest = await asyncio.to_thread(begin_ingest, self.store, self.spool, self.engine, oid, size)
+        if ingest is not None:
+            try:
+                pending: list[bytes] = []
+                held = 0
+                async for chunk in request.stream():
+                    pending.append(chunk)
+                    held += len(chunk)
+                    if held >= WRITE_BATCH:
+                        await asyncio.to_thread(ingest.write, b"".join(pending))
+                        pending, held = [], 0
+                if pending:
+                    await asyncio.to_thread(ingest.write, b"".join(pending))
+                await asyncio.to_thread(ingest.finish)
+            except IngestError as exc:
+                ingest.abort()
+                raise HubError(400, None, f"Upload refused, nothing was stored: {exc}") from None
+            except BaseException:
+                ingest.abort()
+                raise
+        else:  # stored already (perhaps for another repo): the bytes must still prove they are the object
+            digest, seen = hashlib.sha256(), 0
+            async for chunk in request.stream():
+                digest.update(chunk)
+                seen += len(chunk)
+            if seen != size or digest.hexdigest() != oid:
+                raise HubError(400, None, f"Upload refused: the bytes sent are not LFS object {oid}")
+        await asyncio.to_thread(self._record, repo, oid, size, by)
+        return Response(b"", status_code=200)
+
+    def _record(self, repo: RepoRef, oid: str, size: int, by: str) -> None:
+        with self.engine.begin() as conn:
+            rows.add_upload(conn, repo.type, repo.id, oid, size, by or None)
+
+    async def _verify(self, request: Request) -> Response:
+        repo, oid, size, _ = self._signed(request, VERIFY_PATH)
+        await read_body(request, MAX_BATCH_BODY)
+        if not await self._usable(repo, oid, size):
+            raise HubError(404, None, f"LFS object {oid} was not uploaded to {repo.id}")
+        return Response(b"{}", media_type=LFS_JSON)
