@@ -30,6 +30,7 @@ from hubproxy.auth import policy
 from hubproxy.auth.identity import Authenticated, Principal
 from hubproxy.cache import manage
 from hubproxy.errors import Conflict, Forbidden
+from hubproxy.hosted import namespaces
 from hubproxy.store.base import BlobStore
 
 
@@ -171,6 +172,30 @@ class AdminService:
         before = policy.set_member(self.engine, project, user, role)
         self._event(actor, "project.member", f"{project}/{user}", {"role": before}, {"role": role})
         return {"project": project, "user": user, "role": role, "before": before}
+
+    # -- hosted namespaces --------------------------------------------------------------
+    def list_namespaces(self, actor: Actor) -> list[dict[str, object]]:
+        self._admin(actor, change=False)
+        return namespaces.list_namespaces(self.engine)
+
+    def assign_namespace(self, actor: Actor, name: str, project: str) -> dict[str, object]:
+        """Make a namespace hosted, owned by a project (admins only); cached upstream repos in it are purged."""
+        self._admin(actor)
+        result = namespaces.assign(self.engine, self._store(), name, project)
+        self._event(actor, "namespace.assign", str(result["name"]), None, result)
+        return result
+
+    def remove_namespace(self, actor: Actor, name: str) -> dict[str, object]:
+        self._admin(actor)
+        result = namespaces.remove(self.engine, name)
+        self._event(actor, "namespace.remove", str(result["name"]))
+        return result
+
+    def write_events(self, actor: Actor, since: float | None = None, repo: str | None = None, by: str | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+        """Changes to hosted repos (created, deleted, moved, settings, commits, branches, tags), newest first."""
+        self._admin(actor, change=False)
+        return namespaces.write_events(self.engine, since=since, repo_id=repo, actor=by, limit=limit)
 
     # -- audit ------------------------------------------------------------------------
     def download_events(self, actor: Actor, **filters: Any) -> list[dict[str, Any]]:

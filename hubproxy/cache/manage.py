@@ -8,14 +8,18 @@ maintenance loop (eviction).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 from sqlalchemy.engine import Connection, Engine
 
 from hubproxy.cache import records
-from hubproxy.errors import NotFound
+from hubproxy.errors import Conflict, NotFound
+from hubproxy.hosted.rows import find_repo, hosted_blobs
 from hubproxy.repos import rows
 from hubproxy.store.base import BlobHasher, BlobStore, is_blob_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +71,8 @@ def pin(engine: Engine, repo_type: str, repo_id: str, revision: str) -> str:
 def unpin(engine: Engine, repo_type: str, repo_id: str, revision: str | None = None) -> int:
     """Remove pins of a repo (one revision, or all); returns how many were removed."""
     with engine.begin() as conn:
+        if find_repo(conn, repo_type, repo_id) is not None:
+            raise Conflict(f"{repo_id} is a hosted repo, not a cached one: delete it with delete_repo")
         commit = _held(conn, repo_type, repo_id, revision) if revision else None
         return records.unpin(conn, repo_type, repo_id, commit)
 
@@ -89,6 +95,8 @@ def purge(engine: Engine, store: BlobStore, repo_type: str, repo_id: str,
     content hash were passed through, never stored: there is nothing of theirs to delete.
     """
     with engine.begin() as conn:
+        if find_repo(conn, repo_type, repo_id) is not None:
+            raise Conflict(f"{repo_id} is a hosted repo, not a cached one: delete it with delete_repo")
         commit = _held(conn, repo_type, repo_id, revision) if revision else None
         used = rows.forget(conn, repo_type, repo_id, commit)
         records.unpin(conn, repo_type, repo_id, commit)
@@ -102,6 +110,8 @@ class VerifyReport:
     bytes_checked: int = 0
     corrupt: list[str] | None = None
     missing: list[str] | None = None
+    #: Blobs of hosted repos that no longer match their name: left in place (they are the only copy), reported.
+    hosted_corrupt: list[str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -122,15 +132,21 @@ def verify(engine: Engine, store: BlobStore) -> VerifyReport:
     ``quarantine/`` for inspection). Blobs recorded but missing are reported and forgotten."""
     import asyncio
 
-    report = VerifyReport(corrupt=[], missing=[])
+    report = VerifyReport(corrupt=[], missing=[], hosted_corrupt=[])
     with engine.connect() as conn:
         listed = records.blob_sizes(conn)
+        primary = hosted_blobs(conn)
     for key in store.list():
         size = store.stat(key) or 0
         report.checked += 1
         report.bytes_checked += size
         listed.pop(key, None)
         if asyncio.run(_hash(store, key, size)) != key:
+            if key in primary:
+                log.error("hosted blob %s no longer matches its name; it is the only copy: restore it from a "
+                          "backup (left in place)", key)
+                report.hosted_corrupt.append(key)
+                continue
             store.quarantine(key)
             report.corrupt.append(key)
     report.missing.extend(sorted(listed))
@@ -148,7 +164,8 @@ def evict(engine: Engine, store: BlobStore, max_bytes: int, protected: set[str] 
           low_water: float = 0.9) -> list[str]:
     """Delete least recently used blobs until the store is under ``low_water * max_bytes``.
 
-    Never evicts a pinned blob or one in ``protected`` (being filled or served).
+    Never evicts a pinned blob, a hosted repo's blob (primary data, not cache) or one in ``protected``
+    (being filled or served).
     """
     if max_bytes <= 0:
         return []
@@ -158,7 +175,7 @@ def evict(engine: Engine, store: BlobStore, max_bytes: int, protected: set[str] 
         total = records.total_size(conn)
         if total <= max_bytes:
             return []
-        keep = rows.blobs_of_commits(conn, records.pinned(conn)) | protected
+        keep = rows.blobs_of_commits(conn, records.pinned(conn)) | protected | hosted_blobs(conn)
         for key, size in records.least_recently_used(conn):
             if total <= int(max_bytes * low_water):
                 break

@@ -11,9 +11,10 @@ from datetime import datetime
 from hubproxy.admin.service import Actor, AdminService
 from hubproxy.audit.downloads import to_csv
 from hubproxy.cli.common import add_command, command_settings, open_database, printer
+from hubproxy.store import make_store
 
 #: Commands that only read: they never create or migrate a database.
-READ_ONLY = {"user-list", "token-list", "project-list", "audit"}
+READ_ONLY = {"user-list", "token-list", "project-list", "audit", "namespace-list", "audit-writes"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -54,6 +55,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     mem.add_argument("project")
     mem.add_argument("user")
     mem.add_argument("--role", required=True, choices=["viewer", "developer", "maintainer", "none"])
+    ns = cmd("namespace-assign", "make a namespace hosted, owned by a project (cached upstream repos in it are purged)")
+    ns.add_argument("name")
+    ns.add_argument("project")
+    cmd("namespace-list", "list hosted namespaces and their projects")
+    cmd("namespace-remove", "stop hosting a namespace (refused while it holds hosted repos)").add_argument("name")
+    writes = cmd("audit-writes", "changes to hosted repos, newest first")
+    writes.add_argument("--repo", help="only this repo's changes")
+    writes.add_argument("--actor", help="only this user's changes")
+    writes.add_argument("--limit", type=int, default=100)
     aud = cmd("audit", "download events, newest first")
     aud.add_argument("--since", help="ISO date/time or unix seconds")
     aud.add_argument("--until", help="ISO date/time or unix seconds")
@@ -78,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     settings = command_settings(args)
     cmd = args.admin_command
     engine = open_database(settings, create=cmd not in READ_ONLY)
-    service, actor, out = AdminService(engine), Actor.operator(), printer(args)
+    store = make_store(settings) if cmd == "namespace-assign" else None  # it purges cached repos
+    service, actor, out = AdminService(engine, store), Actor.operator(), printer(args)
     try:
         if cmd == "bootstrap":
             r = service.bootstrap(actor, args.name)
@@ -115,6 +126,20 @@ def run(args: argparse.Namespace) -> int:
         elif cmd == "member-set":
             r = service.set_member(actor, args.project, args.user, None if args.role == "none" else args.role)
             out(r, f"{args.user!r} in {args.project!r}: {r['before'] or 'none'} -> {args.role}")
+        elif cmd == "namespace-assign":
+            r = service.assign_namespace(actor, args.name, args.project)
+            out(r, f"namespace {r['name']!r} is hosted, owned by {r['project']!r}; purged {len(r['purged'])} "  # type: ignore[arg-type]
+                   "cached repos")
+        elif cmd == "namespace-list":
+            rows = service.list_namespaces(actor)
+            out(rows, "\n".join(f"{n['name']:32} {n['project']:24} {n['repos']} repos" for n in rows))
+        elif cmd == "namespace-remove":
+            out(service.remove_namespace(actor, args.name), f"namespace {args.name!r} is no longer hosted")
+        elif cmd == "audit-writes":
+            rows = service.write_events(actor, repo=args.repo, by=args.actor, limit=args.limit)
+            out(rows, "\n".join(f"{datetime.fromtimestamp(e['ts']).isoformat(timespec='seconds')} {e['actor']:16} "
+                                f"{e['action']:14} {e['repo_type']}:{e['repo_id']} {e.get('ref') or ''} "
+                                f"{(e.get('new_commit') or '')[:12]}" for e in rows))
         elif cmd == "audit":
             _audit(args, service, actor)
         return 0

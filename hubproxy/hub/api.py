@@ -31,7 +31,7 @@ from hubproxy.auth.policy import Grant
 from hubproxy.config import trusted_networks
 from hubproxy.hosted.api import HostedApi, validate_yaml
 from hubproxy.hosted.common import Target, json_body
-from hubproxy.hub.errors import HubError
+from hubproxy.hub.errors import HubError, repo_not_found
 from hubproxy.hub.listing import Listing
 from hubproxy.hub.metadata_routes import MetadataRoutes
 from hubproxy.hub.names import RepoNames
@@ -160,8 +160,10 @@ class HubApi:
         return self.hosted
 
     async def repos(self, request: Request, route: Route) -> Response:
-        who = await self.caller(request, required=True)
-        assert who is not None
+        who = await self.caller(request)
+        if who is None:  # anonymous: deleting names a repo it cannot see; creating needs an account
+            raise repo_not_found(False) if route.path == "delete" else HubError(
+                401, None, "Invalid credentials in Authorization header")
         return await self._hosted().repos(request, route, who, self.base_url(request))
 
     async def validate_yaml(self, request: Request, route: Route) -> Response:

@@ -1,0 +1,207 @@
+"""Hosted repos through the real clients: push with huggingface_hub, pull back byte for byte, rights.
+
+Client set-ups: huggingface_hub 2.x with hf_xet (the default install: files go inline, regular mode) and
+2.x with HF_HUB_DISABLE_XET=1 against ``hosted_upload_mode: lfs`` (files over LFS with signed hrefs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tests.fakehub import FakeHub
+from tests.helpers import AdminClient, admin_json, client_env, request, run_client
+
+CARD = "---\nlicense: mit\ntags: [test]\nlibrary_name: transformers\npipeline_tag: text-generation\n---\n# m\n"
+
+
+def _folder(root: Path) -> Path:
+    folder = root / "F"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "README.md").write_text(CARD)
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')
+    (folder / "model.safetensors").write_bytes(os.urandom(300_000))
+    (folder / "sub" / "notes é.txt").write_text("notes")
+    (folder / "empty.txt").write_bytes(b"")
+    return folder
+
+
+def _setup(make_proxy, **settings: str) -> tuple:  # noqa: ANN001
+    proxy = make_proxy(anonymous_access="off", token_cache_seconds="0", **settings)
+    rest = AdminClient(proxy.url, admin_json(proxy.data_dir, "bootstrap")["token"])
+    tokens = {}
+    for user in ("alice", "bob"):
+        rest.call("POST", "/users", {"name": user})
+        tokens[user] = rest.call("POST", "/tokens", {"user": user, "role": "write"})["token"]
+    tokens["alice-read"] = rest.call("POST", "/tokens", {"user": "alice", "role": "read"})["token"]
+    return proxy, rest, tokens
+
+
+PUSH = r"""
+import filecmp, json, os, sys
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
+api, F, out = HfApi(), sys.argv[1], {}
+url = api.create_repo("alice/m", private=True)
+out["repo_id"] = url.repo_id
+out["again"] = api.create_repo("alice/m", exist_ok=True).repo_id
+try:
+    api.create_repo("alice/m")
+except HfHubHTTPError as e:
+    out["conflict"] = e.response.status_code
+out["bare"] = api.create_repo("bare").repo_id
+out["fresh"] = api.list_repo_files("alice/m")
+ci = api.upload_folder(folder_path=F, repo_id="alice/m")
+path = snapshot_download("alice/m", revision=ci.oid)
+names = ["README.md", "config.json", "model.safetensors", "sub/notes é.txt", "empty.txt"]
+out["same"] = filecmp.cmpfiles(F, path, names, shallow=False)[0] == names
+out["noop"] = api.upload_folder(folder_path=F, repo_id="alice/m").oid == ci.oid
+out["commits"] = [c.title for c in api.list_repo_commits("alice/m")]
+info = api.model_info("alice/m")
+out["card"] = [info.card_data.license, info.pipeline_tag, info.library_name, info.private]
+api.create_branch("alice/m", branch="dev")
+api.upload_file(path_or_fileobj=b"dev only", path_in_repo="dev.txt", repo_id="alice/m", revision="dev")
+api.create_tag("alice/m", tag="v1", tag_message="first", revision="dev")
+out["v1"] = open(hf_hub_download("alice/m", "dev.txt", revision="v1"), "rb").read().decode()
+refs = api.list_repo_refs("alice/m", include_pull_requests=True)
+out["refs"] = [sorted(b.name for b in refs.branches), [t.name for t in refs.tags], refs.pull_requests]
+try:
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/m", parent_commit="0" * 40)
+except HfHubHTTPError as e:
+    out["stale"] = e.response.status_code
+try:
+    api.delete_file("nope", "alice/m")
+except RemoteEntryNotFoundError as e:
+    out["missing"] = "trailing" in str(e)
+try:
+    api.delete_branch("alice/m", branch="main")
+except HfHubHTTPError as e:
+    out["main"] = e.response.status_code
+try:
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/m", create_pr=True)
+except HfHubHTTPError as e:
+    out["pr"] = [e.response.status_code, "disabled" in str(e)]
+out["exists"] = [api.repo_exists("alice/m"), api.revision_exists("alice/m", "dev"), api.file_exists("alice/m", "dev.txt", revision="dev"),
+                 api.repo_exists("alice/none"), api.file_exists("alice/m", "none")]
+api.create_repo("alice/d", repo_type="dataset")
+api.upload_file(path_or_fileobj=b"a,b\n1,2\n", path_in_repo="data.csv", repo_id="alice/d", repo_type="dataset")
+out["dataset"] = api.list_repo_files("alice/d", repo_type="dataset")
+print(json.dumps(out))
+"""
+
+
+def test_push_and_pull_with_the_default_client(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    """huggingface_hub 2.x with hf_xet: every file inline (regular mode); repos, branches, tags, history, cards."""
+    proxy, rest, tokens = _setup(make_proxy)
+    env = client_env(proxy.url, tmp_path / "hf", tokens["alice"])
+    out = json.loads(run_client("", env, args=["python", "-c", PUSH, str(_folder(tmp_path))]).stdout)
+    assert out["repo_id"] == out["again"] == "alice/m" and out["conflict"] == 409 and out["bare"] == "alice/bare"
+    assert out["fresh"] == [".gitattributes"] and out["same"] and out["noop"]
+    assert out["commits"] == ["Upload folder using huggingface_hub", "initial commit"]
+    assert out["card"] == ["mit", "text-generation", "transformers", True]
+    assert out["v1"] == "dev only" and out["refs"] == [["dev", "main"], ["v1"], []]
+    assert out["stale"] == 412 and out["missing"] and out["main"] == 403 and out["pr"] == [403, True]
+    assert out["exists"] == [True, True, True, False, False]
+    assert out["dataset"] == [".gitattributes", "data.csv"]
+    assert fakehub.count(contains="alice/m") == 0  # a hosted namespace never reaches the upstream
+    # Every change is in the write audit with its actor and commits.
+    events = rest.call("GET", "/audit/writes?repo=alice/m&limit=50")
+    assert {e["action"] for e in events} >= {"repo.create", "commit", "branch.create", "tag.create"}
+    assert all(e["actor"] == "alice" for e in events)
+
+
+RIGHTS = r"""
+import json, sys
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+api, out = HfApi(), {}
+for name, call in (("info", lambda: api.model_info("alice/m")), ("files", lambda: api.list_repo_files("alice/m")),
+                   ("upload", lambda: api.upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id="alice/m")),
+                   ("delete", lambda: api.delete_repo("alice/m")), ("upstream", lambda: api.model_info("alice/files"))):
+    try:
+        call()
+        out[name] = "ok"
+    except RepositoryNotFoundError as e:
+        out[name] = f"missing {e.response.status_code}"
+    except HfHubHTTPError as e:
+        out[name] = f"error {e.response.status_code}"
+print(json.dumps(out))
+"""
+
+
+def test_rights_and_dependency_confusion(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    """Private repos answer like missing ones to others; read tokens never write; a hosted namespace is never
+    looked up upstream even where the upstream has a repo of that name (alice/files is on the fake hub)."""
+    proxy, rest, tokens = _setup(make_proxy)
+    run_client("", client_env(proxy.url, tmp_path / "a", tokens["alice"]),
+               args=["python", "-c", "from huggingface_hub import HfApi; HfApi().create_repo('alice/m')"])
+    seen = {}
+    for who in ("alice-read", "bob", None):
+        result = run_client("", client_env(proxy.url, tmp_path / str(who), tokens.get(who or "")),
+                            args=["python", "-c", RIGHTS])
+        seen[who] = json.loads(result.stdout)
+    assert seen["alice-read"] == {"info": "ok", "files": "ok", "upload": "error 403", "delete": "error 403",
+                                  "upstream": "missing 404"}
+    assert seen["bob"] == {k: "missing 404" for k in ("info", "files", "upload", "delete", "upstream")}
+    assert seen[None] == {k: "missing 401" for k in ("info", "files", "upload", "delete", "upstream")}
+    assert fakehub.count(contains="alice/") == 0
+    # A project's namespace: its maintainers create repos and change settings; internal repos are read by all.
+    rest.call("POST", "/projects", {"name": "team"})
+    rest.call("PUT", "/namespaces/acme", {"project": "team"})
+    rest.call("PUT", "/projects/team/members/bob", {"role": "maintainer"})
+    code = ("from huggingface_hub import HfApi; api = HfApi(); api.create_repo('acme/shared', private=False); "
+            "api.update_repo_settings('acme/shared', visibility='internal'); "
+            "print(api.model_info('acme/shared').private)")
+    assert run_client("", client_env(proxy.url, tmp_path / "b", tokens["bob"]),
+                      args=["python", "-c", code]).stdout.strip() == "True"
+    status, _, _ = request("GET", proxy.url + "/api/models/acme/shared", {"Authorization": f"Bearer {tokens['alice']}"})
+    assert status == 200  # internal: any authenticated user reads
+    status, headers, _ = request("GET", proxy.url + "/api/models/acme/shared")
+    assert status == 401 and headers.get("x-error-code") == "RepoNotFound"
+
+
+def test_lfs_uploads_are_verified_and_scoped(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    """HF_HUB_DISABLE_XET=1 with hosted_upload_mode lfs: batch, signed PUT, verify, commit; wrong bytes and
+    objects of other repos are refused."""
+    proxy, rest, tokens = _setup(make_proxy, hosted_upload_mode="lfs", regular_upload_max_bytes="1M")
+    data = os.urandom(3_000_000)
+    (tmp_path / "big.bin").write_bytes(data)
+    code = ("import sys; from huggingface_hub import HfApi, hf_hub_download; api = HfApi(); api.create_repo('alice/l'); "
+            "api.upload_file(path_or_fileobj=sys.argv[1], path_in_repo='w/big.bin', repo_id='alice/l'); "
+            "print(hf_hub_download('alice/l', 'w/big.bin'))")
+    env = client_env(proxy.url, tmp_path / "hf", tokens["alice"], HF_HUB_DISABLE_XET="1")
+    got = run_client("", env, args=["python", "-c", code, str(tmp_path / "big.bin")]).stdout.strip().splitlines()[-1]
+    assert Path(got).read_bytes() == data
+    oid = hashlib.sha256(data).hexdigest()
+    auth = {"Authorization": f"Bearer {tokens['bob']}", "Content-Type": "application/json"}
+    run_client("", client_env(proxy.url, tmp_path / "b", tokens["bob"]),
+               args=["python", "-c", "from huggingface_hub import HfApi; HfApi().create_repo('bob/copy')"])
+    # bob knows the sha256 of alice's file: the batch still asks him for the bytes ...
+    batch = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}],
+             "hash_algo": "sha256", "ref": {"name": "main"}}
+    status, _, body = request("POST", proxy.url + "/bob/copy.git/info/lfs/objects/batch", auth,
+                              json.dumps(batch).encode())
+    assert status == 200
+    actions = json.loads(body)["objects"][0]["actions"]
+    # ... and bytes that are not the object are refused, leaving nothing usable behind,
+    status, _, _ = request("PUT", actions["upload"]["href"], {}, os.urandom(len(data)))
+    assert status == 400
+    line = {"key": "lfsFile", "value": {"path": "stolen.bin", "algo": "sha256", "oid": oid, "size": len(data)}}
+    commit = "\n".join(json.dumps(x) for x in ({"key": "header", "value": {"summary": "steal"}}, line)) + "\n"
+    status, headers, body = request("POST", proxy.url + "/api/models/bob/copy/commit/main",
+                                    {**auth, "Content-Type": "application/x-ndjson"}, commit.encode())
+    assert status == 400 and b"never uploaded" in body
+    # An upload href is bound to its object: a forged signature is refused.
+    status, _, _ = request("PUT", actions["upload"]["href"].replace("sig=", "sig=0"), {}, data)
+    assert status == 403
+    # Above the inline cap, a current client is stopped at preupload with what to do.
+    code = ("from huggingface_hub import HfApi; HfApi().upload_file(path_or_fileobj=b'x' * 2_000_000, "
+            "path_in_repo='big2.bin', repo_id='alice/l')")
+    proxy2, _, tokens2 = _setup(make_proxy, regular_upload_max_bytes="1M")
+    run_client("", client_env(proxy2.url, tmp_path / "c", tokens2["alice"]),
+               args=["python", "-c", "from huggingface_hub import HfApi; HfApi().create_repo('alice/l')"])
+    result = run_client("", client_env(proxy2.url, tmp_path / "c", tokens2["alice"]),
+                        args=["python", "-c", code], check=False)
+    assert result.returncode != 0 and "HF_HUB_DISABLE_XET=1" in result.stderr and "413" in result.stderr
