@@ -95,6 +95,7 @@ print(json.dumps(out))
 def test_push_and_pull_with_the_default_client(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
     """huggingface_hub 2.x with hf_xet: every file inline (regular mode); repos, branches, tags, history, cards."""
     proxy, rest, tokens = _setup(make_proxy)
+    fakehub.reset_counts()
     env = client_env(proxy.url, tmp_path / "hf", tokens["alice"])
     out = json.loads(run_client("", env, args=["python", "-c", PUSH, str(_folder(tmp_path))]).stdout)
     assert out["repo_id"] == out["again"] == "alice/m" and out["conflict"] == 409 and out["bare"] == "alice/bare"
@@ -135,6 +136,7 @@ def test_rights_and_dependency_confusion(make_proxy, fakehub: FakeHub, tmp_path:
     """Private repos answer like missing ones to others; read tokens never write; a hosted namespace is never
     looked up upstream even where the upstream has a repo of that name (alice/files is on the fake hub)."""
     proxy, rest, tokens = _setup(make_proxy)
+    fakehub.reset_counts()
     run_client("", client_env(proxy.url, tmp_path / "a", tokens["alice"]),
                args=["python", "-c", "from huggingface_hub import HfApi; HfApi().create_repo('alice/m')"])
     seen = {}
@@ -146,7 +148,7 @@ def test_rights_and_dependency_confusion(make_proxy, fakehub: FakeHub, tmp_path:
                                   "upstream": "missing 404"}
     assert seen["bob"] == {k: "missing 404" for k in ("info", "files", "upload", "delete", "upstream")}
     assert seen[None] == {k: "missing 401" for k in ("info", "files", "upload", "delete", "upstream")}
-    assert fakehub.count(contains="alice/") == 0
+    assert fakehub.count(contains="alice/") == 0, fakehub.paths()
     # A project's namespace: its maintainers create repos and change settings; internal repos are read by all.
     rest.call("POST", "/projects", {"name": "team"})
     rest.call("PUT", "/namespaces/acme", {"project": "team"})
@@ -205,3 +207,73 @@ def test_lfs_uploads_are_verified_and_scoped(make_proxy, tmp_path: Path) -> None
     result = run_client("", client_env(proxy2.url, tmp_path / "c", tokens2["alice"]),
                         args=["python", "-c", code], check=False)
     assert result.returncode != 0 and "HF_HUB_DISABLE_XET=1" in result.stderr and "413" in result.stderr
+
+
+CARDS = r"""
+import json, subprocess, sys
+from huggingface_hub import HfApi, ModelCard, ModelCardData, metadata_update
+api, out = HfApi(), {}
+api.create_repo("alice/card", private=True)
+card = ModelCard.from_template(ModelCardData(license="mit", language="en", tags=["x"]))
+card.push_to_hub("alice/card")
+info = api.model_info("alice/card")
+out["card"] = [info.card_data.license, info.card_data.language, info.tags]
+metadata_update("alice/card", {"pipeline_tag": "text-classification"}, overwrite=True)
+out["pipeline"] = api.model_info("alice/card").pipeline_tag
+try:
+    api.upload_file(path_or_fileobj=b"---\nlicense: [unclosed\n---\n", path_in_repo="README.md", repo_id="alice/card")
+except ValueError as e:
+    out["invalid"] = "Invalid metadata" in str(e)
+for i in range(120):
+    api.upload_file(path_or_fileobj=str(i).encode(), path_in_repo="n.txt", repo_id="alice/card")
+commits = api.list_repo_commits("alice/card", formatted=True)
+out["commits"] = [len(commits), commits[0].title, commits[-1].title, commits[0].formatted_title]
+api.create_tag("alice/card", tag="v1")
+api.super_squash_history("alice/card")
+out["squashed"] = [len(api.list_repo_commits("alice/card")), api.list_repo_files("alice/card"),
+                   api.list_repo_commits("alice/card", revision="v1")[0].title]
+api.create_repo("alice/other")
+models = list(api.list_models(author="alice", expand=["cardData", "sha"]))
+out["listed"] = sorted(m.id for m in models)
+out["listed_card"] = [m.card_data.license if m.card_data else None for m in models if m.id == "alice/card"]
+out["search"] = [m.id for m in api.list_models(search="oth", author="alice")]
+out["whoami"] = api.whoami()["name"]
+api.move_repo("alice/other", "alice/renamed")
+out["moved"] = [api.repo_exists("alice/renamed"), api.repo_exists("alice/other")]
+api.delete_repo("alice/renamed")
+api.delete_repo("alice/renamed", missing_ok=True)
+out["deleted"] = api.repo_exists("alice/renamed")
+print(json.dumps(out))
+"""
+
+
+def test_cards_history_listing_and_the_cli(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    """Model cards (validate-yaml without a token), metadata_update, 121 commits over pages, super-squash, list_models
+    with expand and search, move and delete, and the hf CLI's upload, branch and tag commands."""
+    proxy, rest, tokens = _setup(make_proxy)
+    env = client_env(proxy.url, tmp_path / "hf", tokens["alice"])
+    out = json.loads(run_client("", env, args=["python", "-c", CARDS], timeout=400).stdout)
+    assert out["card"] == ["mit", "en", ["x", "license:mit"]] and out["pipeline"] == "text-classification"
+    assert out["invalid"]
+    count, newest, oldest, formatted = out["commits"]
+    assert count == 123 and newest == "Upload n.txt with huggingface_hub" and oldest == "initial commit" and formatted
+    files, tagged = out["squashed"][1:]
+    assert out["squashed"][0] == 1 and files == [".gitattributes", "README.md", "n.txt"]
+    assert tagged == "Upload n.txt with huggingface_hub"  # the tag still names its commit
+    assert out["listed"] == ["alice/card", "alice/other"] and out["listed_card"] == ["mit"]
+    assert out["search"] == ["alice/other"] and out["whoami"] == "alice"
+    assert out["moved"] == [True, False] and out["deleted"] is False
+    events = rest.call("GET", "/audit/writes?limit=1000")
+    assert {"repo.move", "repo.delete", "squash", "repo.create"} <= {e["action"] for e in events}
+    # The hf CLI: upload (creating the repo and a branch), branches and tags.
+    folder = _folder(tmp_path)
+    hf = str(Path(os.sys.executable).parent / "hf")
+    run_client("", env, args=[hf, "upload", "alice/cli", str(folder), ".", "--private"])
+    run_client("", env, args=[hf, "upload", "alice/cli", str(folder / "config.json"), "cfg/config.json",
+                              "--revision", "newb"])
+    run_client("", env, args=[hf, "repos", "tag", "create", "alice/cli", "v2", "-m", "second"])
+    listed = run_client("", env, args=[hf, "repos", "tag", "list", "alice/cli"]).stdout
+    assert "v2" in listed
+    code = ("from huggingface_hub import HfApi; api = HfApi(); "
+            "print(sorted(api.list_repo_files('alice/cli', revision='newb')))")
+    assert "cfg/config.json" in run_client("", env, args=["python", "-c", code]).stdout

@@ -107,5 +107,15 @@ class Namespaces:
             self._roles[pid] = hit
         return hit[0].get(owner.project)
 
+    async def of_member(self, who: Authenticated) -> list[tuple[str, str, str]]:
+        """(namespace, project, role) of every assigned namespace whose project the caller belongs to."""
+        await self.owner("")
+        found = []
+        for name, owner in sorted(self._owners.items()):
+            role = await self.role(who, owner) if owner.project else None
+            if role is not None:
+                found.append((name, owner.project or "", role))
+        return found
+
     async def rights(self, who: Authenticated | None, owner: Owner, visibility: str) -> Rights:
         return rights(who, owner, visibility, await self.role(who, owner))

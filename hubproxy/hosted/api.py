@@ -25,6 +25,7 @@ from hubproxy.hosted.commits import HostedCommits
 from hubproxy.hosted.common import PRS_DISABLED, Target, audit_of, forbidden, json_body
 from hubproxy.hosted.lfs import LfsTransfers
 from hubproxy.hosted.lifecycle import Lifecycle, check_ref_name
+from hubproxy.hosted.listing import HostedListing
 from hubproxy.hosted.rows import find_repo
 from hubproxy.hosted.source import HostedSource, missing_blob
 from hubproxy.hub.errors import HubError, bad_request, repo_not_found
@@ -48,6 +49,7 @@ class HostedApi:
         self.lifecycle = lifecycle
         self.client_ip = client_ip
         self.routes = MetadataRoutes(settings, source)
+        self.listing = HostedListing(namespaces, source)
         self.resolver = Resolver(settings, source, source.cache)
 
     # -- which ids are hosted -------------------------------------------------------------------

@@ -223,12 +223,21 @@ class HubApi:
         if request.method not in ("GET", "HEAD"):
             raise HubError(405, None, f"Method {request.method} not allowed here")
         who = await self.caller(request)
-        gate = self.gate
+        gate, hosted, base = self.gate, self.hosted, self.base_url(request)
+        first: list[dict[str, Any]] = []
+        if hosted is not None:
+            first, link, only_hosted = await hosted.listing.page(request, route.repo_type, who, base)
+            if link or only_hosted:
+                return Response(json.dumps(first, separators=(",", ":")).encode(), media_type="application/json",
+                                headers={"Link": link} if link else None)
 
         async def visible(t: str, repo_id: str) -> bool:
-            return bool(repo_id) and (gate is None or await gate.visible(who, t, repo_id))
+            if not repo_id or (hosted is not None and "/" in repo_id
+                               and await hosted.namespaces.owner(repo_id.split("/")[0]) is not None):
+                return False  # an upstream repo in a hosted namespace is never shown
+            return gate is None or await gate.visible(who, t, repo_id)
 
-        return await self.listings.handle(request, route.repo_type, self.base_url(request), visible)
+        return await self.listings.handle(request, route.repo_type, base, visible, first)
 
     async def harnesses(self, request: Request, route: Route) -> Response:
         return Response(b'{"standardEnvVars":[],"harnesses":{}}', media_type="application/json")
@@ -255,6 +264,13 @@ class HubApi:
             raise HubError(401, "RepoNotFound", "Repository not found")
         return who
 
+    async def _orgs(self, who: Authenticated) -> list[dict[str, Any]]:
+        """The hosted namespaces of the caller's projects, as the Hub lists a user's organizations."""
+        if self.hosted is None:
+            return []
+        return [{"type": "org", "name": name, "fullname": project, "roleInOrg": role}
+                for name, project, role in await self.hosted.namespaces.of_member(who)]
+
     async def whoami(self, request: Request, route: Route) -> Response:
         """hubproxy's own identities; never passed upstream."""
         who = await self.caller(request, required=True)
@@ -262,7 +278,7 @@ class HubApi:
         p = who.principal
         body = {
             "type": "user", "id": str(p.id), "name": p.name, "fullname": p.fullname or p.name,
-            "isPro": False, "canPay": False, "orgs": [], "emailVerified": False,
+            "isPro": False, "canPay": False, "orgs": await self._orgs(who), "emailVerified": False,
             "auth": {"type": "access_token", "accessToken": {"displayName": who.token_name, "role": who.role}},
             "hubproxy": {"kind": p.kind, "admin": p.is_admin},
         }

@@ -37,15 +37,17 @@ class Listing:
         self.index = index
         self.upstream = upstream
 
-    async def handle(self, request: Request, repo_type: str, base_url: str, visible: Visible) -> Response:
-        """One page of the listing, with only the repos ``visible`` allows."""
+    async def handle(self, request: Request, repo_type: str, base_url: str, visible: Visible,
+                     first: list[dict[str, Any]] | None = None) -> Response:
+        """One page of the listing, with only the repos ``visible`` allows (after ``first``: hosted repos)."""
+        first = first or []
         params = [(k, v) for k, v in request.query_params.multi_items() if k in PASSED or k.startswith("expand")]
         try:
             resp = await self.upstream.fetch("GET", f"/api/{repo_type}s", params=params)
         except UpstreamUnavailable:
-            return await self._local(repo_type, dict(params), visible)
+            return await self._local(repo_type, dict(params), visible, first)
         if resp.status >= 500:
-            return await self._local(repo_type, dict(params), visible)
+            return await self._local(repo_type, dict(params), visible, first)
         answer = from_upstream(resp)
         if answer.status != 200:
             return answer.to_response()
@@ -60,9 +62,11 @@ class Listing:
         link = resp.headers.get("Link")
         if link:
             headers["Link"] = link.replace(self.upstream.base, base_url)
-        return Response(json.dumps(shown, separators=(",", ":")), media_type="application/json", headers=headers)
+        return Response(json.dumps(first + shown, separators=(",", ":")), media_type="application/json",
+                        headers=headers)
 
-    async def _local(self, repo_type: str, params: dict[str, str], visible: Visible) -> Response:
+    async def _local(self, repo_type: str, params: dict[str, str], visible: Visible,
+                     first: list[dict[str, Any]]) -> Response:
         """The repos this hubproxy holds, for when the upstream cannot list."""
         search = params.get("search", "").lower()
         author = params.get("author", "")
@@ -71,8 +75,11 @@ class Listing:
         except ValueError:
             raise HubError(400, "BadRequest", "limit must be a number") from None
         rows = await self.index.repos_holding_files(repo_type)
-        items: list[dict[str, Any]] = []
+        items: list[dict[str, Any]] = list(first)
+        hosted = {item["id"] for item in first}
         for repo_id, sha in rows:
+            if repo_id in hosted:
+                continue
             if search not in repo_id.lower() or (author and not repo_id.startswith(author + "/")):
                 continue
             if not await visible(repo_type, repo_id):
