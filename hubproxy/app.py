@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hubproxy import __version__
+from hubproxy.admin.openapi import PREFIX as ADMIN_PREFIX
 from hubproxy.config import Settings, load_settings
 from hubproxy.db import ping_database
 from hubproxy.hub.errors import HubError
@@ -108,7 +109,7 @@ class HubproxyApp:
             return Route(LOCAL_ROUTES[path])
         if path.startswith(RELAY_PATH):
             return Route(RouteKind.RELAY)
-        if path.startswith("/admin/"):
+        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):  # not /admin/...: "admin" may be a namespace
             return Route(RouteKind.ADMIN)
         return classify(split_raw_path(scope.get("raw_path") or path.encode()))
 

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
 from sqlalchemy.engine import Engine
@@ -39,6 +40,26 @@ MAX_BATCH_BODY = 1024 * 1024
 MAX_OBJECTS = 1000
 WRITE_BATCH = 8 * 1024 * 1024
 LFS_JSON = "application/vnd.git-lfs+json"
+
+
+async def _receive_into(request: Request, write: Callable[[bytes], None]) -> None:
+    """The request body into ``write`` (hashing and writing, in a worker thread), in batches: the next batch
+    is received while the previous one is written, so the network and the disk work at the same time."""
+    writing: asyncio.Future[None] | None = None
+    pending: list[bytes] = []
+    held = 0
+    async for chunk in request.stream():
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= WRITE_BATCH:
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(asyncio.to_thread(write, b"".join(pending)))
+            pending, held = [], 0
+    if writing is not None:
+        await writing
+    if pending:
+        await asyncio.to_thread(write, b"".join(pending))
 
 
 def _is_oid(value: object) -> bool:
@@ -128,16 +149,7 @@ class LfsTransfers:
         ingest = await asyncio.to_thread(begin_ingest, self.store, self.spool, self.engine, oid, size)
         if ingest is not None:
             try:
-                pending: list[bytes] = []
-                held = 0
-                async for chunk in request.stream():
-                    pending.append(chunk)
-                    held += len(chunk)
-                    if held >= WRITE_BATCH:
-                        await asyncio.to_thread(ingest.write, b"".join(pending))
-                        pending, held = [], 0
-                if pending:
-                    await asyncio.to_thread(ingest.write, b"".join(pending))
+                await _receive_into(request, ingest.write)
                 await asyncio.to_thread(ingest.finish)
             except IngestError as exc:
                 ingest.abort()
