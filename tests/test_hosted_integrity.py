@@ -111,3 +111,55 @@ def test_bad_commits_and_a_killed_server_change_nothing(make_proxy, tmp_path: Pa
     restarted = make_proxy(data_dir=proxy.data_dir, port=proxy.port, token_cache_seconds="0")
     assert _state(client_env(restarted.url, tmp_path / "hf2", token)) == before
     assert not [p for p in (proxy.data_dir / "uploads").iterdir()]  # the partial body was cleaned away
+
+
+ROUND_TRIP = r"""
+import json, sys
+from huggingface_hub import HfApi, snapshot_download
+api, out = HfApi(), {}
+if sys.argv[1] == "push":
+    api.create_repo("alice/m")
+    api.upload_file(path_or_fileobj=b"weights v1", path_in_repo="w.bin", repo_id="alice/m", commit_message="first")
+    api.create_tag("alice/m", tag="v1")
+    api.upload_file(path_or_fileobj=b"weights v2", path_in_repo="w.bin", repo_id="alice/m", commit_message="second")
+elif sys.argv[1] == "check":
+    p = snapshot_download("alice/m")
+    out["main"] = open(p + "/w.bin").read()
+    out["v1"] = open(snapshot_download("alice/m", revision="v1") + "/w.bin").read()
+    out["title"] = api.list_repo_commits("alice/m")[0].title
+    out["refs"] = sorted(b.name for b in api.list_repo_refs("alice/m").branches)
+    api.upload_file(path_or_fileobj=b"weights v3", path_in_repo="w.bin", repo_id="alice/m",
+                    commit_message="trained inside")
+    out["after"] = open(snapshot_download("alice/m") + "/w.bin").read()
+print(json.dumps(out))
+"""
+
+
+def test_hosted_repos_travel_in_bundles(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    """A hosted repo exported from one site is a hosted repo at the other (refs, titles, pushable), and a commit
+    made there comes back the same way."""
+    from tests.helpers import hubproxy_cli
+
+    a = make_proxy(data_dir=tmp_path / "a", token_cache_seconds="0")
+    token = _alice(a)
+    run_client("", client_env(a.url, tmp_path / "ha", token), args=["python", "-c", ROUND_TRIP, "push"])
+    bundle = tmp_path / "out.tar"
+    hubproxy_cli(tmp_path / "exporter", "sync", "export", "--source", a.url, "--repo", "alice/m@main",
+                 "--repo", "alice/m@v1", "--out", str(bundle), upstream_token=token)
+    site = tmp_path / "site"
+    hubproxy_cli(site, "admin", "user-create", "alice")
+    hubproxy_cli(site, "sync", "import", str(bundle))
+    b = make_proxy(data_dir=site, token_cache_seconds="0", offline="true")
+    token_b = json.loads(hubproxy_cli(site, "admin", "token-create", "alice", "--role", "write", "--json").stdout)["token"]
+    out = json.loads(run_client("", client_env(b.url, tmp_path / "hb", token_b),
+                                args=["python", "-c", ROUND_TRIP, "check"]).stdout.strip().splitlines()[-1])
+    assert out == {"main": "weights v2", "v1": "weights v1", "title": "second", "refs": ["main"],
+                   "after": "weights v3"}
+    back = tmp_path / "back.tar"
+    hubproxy_cli(tmp_path / "exporter2", "sync", "export", "--source", b.url, "--repo", "alice/m@main",
+                 "--out", str(back), upstream_token=token_b)
+    hubproxy_cli(a.data_dir, "sync", "import", str(back))
+    status, _, body = request("GET", a.url + "/alice/m/resolve/main/w.bin", {"Authorization": f"Bearer {token}"})
+    assert status == 200 and body == b"weights v3"
+    events = [e["action"] for e in json.loads(hubproxy_cli(site, "admin", "audit-writes", "--json").stdout)]
+    assert "import" in events and "commit" in events

@@ -148,6 +148,7 @@ class Exporter:
         if not files:
             raise BundleError(f"{spec.label}: no file matches the include/exclude patterns")
         refs = from_upstream(refs_resp).json() if refs_resp.status == 200 else None
+        commit_info = await self._commit_info(spec, commit)
         # Metadata of a gated repo is public; its files are not. Ask for one file now, before anything is written.
         try:
             probe = await self.upstream.head_file(_resolve_path(spec.repo_type, spec.repo_id, commit, files[0].path))
@@ -155,7 +156,20 @@ class Exporter:
             raise BundleError(f"{spec.label}: the source became unreachable ({exc.detail})") from None
         if probe.status >= 400:
             raise _repo_error(spec.label, probe.status, probe.headers, b"")
-        return RepoEntry(spec.repo_type, spec.repo_id, spec.revision, commit, info, entries, refs, files)
+        return RepoEntry(spec.repo_type, spec.repo_id, spec.revision, commit, info, entries, refs, files,
+                         commit_info)
+
+    async def _commit_info(self, spec: RepoSpec, commit: str) -> dict[str, Any] | None:
+        """The exported commit's title, message, author and date (a hosted repo imported elsewhere keeps them)."""
+        try:
+            resp = await self.upstream.fetch("GET", api_path(spec.repo_type, spec.repo_id, "commits", commit),
+                                             params={"limit": "1"})
+            first = from_upstream(resp).json()[0] if resp.status == 200 else None
+        except (UpstreamUnavailable, ValueError, IndexError, KeyError, TypeError):
+            return None
+        if not isinstance(first, dict) or first.get("id") != commit:
+            return None
+        return {k: first.get(k) for k in ("title", "message", "authors", "date")}
 
     async def _copy_blob(self, writer: BundleWriter, key: str, size: int, where: tuple[RepoEntry, FileEntry],
                          progress: Progress) -> str:

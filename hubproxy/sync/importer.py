@@ -23,6 +23,7 @@ from hubproxy.cache.ingest import IngestError, begin_ingest
 from hubproxy.cache.spool import Spool
 from hubproxy.config import Settings
 from hubproxy.db import make_engine
+from hubproxy.hosted.imports import hosted_namespaces, publish
 from hubproxy.hub.routing import is_commit
 from hubproxy.progress import Progress, human_bytes
 from hubproxy.repos import rows
@@ -167,9 +168,16 @@ class Importer:
         """
         now = time.time()
         with engine.begin() as conn:
+            hosted = hosted_namespaces(conn, self.settings.personal_namespaces)
             for repo in manifest.repos:
                 t, rid, commit = repo.repo_type, repo.repo_id, repo.commit
                 carried = {f.path for f in repo.files}
+                if "/" in rid and rid.split("/")[0].lower() in hosted:
+                    if left_out(repo.tree, carried):
+                        raise BundleError(f"{repo.label}: {rid.split('/')[0]} is a hosted namespace here, and a "
+                                          "hosted repo is imported whole: export it without --include/--exclude")
+                    publish(conn, repo, self.settings.hosted_default_visibility)
+                    continue
                 info = dict(repo.info)
                 if isinstance(info.get("siblings"), list):
                     info["siblings"] = [x for x in info["siblings"] if not isinstance(x, dict)

@@ -60,6 +60,8 @@ class RepoEntry:
     tree: list[dict[str, Any]]
     refs: dict[str, Any] | None
     files: list[FileEntry]
+    #: The commit as the source's history shows it (title, message, authors, date), when it gives one.
+    commit_info: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -68,7 +70,8 @@ class RepoEntry:
     def as_dict(self) -> dict[str, Any]:
         return {"repo_type": self.repo_type, "repo_id": self.repo_id, "revision": self.revision,
                 "commit": self.commit, "info": self.info, "tree": self.tree, "refs": self.refs,
-                "files": [f.as_dict() for f in self.files]}
+                "files": [f.as_dict() for f in self.files],
+                **({"commit_info": self.commit_info} if self.commit_info is not None else {})}
 
 
 @dataclass
@@ -126,7 +129,7 @@ class Manifest:
                 raise BundleError(f"{MANIFEST_NAME}: bundle format version {data.get('version')} is not supported")
             repos = [RepoEntry(r["repo_type"], r["repo_id"], r["revision"], r["commit"], r["info"], r["tree"],
                                r.get("refs"), [FileEntry(f["path"], f["blob"], int(f["size"]), bool(f["lfs"]))
-                                               for f in r["files"]])
+                                               for f in r["files"]], r.get("commit_info"))
                      for r in data["repos"]]
             blobs = {str(k): int(v) for k, v in data["blobs"].items()}
             manifest = cls(repos, blobs, data["created_at"], data["source"], data.get("base"),
