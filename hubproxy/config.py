@@ -108,6 +108,10 @@ class Settings:
     hosted_upload_mode: str = "auto"
     #: Largest file accepted inline in a commit (regular mode), in bytes (suffixes K, M, G accepted).
     regular_upload_max_bytes: int = 1024**3
+    #: LFS objects larger than this are uploaded in parts of ``lfs_multipart_chunk_bytes`` (a failed part is resent
+    #: alone).
+    lfs_multipart_threshold_bytes: int = 2 * 1024**3
+    lfs_multipart_chunk_bytes: int = 256 * 1024**2
     #: Most operations (files added or deleted) one commit may hold.
     max_commit_operations: int = 25_000
 
@@ -220,6 +224,8 @@ def _validate(s: Settings) -> Settings:
                           "private, internal, public")
     if s.hosted_upload_mode not in ("auto", "lfs"):
         raise ConfigError(f"setting 'hosted_upload_mode': {s.hosted_upload_mode!r} is not one of auto, lfs")
+    if s.lfs_multipart_chunk_bytes < 5 * 1024**2:
+        raise ConfigError("setting 'lfs_multipart_chunk_bytes' must be at least 5M")
     if s.max_commit_operations < 1:
         raise ConfigError("setting 'max_commit_operations' must be at least 1")
     if s.store not in ("local", "s3"):

@@ -74,8 +74,10 @@ def hosted_api(settings: Settings, engine: Engine, index: RepoIndex, cache: Blob
     source = HostedSource(engine, index, cache)
     namespaces = Namespaces(engine, settings.personal_namespaces, settings.token_cache_seconds)
     commits = HostedCommits(settings, source, blobs, Committer(engine, blobs), lambda r: client_address(r, trusted))
-    return HostedApi(settings, namespaces, source, Lifecycle(engine, index, blobs), commits,
-                     LfsTransfers(engine, cache.store, spool, secret), lambda r: client_address(r, trusted))
+    lfs = LfsTransfers(engine, cache.store, spool, secret, str(settings.data_dir / "uploads" / "parts"),
+                       settings.lfs_multipart_threshold_bytes, settings.lfs_multipart_chunk_bytes)
+    return HostedApi(settings, namespaces, source, Lifecycle(engine, index, blobs), commits, lfs,
+                     lambda r: client_address(r, trusted))
 
 
 @dataclass

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from tests.fakehub import FakeHub
-from tests.helpers import AdminClient, admin_json, client_env, request, run_client
+from tests.helpers import AdminClient, admin_json, client_env, request, run_client, wait_until
 
 CARD = "---\nlicense: mit\ntags: [test]\nlibrary_name: transformers\npipeline_tag: text-generation\n---\n# m\n"
 
@@ -277,3 +277,28 @@ def test_cards_history_listing_and_the_cli(make_proxy, fakehub: FakeHub, tmp_pat
     code = ("from huggingface_hub import HfApi; api = HfApi(); "
             "print(sorted(api.list_repo_files('alice/cli', revision='newb')))")
     assert "cfg/config.json" in run_client("", env, args=["python", "-c", code]).stdout
+
+
+def test_multipart_lfs_uploads(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    """Above the multipart threshold the client sends parts (no token on them: each URL is signed) and then
+    completes; huggingface_hub 2.x (HF_HUB_DISABLE_XET=1) and 0.36 alike."""
+    from tests.clients import client_python
+
+    proxy, _, tokens = _setup(make_proxy, hosted_upload_mode="lfs", lfs_multipart_threshold_bytes="5M",
+                              lfs_multipart_chunk_bytes="5M")
+    data = os.urandom(12 * 1024 * 1024 + 7)  # three parts, the last short
+    (tmp_path / "big.bin").write_bytes(data)
+    code = ("import sys; from huggingface_hub import HfApi, hf_hub_download; api = HfApi(); "
+            "api.create_repo(sys.argv[2], exist_ok=True); "
+            "api.upload_file(path_or_fileobj=sys.argv[1], path_in_repo='big.bin', repo_id=sys.argv[2]); "
+            "print(hf_hub_download(sys.argv[2], 'big.bin'))")
+    for python, repo, extra in (("python", "alice/mp", {"HF_HUB_DISABLE_XET": "1"}),
+                                (str(client_python("huggingface_hub==0.36.2")), "alice/mp-old", {})):
+        env = client_env(proxy.url, tmp_path / repo.replace("/", "-"), tokens["alice"], **extra)
+        got = run_client("", env, args=[python, "-c", code, str(tmp_path / "big.bin"), repo]).stdout
+        assert Path(got.strip().splitlines()[-1]).read_bytes() == data
+    assert not list((proxy.data_dir / "uploads" / "parts").iterdir())  # parts are gone once assembled
+    def part_puts() -> int:  # the access log is written in batches
+        return sum(1 for line in proxy.log().splitlines() if "PUT /_hubproxy/lfs/part/" in line and " 200\"" in line)
+
+    assert wait_until(lambda: part_puts() == 6), part_puts()

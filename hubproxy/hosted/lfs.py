@@ -16,6 +16,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from sqlalchemy.engine import Engine
@@ -26,6 +27,7 @@ from hubproxy.cache.ingest import IngestError, begin_ingest
 from hubproxy.cache.spool import Spool
 from hubproxy.hosted import rows
 from hubproxy.hosted.common import PRS_DISABLED
+from hubproxy.hosted.multipart import Multipart, part_count
 from hubproxy.hub.errors import HubError, bad_request
 from hubproxy.hub.routing import RESOLVE_PREFIX, validate_repo_id
 from hubproxy.limits import BodyTooLarge, read_body
@@ -34,6 +36,7 @@ from hubproxy.store.base import BlobStore
 
 PUT_PATH = "/_hubproxy/lfs/upload/"
 VERIFY_PATH = "/_hubproxy/lfs/verify/"
+PART_PATH = "/_hubproxy/lfs/part/"
 #: Seconds an href stays valid: long enough for retries and a slow link.
 VALIDITY = 24 * 3600
 MAX_BATCH_BODY = 1024 * 1024
@@ -69,20 +72,33 @@ def _is_oid(value: object) -> bool:
 class LfsTransfers:
     """The LFS batch endpoint of hosted repos and the transfer routes its hrefs point at."""
 
-    def __init__(self, engine: Engine, store: BlobStore, spool: Spool, secret: bytes) -> None:
+    def __init__(self, engine: Engine, store: BlobStore, spool: Spool, secret: bytes, parts_dir: str,
+                 multipart_threshold: int, chunk: int) -> None:
         self.engine = engine
         self.store = store
         self.spool = spool
         self.secret = secret
+        self.multipart = Multipart(parts_dir, engine, store, spool, VALIDITY)
+        self.threshold = multipart_threshold
+        self.chunk = chunk
 
     def _signature(self, parts: list[str]) -> str:
         return hmac.new(self.secret, "|".join(parts).encode(), hashlib.sha256).hexdigest()
 
-    def _href(self, base: str, path: str, repo: RepoRef, oid: str, size: int, principal: str) -> str:
+    def _href(self, base: str, path: str, repo: RepoRef, oid: str, size: int, principal: str, part: int = 0) -> str:
         expires = str(int(time.time()) + VALIDITY)
-        sig = self._signature([repo.type, repo.id, oid, str(size), principal, expires])
-        query = urlencode({"by": principal, "exp": expires, "sig": sig})
+        sig = self._signature([repo.type, repo.id, oid, str(size), principal, expires, str(part)])
+        query = urlencode({"by": principal, "exp": expires, "sig": sig, **({"part": part} if part else {})})
         return f"{base}{path}{repo.type}/{quote(repo.id)}/{oid}/{size}?{query}"
+
+    def _upload_action(self, base: str, repo: RepoRef, oid: str, size: int, principal: str) -> dict[str, Any]:
+        """One PUT for most objects; above the threshold, a URL per part and the completion URL (``href``)."""
+        action: dict[str, Any] = {"href": self._href(base, PUT_PATH, repo, oid, size, principal)}
+        if size > self.threshold:
+            count = part_count(size, self.chunk)
+            action["header"] = {"chunk_size": str(self.chunk), **{
+                str(n): self._href(base, PART_PATH, repo, oid, size, principal, n) for n in range(1, count + 1)}}
+        return action
 
     async def batch(self, request: Request, repo: RepoRef, principal: str, base: str) -> Response:
         """``POST {repo}.git/info/lfs/objects/batch`` (the caller may write to the repo)."""
@@ -110,7 +126,7 @@ class LfsTransfers:
                 out.append({"oid": oid, "size": size})
                 continue
             out.append({"oid": oid, "size": size, "authenticated": True, "actions": {
-                "upload": {"href": self._href(base, PUT_PATH, repo, oid, size, principal)},
+                "upload": self._upload_action(base, repo, oid, size, principal),
                 "verify": {"href": self._href(base, VERIFY_PATH, repo, oid, size, principal)}}})
         body = json.dumps({"transfer": "basic", "objects": out}, separators=(",", ":")).encode()
         return Response(body, media_type=LFS_JSON)
@@ -130,8 +146,8 @@ class LfsTransfers:
             raise HubError(404, None, "Not found")
         repo = RepoRef(parts[0], validate_repo_id(parts[1:3]))
         q = request.query_params
-        by, expires, sig = q.get("by", ""), q.get("exp", ""), q.get("sig", "")
-        expected = self._signature([repo.type, repo.id, parts[3], parts[4], by, expires])
+        by, expires, sig, part = q.get("by", ""), q.get("exp", ""), q.get("sig", ""), q.get("part", "0")
+        expected = self._signature([repo.type, repo.id, parts[3], parts[4], by, expires, part])
         if not (expires.isdigit() and hmac.compare_digest(sig, expected) and int(expires) > time.time()):
             raise HubError(403, None, "This upload link is not valid (or has expired); ask for a new one")
         return repo, parts[3], int(parts[4]), by
@@ -142,6 +158,10 @@ class LfsTransfers:
             return await self._verify(request)
         if request.url.path.find(PUT_PATH) >= 0 and request.method == "PUT":
             return await self._put(request)
+        if request.url.path.find(PUT_PATH) >= 0 and request.method == "POST":
+            return await self._complete(request)
+        if request.url.path.find(PART_PATH) >= 0 and request.method == "PUT":
+            return await self._part(request)
         raise HubError(405, None, f"Method {request.method} not allowed here")
 
     async def _put(self, request: Request) -> Response:
@@ -166,6 +186,23 @@ class LfsTransfers:
                 raise HubError(400, None, f"Upload refused: the bytes sent are not LFS object {oid}")
         await asyncio.to_thread(self._record, repo, oid, size, by)
         return Response(b"", status_code=200)
+
+    async def _part(self, request: Request) -> Response:
+        repo, oid, size, by = self._signed(request, PART_PATH)
+        number = int(request.query_params.get("part", "0"))
+        count = part_count(size, self.chunk)
+        if not 1 <= number <= count:
+            raise HubError(404, None, "Not found")
+        length = self.chunk if number < count else size - self.chunk * (count - 1)
+        etag = await self.multipart.put_part(request, self.multipart.folder(repo, oid, by), number, length,
+                                             _receive_into)
+        return Response(b"", status_code=200, headers={"ETag": etag})
+
+    async def _complete(self, request: Request) -> Response:
+        repo, oid, size, by = self._signed(request, PUT_PATH)
+        await self.multipart.complete(request, self.multipart.folder(repo, oid, by), oid, size, self.chunk)
+        await asyncio.to_thread(self._record, repo, oid, size, by)
+        return Response(b"{}", media_type=LFS_JSON)
 
     def _record(self, repo: RepoRef, oid: str, size: int, by: str) -> None:
         with self.engine.begin() as conn:
