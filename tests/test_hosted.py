@@ -302,3 +302,26 @@ def test_multipart_lfs_uploads(make_proxy, tmp_path: Path) -> None:  # noqa: ANN
         return sum(1 for line in proxy.log().splitlines() if "PUT /_hubproxy/lfs/part/" in line and " 200\"" in line)
 
     assert wait_until(lambda: part_puts() == 6), part_puts()
+
+
+def test_failure_modes_are_clear(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    """Documented failure modes stay as documented: with ``hosted_upload_mode: lfs`` the default client (hf_xet)
+    fails on the Xet token hubproxy refuses (404 with a message, never a hang), and git clients are told no."""
+    import shutil
+    import subprocess
+    import time
+
+    proxy, _, tokens = _setup(make_proxy, hosted_upload_mode="lfs")
+    env = client_env(proxy.url, tmp_path / "hf", tokens["alice"])
+    code = ("from huggingface_hub import HfApi; api = HfApi(); api.create_repo('alice/x'); "
+            "api.upload_file(path_or_fileobj=b'x' * 100_000, path_in_repo='x.bin', repo_id='alice/x')")
+    result = run_client("", env, args=["python", "-c", code], check=False, timeout=120)
+    assert result.returncode != 0 and "xet-write-token" in result.stderr
+    status, headers, _ = request("GET", proxy.url + "/api/models/alice/x/xet-write-token/main",
+                                 {"Authorization": f"Bearer {tokens['alice']}"})
+    assert status == 404 and "HF_HUB_DISABLE_XET=1" in headers["x-error-message"]
+    if shutil.which("git"):
+        started = time.monotonic()
+        git = subprocess.run(["git", "ls-remote", f"{proxy.url}/alice/x"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        assert git.returncode != 0 and "not found" in git.stderr and time.monotonic() - started < 30
