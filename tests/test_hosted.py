@@ -58,6 +58,11 @@ path = snapshot_download("alice/m", revision=ci.oid)
 names = ["README.md", "config.json", "model.safetensors", "sub/notes é.txt", "empty.txt"]
 out["same"] = filecmp.cmpfiles(F, path, names, shallow=False)[0] == names
 out["noop"] = api.upload_folder(folder_path=F, repo_id="alice/m").oid == ci.oid
+from huggingface_hub import CommitOperationCopy
+api.create_commit("alice/m", [CommitOperationCopy("model.safetensors", "copy.safetensors"),
+                               CommitOperationCopy("config.json", "cfg2.json")], commit_message="copies")
+out["copies"] = [open(hf_hub_download("alice/m", a), "rb").read() == open(hf_hub_download("alice/m", b), "rb").read()
+                 for a, b in (("model.safetensors", "copy.safetensors"), ("config.json", "cfg2.json"))]
 out["commits"] = [c.title for c in api.list_repo_commits("alice/m")]
 info = api.model_info("alice/m")
 out["card"] = [info.card_data.license, info.pipeline_tag, info.library_name, info.private]
@@ -100,7 +105,8 @@ def test_push_and_pull_with_the_default_client(make_proxy, fakehub: FakeHub, tmp
     out = json.loads(run_client("", env, args=["python", "-c", PUSH, str(_folder(tmp_path))]).stdout)
     assert out["repo_id"] == out["again"] == "alice/m" and out["conflict"] == 409 and out["bare"] == "alice/bare"
     assert out["fresh"] == [".gitattributes"] and out["same"] and out["noop"]
-    assert out["commits"] == ["Upload folder using huggingface_hub", "initial commit"]
+    assert out["copies"] == [True, True]
+    assert out["commits"] == ["copies", "Upload folder using huggingface_hub", "initial commit"]
     assert out["card"] == ["mit", "text-generation", "transformers", True]
     assert out["v1"] == "dev only" and out["refs"] == [["dev", "main"], ["v1"], []]
     assert out["stale"] == 412 and out["missing"] and out["main"] == 403 and out["pr"] == [403, True]
@@ -237,6 +243,7 @@ models = list(api.list_models(author="alice", expand=["cardData", "sha"]))
 out["listed"] = sorted(m.id for m in models)
 out["listed_card"] = [m.card_data.license if m.card_data else None for m in models if m.id == "alice/card"]
 out["search"] = [m.id for m in api.list_models(search="oth", author="alice")]
+out["filter"] = [m.id for m in api.list_models(filter="license:mit", author="alice", sort="last_modified")]
 out["whoami"] = api.whoami()["name"]
 api.move_repo("alice/other", "alice/renamed")
 out["moved"] = [api.repo_exists("alice/renamed"), api.repo_exists("alice/other")]
@@ -261,7 +268,7 @@ def test_cards_history_listing_and_the_cli(make_proxy, fakehub: FakeHub, tmp_pat
     assert out["squashed"][0] == 1 and files == [".gitattributes", "README.md", "n.txt"]
     assert tagged == "Upload n.txt with huggingface_hub"  # the tag still names its commit
     assert out["listed"] == ["alice/card", "alice/other"] and out["listed_card"] == ["mit"]
-    assert out["search"] == ["alice/other"] and out["whoami"] == "alice"
+    assert out["search"] == ["alice/other"] and out["filter"] == ["alice/card"] and out["whoami"] == "alice"
     assert out["moved"] == [True, False] and out["deleted"] is False
     events = rest.call("GET", "/audit/writes?limit=1000")
     assert {"repo.move", "repo.delete", "squash", "repo.create"} <= {e["action"] for e in events}

@@ -17,6 +17,7 @@ from hubproxy.admin import schema as s
 from hubproxy.admin.service import Actor, AdminService
 from hubproxy.audit.downloads import to_csv
 from hubproxy.errors import Invalid
+from hubproxy.hosted.rows import WRITE_COLUMNS
 
 
 @dataclass
@@ -80,6 +81,17 @@ def _downloads(c: Call) -> Any:
     return rows
 
 
+def _writes(c: Call) -> Any:
+    rows = c.service.write_events(c.actor, since=c.query.get("since"), repo=c.query.get("repo"),
+                                  by=c.query.get("actor"), limit=c.query.get("limit", 100))
+    fmt = c.query.get("format", "json")
+    if fmt == "jsonl":
+        return Text("".join(json.dumps(r) + "\n" for r in rows), "application/x-ndjson")
+    if fmt == "csv":
+        return Text(to_csv(rows, WRITE_COLUMNS), "text/csv")
+    return rows
+
+
 def _admin_events(c: Call) -> Any:
     return c.service.admin_events(c.actor, since=c.query.get("since"), by=c.query.get("actor"),
                                   limit=c.query.get("limit", 100), offset=c.query.get("offset", 0))
@@ -129,11 +141,10 @@ ENDPOINTS = [
                      "properties": {"project": s.STR}}),
     Endpoint("DELETE", "/namespaces/{name}", lambda c: c.service.remove_namespace(c.actor, c.path["name"]),
              "Stop hosting a namespace (refused while it holds hosted repos)"),
-    Endpoint("GET", "/audit/writes", lambda c: c.service.write_events(
-        c.actor, since=c.query.get("since"), repo=c.query.get("repo"), by=c.query.get("actor"),
-        limit=c.query.get("limit", 100)),
-        "Changes to hosted repos (repos, commits, branches, tags, settings), newest first", s.LIST,
-        query={"since": {"type": "number"}, "repo": s.STR, "actor": s.STR, "limit": s.PAGE_QUERY["limit"]}),
+    Endpoint("GET", "/audit/writes", _writes,
+             "Changes to hosted repos (repos, commits, branches, tags, settings), newest first (json, jsonl or csv)",
+             s.LIST, query={"since": {"type": "number"}, "repo": s.STR, "actor": s.STR,
+                            "limit": s.PAGE_QUERY["limit"], "format": s.AUDIT_QUERY["format"]}),
     Endpoint("GET", "/audit/admin", _admin_events, "Admin events, newest first", s.LIST,
              query={"since": {"type": "number"}, "actor": s.STR, **s.PAGE_QUERY}),
     Endpoint("GET", "/cache", lambda c: c.service.cache_list(c.actor),

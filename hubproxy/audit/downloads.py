@@ -251,10 +251,11 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     """Events as CSV; text a client chose (user agent, paths) can never be read as a formula."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=columns or COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    writer.writerows({k: _cell(json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+                     for row in rows)
     return buf.getvalue()

@@ -11,6 +11,7 @@ from datetime import datetime
 from hubproxy.admin.service import Actor, AdminService
 from hubproxy.audit.downloads import to_csv
 from hubproxy.cli.common import add_command, command_settings, open_database, printer
+from hubproxy.hosted.rows import WRITE_COLUMNS
 from hubproxy.store import make_store
 
 #: Commands that only read: they never create or migrate a database.
@@ -64,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     writes.add_argument("--repo", help="only this repo's changes")
     writes.add_argument("--actor", help="only this user's changes")
     writes.add_argument("--limit", type=int, default=100)
+    writes.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
     aud = cmd("audit", "download events, newest first")
     aud.add_argument("--since", help="ISO date/time or unix seconds")
     aud.add_argument("--until", help="ISO date/time or unix seconds")
@@ -135,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
             out(rows, "\n".join(f"{n['name']:32} {n['project']:24} {n['repos']} repos" for n in rows))
         elif cmd == "namespace-remove":
             out(service.remove_namespace(actor, args.name), f"namespace {args.name!r} is no longer hosted")
+        elif cmd == "audit-writes" and (args.json or args.format != "table"):
+            rows = service.write_events(actor, repo=args.repo, by=args.actor, limit=args.limit)
+            fmt = "json" if args.json else args.format
+            sys.stdout.write(json.dumps(rows, indent=1) + "\n" if fmt == "json" else to_csv(rows, WRITE_COLUMNS)
+                             if fmt == "csv" else "".join(json.dumps(r) + "\n" for r in rows))
         elif cmd == "audit-writes":
             rows = service.write_events(actor, repo=args.repo, by=args.actor, limit=args.limit)
             out(rows, "\n".join(f"{datetime.fromtimestamp(e['ts']).isoformat(timespec='seconds')} {e['actor']:16} "

@@ -203,6 +203,8 @@ def hosted_blobs(conn: Connection) -> set[str]:
 
 
 # -- write events ---------------------------------------------------------------------------------
+WRITE_COLUMNS = [c.name for c in audit_writes.columns]
+
 def add_write_event(conn: Connection, event: dict[str, Any]) -> None:
     values = dict(event)
     values.setdefault("ts", time.time())

@@ -78,3 +78,45 @@ def test_hosted_blobs_are_never_evicted_purged_or_quarantined(make_app) -> None:
         f.write(b"\0")
     report = manage.verify(runtime.engine, runtime.store)
     assert report.hosted_corrupt == [key] and report.corrupt == [] and os.path.exists(path)
+
+
+def _call(app: InProcessHub, token: str, method: str, path: str, body: dict | None = None) -> int:
+    status, _, _ = app.request(method, path, {"Authorization": f"Bearer {token}"},
+                               json.dumps(body).encode() if body is not None else None)
+    return status
+
+
+def test_project_roles_in_a_hosted_namespace(make_app) -> None:  # noqa: ANN001
+    """Viewers read, developers push and branch, maintainers manage; a read token never writes; personal
+    namespaces can be switched off; the write audit exports as CSV."""
+    app = make_app(token_cache_seconds="0", personal_namespaces="false")
+    operator = Actor.operator()
+    tokens = _users(app, "vic", "dev", "maya")
+    app.admin.create_project(operator, "team", [], [])
+    app.admin.assign_namespace(operator, "acme", "team")
+    for user, role in (("vic", "viewer"), ("dev", "developer"), ("maya", "maintainer")):
+        app.admin.set_member(operator, "team", user, role)
+    tokens["dev-read"] = app.admin.create_token(operator, "dev", role="read")["token"]
+    assert _create(app, tokens["dev"], "bare") == 403  # no personal namespaces here
+    assert _create(app, tokens["vic"], "m", organization="acme") == 403
+    assert _create(app, tokens["dev-read"], "m", organization="acme") == 403
+    assert _create(app, tokens["dev"], "m", organization="acme") == 200
+    assert _call(app, tokens["vic"], "GET", "/api/models/acme/m") == 200  # private: members read
+    assert _commit(app, tokens["vic"], "acme/m", {"a.txt": b"a"})[0] == 403
+    assert _commit(app, tokens["dev-read"], "acme/m", {"a.txt": b"a"})[0] == 403
+    assert _commit(app, tokens["dev"], "acme/m", {"a.txt": b"a"})[0] == 200
+    assert _call(app, tokens["dev"], "POST", "/api/models/acme/m/branch/dev", {}) == 200
+    assert _call(app, tokens["dev"], "POST", "/api/models/acme/m/tag/main", {"tag": "v1"}) == 403
+    assert _call(app, tokens["dev"], "DELETE", "/api/models/acme/m/branch/dev") == 403
+    assert _call(app, tokens["dev"], "PUT", "/api/models/acme/m/settings", {"visibility": "public"}) == 403
+    assert _call(app, tokens["maya"], "POST", "/api/models/acme/m/tag/main", {"tag": "v1"}) == 200
+    assert _call(app, tokens["maya"], "POST", "/api/models/acme/m/tag/main", {"tag": "v1"}) == 409  # tags stay
+    assert _call(app, tokens["maya"], "DELETE", "/api/models/acme/m/branch/dev") == 200
+    assert _call(app, tokens["maya"], "DELETE", "/api/models/acme/m/branch/main") == 403
+    status, _, csv = app.request("GET", "/admin/api/v1/audit/writes?format=csv",
+                                 {"Authorization": f"Bearer {tokens['admin']}"})
+    assert status == 200 and csv.decode().splitlines()[0].startswith("id,ts,actor")
+    actions = [line.split(",")[7] for line in csv.decode().splitlines()[1:]]
+    assert actions == ["branch.delete", "tag.create", "branch.create", "commit", "repo.create"]
+    with pytest.raises(Conflict):
+        app.admin.remove_namespace(operator, "acme")  # it holds a repo
