@@ -295,10 +295,15 @@ def main() -> int:
         for p in reversed(procs):
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
+    save_results("bench", results)
+    return 0
+
+
+def save_results(name: str, results: dict) -> None:
+    """Write a run's results as JSON under benchmarks/results/ (dated)."""
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    (out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=1))
-    return 0
+    (out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

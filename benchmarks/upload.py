@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, Proc, free_port, rss_of_tree, wait_http  # noqa: E402
+from run import ROOT, Proc, free_port, rss_of_tree, save_results, wait_http  # noqa: E402
 
 UPLOAD = r"""
 import sys, time
@@ -151,9 +151,7 @@ def main() -> int:
         for p in procs:
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"upload-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=1))
+    save_results("upload", results)
     return 0
 
 

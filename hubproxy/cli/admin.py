@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from datetime import datetime
+from typing import Any
 
 from hubproxy.admin.service import Actor, AdminService
 from hubproxy.audit.downloads import to_csv
@@ -128,30 +129,40 @@ def run(args: argparse.Namespace) -> int:
         elif cmd == "member-set":
             r = service.set_member(actor, args.project, args.user, None if args.role == "none" else args.role)
             out(r, f"{args.user!r} in {args.project!r}: {r['before'] or 'none'} -> {args.role}")
-        elif cmd == "namespace-assign":
-            r = service.assign_namespace(actor, args.name, args.project)
-            out(r, f"namespace {r['name']!r} is hosted, owned by {r['project']!r}; purged {len(r['purged'])} "  # type: ignore[arg-type]
-                   "cached repos")
-        elif cmd == "namespace-list":
-            rows = service.list_namespaces(actor)
-            out(rows, "\n".join(f"{n['name']:32} {n['project']:24} {n['repos']} repos" for n in rows))
-        elif cmd == "namespace-remove":
-            out(service.remove_namespace(actor, args.name), f"namespace {args.name!r} is no longer hosted")
-        elif cmd == "audit-writes" and (args.json or args.format != "table"):
-            rows = service.write_events(actor, repo=args.repo, by=args.actor, limit=args.limit)
-            fmt = "json" if args.json else args.format
-            sys.stdout.write(json.dumps(rows, indent=1) + "\n" if fmt == "json" else to_csv(rows, WRITE_COLUMNS)
-                             if fmt == "csv" else "".join(json.dumps(r) + "\n" for r in rows))
-        elif cmd == "audit-writes":
-            rows = service.write_events(actor, repo=args.repo, by=args.actor, limit=args.limit)
-            out(rows, "\n".join(f"{datetime.fromtimestamp(e['ts']).isoformat(timespec='seconds')} {e['actor']:16} "
-                                f"{e['action']:14} {e['repo_type']}:{e['repo_id']} {e.get('ref') or ''} "
-                                f"{(e.get('new_commit') or '')[:12]}" for e in rows))
+        elif cmd.startswith(("namespace-", "audit-writes")):
+            _hosted(args, service, actor, out)
         elif cmd == "audit":
             _audit(args, service, actor)
         return 0
     finally:
         engine.dispose()
+
+
+def _hosted(args: argparse.Namespace, service: AdminService, actor: Actor, out: Any) -> None:
+    """Hosted namespaces and the write audit."""
+    cmd = args.admin_command
+    if cmd == "namespace-assign":
+        r = service.assign_namespace(actor, args.name, args.project)
+        out(r, f"namespace {r['name']!r} is hosted, owned by {r['project']!r}; purged {len(r['purged'])} "  # type: ignore[arg-type]
+               "cached repos")
+    elif cmd == "namespace-list":
+        rows = service.list_namespaces(actor)
+        out(rows, "\n".join(f"{n['name']:32} {n['project']:24} {n['repos']} repos" for n in rows))
+    elif cmd == "namespace-remove":
+        out(service.remove_namespace(actor, args.name), f"namespace {args.name!r} is no longer hosted")
+    else:
+        rows = service.write_events(actor, repo=args.repo, by=args.actor, limit=args.limit)
+        fmt = "json" if args.json else args.format
+        if fmt == "json":
+            print(json.dumps(rows, indent=1))
+        elif fmt == "csv":
+            sys.stdout.write(to_csv(rows, WRITE_COLUMNS))
+        elif fmt == "jsonl":
+            sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
+        else:
+            print("\n".join(f"{datetime.fromtimestamp(e['ts']).isoformat(timespec='seconds')} {e['actor']:16} "
+                            f"{e['action']:14} {e['repo_type']}:{e['repo_id']} {e.get('ref') or ''} "
+                            f"{(e.get('new_commit') or '')[:12]}" for e in rows))
 
 
 def _audit(args: argparse.Namespace, service: AdminService, actor: Actor) -> None:

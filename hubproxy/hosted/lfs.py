@@ -26,11 +26,11 @@ from starlette.responses import Response
 from hubproxy.cache.ingest import IngestError, begin_ingest
 from hubproxy.cache.spool import Spool
 from hubproxy.hosted import rows
-from hubproxy.hosted.common import PRS_DISABLED
+from hubproxy.hosted.common import PRS_DISABLED, json_body
 from hubproxy.hosted.multipart import Multipart, part_count
 from hubproxy.hub.errors import HubError, bad_request
 from hubproxy.hub.routing import RESOLVE_PREFIX, validate_repo_id
-from hubproxy.limits import BodyTooLarge, read_body
+from hubproxy.limits import read_body
 from hubproxy.repos.model import RepoRef
 from hubproxy.store.base import BlobStore
 
@@ -102,13 +102,8 @@ class LfsTransfers:
 
     async def batch(self, request: Request, repo: RepoRef, principal: str, base: str) -> Response:
         """``POST {repo}.git/info/lfs/objects/batch`` (the caller may write to the repo)."""
-        try:
-            data = json.loads(await read_body(request, MAX_BATCH_BODY) or b"{}")
-        except BodyTooLarge as exc:
-            raise HubError(413, "PayloadTooLarge", str(exc)) from None
-        except ValueError:
-            raise bad_request("LFS batch body is not valid JSON") from None
-        if not isinstance(data, dict) or data.get("operation") != "upload":
+        data = await json_body(request, MAX_BATCH_BODY)
+        if data.get("operation") != "upload":
             raise bad_request("hubproxy's LFS endpoint takes uploads only (download files with /resolve)")
         if not isinstance(data.get("ref"), dict):  # no ref: an upload for a pull request
             raise HubError(403, None, PRS_DISABLED)
