@@ -10,7 +10,9 @@ from sqlalchemy.engine import Engine
 
 from hubproxy.cache import records
 from hubproxy.cache.blobs import BlobCache
+from hubproxy.hosted import rows
 from hubproxy.hub.errors import HubError
+from hubproxy.repos.model import RepoRef
 
 
 class HostedBlobs:
@@ -26,24 +28,30 @@ class HostedBlobs:
             if name.startswith(("upload-", "commit-")):
                 os.unlink(os.path.join(tmp_dir, name))
 
-    def put_file(self, path: str, key: str, size: int) -> None:
-        """Store the file at ``path`` as blob ``key`` (the caller hashed it); the file is moved or removed."""
+    def put_file(self, path: str, key: str, size: int, owner: tuple[RepoRef, str] | None = None) -> None:
+        """Store the file at ``path`` as blob ``key`` (the caller hashed it); the file is moved or removed.
+
+        ``owner`` (the repo and the uploader): the blob is recorded as uploaded to that repo, which keeps it
+        from eviction in every process until the commit that uses it lands (or the repo is deleted).
+        """
         try:
             if self.cache.store.stat(key) != size:
                 self.cache.store.ingest(key, path)
             with self.engine.begin() as conn:
                 records.add_blob(conn, key, size)
+                if owner is not None:
+                    rows.add_upload(conn, owner[0].type, owner[0].id, key, size, owner[1])
             self.cache.present.add(key)
         finally:
             if os.path.exists(path):
                 os.unlink(path)
 
-    async def put_bytes(self, key: str, data: bytes) -> None:
+    async def put_bytes(self, key: str, data: bytes, owner: tuple[RepoRef, str] | None = None) -> None:
         def write() -> None:
             fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-            self.put_file(tmp, key, len(data))
+            self.put_file(tmp, key, len(data), owner)
 
         await asyncio.to_thread(write)
 

@@ -100,7 +100,7 @@ class HostedCommits:
         repo, branch = await self._branch(request, target, revision)
         spooled = await self._spool(request)
         try:
-            header, operations = await asyncio.to_thread(self._read, spooled)
+            header, operations = await asyncio.to_thread(self._read, spooled, (repo, who.principal.name))
         finally:
             os.unlink(spooled)
         change = Change(header.summary, header.description, header.parent, operations, who.principal.name,
@@ -132,8 +132,11 @@ class HostedCommits:
             raise
         return path
 
-    def _read(self, path: str) -> tuple[Header, list[Operation]]:
-        body = CommitBody(path, self.blobs.tmp_dir, self.blobs.put_file, self.settings.regular_upload_max_bytes,
+    def _read(self, path: str, owner: tuple[RepoRef, str]) -> tuple[Header, list[Operation]]:
+        def store(file: str, key: str, size: int) -> None:
+            self.blobs.put_file(file, key, size, owner)
+
+        body = CommitBody(path, self.blobs.tmp_dir, store, self.settings.regular_upload_max_bytes,
                           self.settings.max_commit_operations)
         try:
             header = body.header()

@@ -73,7 +73,7 @@ class Committer:
         for _ in range(ATTEMPTS):
             head, base = await asyncio.to_thread(self._base, repo, branch, change.parent)
             files, counted = await asyncio.to_thread(self._apply, repo, base, change.operations)
-            files = await self._extend_gitattributes(files, change.operations)
+            files = await self._extend_gitattributes(repo, files, change.operations)
             info = await self._card(files, base, head)
             listed, tree = with_folders(files.values())
             if tree == head.tree:
@@ -142,7 +142,8 @@ class Committer:
         pointer = lfs_pointer(op.blob, size)
         return Entry(op.path, FILE, size, file_oid(op.blob, size, True), op.blob, True, len(pointer))
 
-    async def _extend_gitattributes(self, files: dict[str, Entry], operations: list[Operation]) -> dict[str, Entry]:
+    async def _extend_gitattributes(self, repo: RepoRef, files: dict[str, Entry],
+                                    operations: list[Operation]) -> dict[str, Entry]:
         """LFS paths no ``.gitattributes`` pattern covers get one, in the same commit (git clients stay right)."""
         lfs_paths = [op.path for op in operations if op.kind == "lfsFile" and op.path in files]
         if not lfs_paths:
@@ -160,7 +161,7 @@ class Committer:
         text += "".join(f"{p.replace(' ', '[[:space:]]')} filter=lfs diff=lfs merge=lfs -text\n" for p in missing)
         data = text.encode()
         key = git_blob_sha1(data)
-        await self.blobs.put_bytes(key, data)
+        await self.blobs.put_bytes(key, data, (repo, "hubproxy"))
         return {**files, GITATTRIBUTES: Entry(GITATTRIBUTES, FILE, len(data), key, key)}
 
     async def _card(self, files: dict[str, Entry], base: dict[str, Entry], head: CommitRow) -> dict[str, Any] | None:
