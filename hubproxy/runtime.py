@@ -32,6 +32,7 @@ from hubproxy.hosted.api import HostedApi
 from hubproxy.hosted.blobio import HostedBlobs
 from hubproxy.hosted.commits import HostedCommits
 from hubproxy.hosted.committer import Committer
+from hubproxy.hosted.delivery import WebhookDelivery
 from hubproxy.hosted.lfs import LfsTransfers
 from hubproxy.hosted.lifecycle import Lifecycle
 from hubproxy.hosted.source import HostedSource
@@ -80,6 +81,11 @@ def hosted_api(settings: Settings, engine: Engine, index: RepoIndex, cache: Blob
                      lambda r: client_address(r, trusted))
 
 
+def process_name() -> str:
+    """This process among replicas and workers (in leases and claims)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class Runtime:
     """Every part of a running hubproxy."""
@@ -115,8 +121,7 @@ class Runtime:
         hide_origin(settings.upstream_url)
         leases = None
         if settings.store == "s3":  # replicas do not share a spool: coordinate fills through the database
-            owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-            leases = FillLeases(engine, owner, advertise_url(settings), settings.fill_lease_seconds)
+            leases = FillLeases(engine, process_name(), advertise_url(settings), settings.fill_lease_seconds)
         secret = await asyncio.to_thread(shared_secret, engine)
         fills = FillManager(store, spool, engine, upstream, settings.fill_retries, leases)
         cache = BlobCache(settings, store, spool, fills, upstream, Usage(engine), secret)
@@ -134,7 +139,11 @@ class Runtime:
                          docs_public=settings.anonymous_access == "read")
         runtime = cls(settings, engine, store, upstream, index, source, names, cache, auth, audit, hub, admin,
                       RelayRoute(cache, secret, settings.serve_chunk_size))
-        runtime.tasks = [asyncio.create_task(audit.run(), name="audit"),
+        delivery = WebhookDelivery(engine, hosted.webhooks, hosted.namespaces,
+                                   (settings.public_url or advertise_url(settings)).rstrip("/"), process_name())
+        await asyncio.to_thread(delivery.start)
+        runtime.tasks = [asyncio.create_task(delivery.run(), name="webhooks"),
+                         asyncio.create_task(audit.run(), name="audit"),
                          asyncio.create_task(CacheWatcher(engine, runtime.apply).run(), name="cache-events"),
                          asyncio.create_task(maintain(settings, engine, cache, auth), name="maintenance")]
         if settings.anonymous_access == "read":

@@ -8,7 +8,8 @@ Each group of tables has one owner module, the only code that reads or writes it
 - principals, tokens: ``hubproxy/auth/identity.py``; projects, project_members: ``hubproxy/auth/policy.py``;
 - audit_downloads: ``hubproxy/audit/downloads.py``; audit_admin: ``hubproxy/audit/admin.py``;
 - cluster_secrets: ``hubproxy/hub/relay.py``;
-- namespaces, uploads, audit_writes: ``hubproxy/hosted/rows.py``.
+- namespaces, uploads, audit_writes: ``hubproxy/hosted/rows.py``; webhooks, webhook_deliveries,
+  webhook_cursor: ``hubproxy/hosted/webhooks.py``.
 
 ``tests/fast/test_schema.py`` checks that upgrading an empty database with the Alembic migrations yields
 this schema, on SQLite and PostgreSQL.
@@ -138,6 +139,39 @@ audit_writes = Table(
     Column("detail", Text(), nullable=True),  # JSON: paths changed, settings before/after, ...
     Index("ix_audit_writes_ts", "ts"),
     Index("ix_audit_writes_repo", "repo_type", "repo_id"),
+)
+
+webhooks = Table(
+    "webhooks", METADATA,
+    Column("id", String(), primary_key=True),
+    Column("owner", String(), nullable=False),  # the principal who made it; deliveries only show what it may read
+    Column("url", String(), nullable=False),
+    Column("secret", String(), nullable=True),
+    Column("watched", Text(), nullable=False),  # JSON: [{"type": "model|dataset|space|user|org", "name"}]
+    Column("domains", Text(), nullable=False),  # JSON: ["repo", "discussion"]
+    Column("disabled", Boolean(), nullable=False, server_default=false()),
+    Column("created_at", Float(), nullable=False),
+)
+webhook_deliveries = Table(
+    "webhook_deliveries", METADATA,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("webhook_id", String(), nullable=False),
+    Column("event_id", BigInteger(), nullable=False),  # the audit_writes row it tells about
+    Column("payload", Text(), nullable=False),
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("next_at", Float(), nullable=False),
+    Column("claimed_by", String(), nullable=True),
+    Column("claimed_until", Float(), nullable=False, server_default="0"),
+    Column("delivered_at", Float(), nullable=True),
+    Column("status", Integer(), nullable=True),
+    Column("error", Text(), nullable=True),
+    Index("ux_webhook_deliveries_event", "webhook_id", "event_id", unique=True),
+    Index("ix_webhook_deliveries_next", "next_at"),
+)
+webhook_cursor = Table(
+    "webhook_cursor", METADATA,
+    Column("name", String(), primary_key=True),
+    Column("last_event", BigInteger(), nullable=False),
 )
 
 # -- blobs and the cache (owners: hubproxy/cache/records.py, hubproxy/cache/lease.py) ---------------

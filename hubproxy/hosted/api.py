@@ -28,6 +28,7 @@ from hubproxy.hosted.lifecycle import Lifecycle, check_ref_name
 from hubproxy.hosted.listing import HostedListing
 from hubproxy.hosted.rows import find_repo
 from hubproxy.hosted.source import HostedSource, missing_blob
+from hubproxy.hosted.webhooks import Webhooks
 from hubproxy.hub.errors import HubError, bad_request, repo_not_found
 from hubproxy.hub.metadata_routes import MetadataRoutes, json_response
 from hubproxy.hub.resolve import Resolver
@@ -50,6 +51,7 @@ class HostedApi:
         self.client_ip = client_ip
         self.routes = MetadataRoutes(settings, source)
         self.listing = HostedListing(namespaces, source)
+        self.webhooks = Webhooks(source.engine)
         self.resolver = Resolver(settings, source, source.cache)
 
     # -- which ids are hosted -------------------------------------------------------------------

@@ -86,6 +86,7 @@ class HubApi:
             RouteKind.HARNESSES: self.harnesses, RouteKind.TELEMETRY: self.telemetry,
             RouteKind.REPOS: self.repos, RouteKind.VALIDATE_YAML: self.validate_yaml, RouteKind.WRITE: self.write,
             RouteKind.LFS_BATCH: self.lfs_batch, RouteKind.LFS_TRANSFER: self.lfs_transfer,
+            RouteKind.WEBHOOKS: self.webhooks,
         }
 
     async def __call__(self, request: Request, route: Route) -> Response | BodyResponse:
@@ -213,6 +214,11 @@ class HubApi:
         if not target.rights.write:
             raise HubError(403, None, "You don't have the rights to push to this repo")
         return await hosted.lfs.batch(request, target.ref, who.principal.name, self.base_url(request))
+
+    async def webhooks(self, request: Request, route: Route) -> Response:
+        who = await self.caller(request, required=True)
+        assert who is not None
+        return await self._hosted().webhooks.handle(request, route.path, who)
 
     async def lfs_transfer(self, request: Request, route: Route) -> Response:
         return await self._hosted().lfs.transfer(request)

@@ -59,6 +59,7 @@ class RouteKind(str, Enum):
     WRITE = "write"
     LFS_BATCH = "lfs-batch"
     LFS_TRANSFER = "lfs-transfer"
+    WEBHOOKS = "webhooks"
     OTHER = "other"
 
 
@@ -271,6 +272,8 @@ def classify(segments: list[str]) -> Route:
             return Route(RouteKind.REPOS, path=rest[1])
         if rest == ["validate-yaml"]:
             return Route(RouteKind.VALIDATE_YAML)
+        if rest[:2] == ["settings", "webhooks"]:
+            return Route(RouteKind.WEBHOOKS, path="/".join(rest[2:]))
         return parse_api(rest)
     if segments[:2] == ["_hubproxy", "lfs"]:
         return Route(RouteKind.LFS_TRANSFER)

@@ -1,4 +1,4 @@
-"""Hosted repos: namespaces owned by projects, repo visibility, git commit parts, uploads, write audit.
+"""Hosted repos: namespaces owned by projects, repo visibility, git commit parts, uploads, write audit, webhooks.
 
 Revision ID: 0014
 """
@@ -62,9 +62,44 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_writes_ts", "audit_writes", ["ts"])
     op.create_index("ix_audit_writes_repo", "audit_writes", ["repo_type", "repo_id"])
+    op.create_table(
+        "webhooks",
+        sa.Column("id", sa.String(), primary_key=True),
+        sa.Column("owner", sa.String(), nullable=False),
+        sa.Column("url", sa.String(), nullable=False),
+        sa.Column("secret", sa.String(), nullable=True),
+        sa.Column("watched", sa.Text(), nullable=False),
+        sa.Column("domains", sa.Text(), nullable=False),
+        sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("created_at", sa.Float(), nullable=False),
+    )
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("webhook_id", sa.String(), nullable=False),
+        sa.Column("event_id", sa.BigInteger(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("next_at", sa.Float(), nullable=False),
+        sa.Column("claimed_by", sa.String(), nullable=True),
+        sa.Column("claimed_until", sa.Float(), nullable=False, server_default="0"),
+        sa.Column("delivered_at", sa.Float(), nullable=True),
+        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+    )
+    op.create_index("ux_webhook_deliveries_event", "webhook_deliveries", ["webhook_id", "event_id"], unique=True)
+    op.create_index("ix_webhook_deliveries_next", "webhook_deliveries", ["next_at"])
+    op.create_table(
+        "webhook_cursor",
+        sa.Column("name", sa.String(), primary_key=True),
+        sa.Column("last_event", sa.BigInteger(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("webhook_cursor")
+    op.drop_table("webhook_deliveries")
+    op.drop_table("webhooks")
     op.drop_table("audit_writes")
     op.drop_table("uploads")
     op.drop_table("namespaces")
