@@ -88,6 +88,13 @@ try:
     api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/m", create_pr=True)
 except HfHubHTTPError as e:
     out["pr"] = [e.response.status_code, "disabled" in str(e)]
+from huggingface_hub.errors import BadRequestError
+try:
+    api.create_branch("alice/m", branch="refs/pr/1")
+except BadRequestError:
+    out["pr_branch"] = "refused"
+api.update_repo_settings("alice/m", gated="manual")
+out["gated"] = api.model_info("alice/m").gated
 out["exists"] = [api.repo_exists("alice/m"), api.revision_exists("alice/m", "dev"), api.file_exists("alice/m", "dev.txt", revision="dev"),
                  api.repo_exists("alice/none"), api.file_exists("alice/m", "none")]
 api.create_repo("alice/d", repo_type="dataset")
@@ -111,6 +118,7 @@ def test_push_and_pull_with_the_default_client(make_proxy, fakehub: FakeHub, tmp
     assert out["v1"] == "dev only" and out["refs"] == [["dev", "main"], ["v1"], []]
     assert out["stale"] == 412 and out["missing"] and out["main"] == 403 and out["pr"] == [403, True]
     assert out["exists"] == [True, True, True, False, False]
+    assert out["pr_branch"] == "refused" and out["gated"] == "manual"
     assert out["dataset"] == [".gitattributes", "data.csv"]
     assert fakehub.count(contains="alice/m") == 0  # a hosted namespace never reaches the upstream
     # Every change is in the write audit with its actor and commits.
