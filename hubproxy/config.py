@@ -100,6 +100,8 @@ class Settings:
     sync_signing_key: str | None = None
     #: PEM files (comma-separated) of the public keys ``sync import``/``verify`` accept; set: unsigned is refused.
     sync_trusted_keys: str = ""
+    #: Hosted repos speak Xet (hubproxy's own CAS): current clients upload large files and download any size.
+    xet: bool = True
     #: A user's own name is a hosted namespace (``create_repo("name")`` puts the repo there).
     personal_namespaces: bool = True
     #: Visibility of a new hosted repo when the client does not say: private, internal or public.

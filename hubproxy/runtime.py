@@ -50,6 +50,8 @@ from hubproxy.repos.upstream import UpstreamSource
 from hubproxy.store import make_store
 from hubproxy.store.base import BlobStore
 from hubproxy.upstream.client import UpstreamClient
+from hubproxy.xet.cas import XetCas
+from hubproxy.xet.files import XetFiles
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +74,17 @@ def hosted_api(settings: Settings, engine: Engine, index: RepoIndex, cache: Blob
     """The parts that serve hosted repos, over the same index, cache and store as mirrored ones."""
     trusted = trusted_networks(settings.trusted_proxies)
     blobs = HostedBlobs(cache, engine, str(settings.data_dir / "uploads"))
-    source = HostedSource(engine, index, cache)
+    source = HostedSource(engine, index, cache, settings.xet)
     namespaces = Namespaces(engine, settings.personal_namespaces, settings.token_cache_seconds)
     commits = HostedCommits(settings, source, blobs, Committer(engine, blobs), lambda r: client_address(r, trusted))
     lfs = LfsTransfers(engine, cache.store, spool, secret, str(settings.data_dir / "uploads" / "parts"),
                        settings.lfs_multipart_threshold_bytes, settings.lfs_multipart_chunk_bytes)
+    xet = None
+    if settings.xet:
+        xorbs = make_store(settings, "xorbs")
+        xet = XetCas(engine, xorbs, XetFiles(engine, cache.store, xorbs, spool), secret, blobs.tmp_dir)
     return HostedApi(settings, namespaces, source, Lifecycle(engine, index, blobs), commits, lfs,
-                     lambda r: client_address(r, trusted))
+                     lambda r: client_address(r, trusted), xet)
 
 
 def process_name() -> str:

@@ -9,7 +9,8 @@ Each group of tables has one owner module, the only code that reads or writes it
 - audit_downloads: ``hubproxy/audit/downloads.py``; audit_admin: ``hubproxy/audit/admin.py``;
 - cluster_secrets: ``hubproxy/hub/relay.py``;
 - namespaces, uploads, audit_writes: ``hubproxy/hosted/rows.py``; webhooks, webhook_deliveries,
-  webhook_cursor: ``hubproxy/hosted/webhooks.py``.
+  webhook_cursor: ``hubproxy/hosted/webhooks.py``;
+- xet_xorbs, xet_files: ``hubproxy/xet/registry.py``.
 
 ``tests/fast/test_schema.py`` checks that upgrading an empty database with the Alembic migrations yields
 this schema, on SQLite and PostgreSQL.
@@ -172,6 +173,24 @@ webhook_cursor = Table(
     "webhook_cursor", METADATA,
     Column("name", String(), primary_key=True),
     Column("last_event", BigInteger(), nullable=False),
+)
+
+# -- Xet (owner: hubproxy/xet/registry.py) ----------------------------------------------------------
+xet_xorbs = Table(
+    "xet_xorbs", METADATA,
+    Column("hash", String(), primary_key=True),  # text form of the xorb's merkle hash
+    Column("length", BigInteger(), nullable=False),  # serialized bytes, without the footer hubproxy appends
+    Column("chunks", LargeBinary(), nullable=False),  # per chunk: byte start, byte end, unpacked size, hash
+    Column("created_at", Float(), nullable=False),
+)
+xet_files = Table(
+    "xet_files", METADATA,
+    Column("hash", String(), primary_key=True),  # text form of the file hash
+    Column("sha256", String(), nullable=False),  # verified by rebuilding the file when its shard arrived
+    Column("size", BigInteger(), nullable=False),
+    Column("segments", LargeBinary(), nullable=False),  # per segment: xorb hash, first chunk, end chunk, bytes
+    Column("created_at", Float(), nullable=False),
+    Index("ix_xet_files_sha256", "sha256"),
 )
 
 # -- blobs and the cache (owners: hubproxy/cache/records.py, hubproxy/cache/lease.py) ---------------

@@ -10,6 +10,7 @@ without an error code, as the Hub does.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -32,17 +33,24 @@ from hubproxy.hosted.webhooks import Webhooks
 from hubproxy.hub.errors import HubError, bad_request, repo_not_found
 from hubproxy.hub.metadata_routes import MetadataRoutes, json_response
 from hubproxy.hub.resolve import Resolver
-from hubproxy.hub.routing import REPO_TYPES, RESOLVE_PREFIX, Route, validate_repo_id
+from hubproxy.hub.routing import REPO_TYPES, RESOLVE_PREFIX, Route, RouteKind, parse_bool, validate_repo_id
 from hubproxy.hub.serving import BodyResponse
 from hubproxy.repos.model import RepoRef
+from hubproxy.xet.cas import PATH as XET_PATH
+from hubproxy.xet.cas import XetCas
+from hubproxy.xet.tokens import VALIDITY as XET_TOKEN_VALIDITY
+from hubproxy.xet.tokens import XetGrant
+from hubproxy.xet.tokens import issue as issue_xet_token
 
 
 class HostedApi:
     """Hosted repos: which ids are hosted, their reads, and the repo lifecycle routes."""
 
     def __init__(self, settings: Settings, namespaces: Namespaces, source: HostedSource, lifecycle: Lifecycle,
-                 commits: HostedCommits, lfs: LfsTransfers, client_ip: Callable[[Request], str | None]) -> None:
+                 commits: HostedCommits, lfs: LfsTransfers, client_ip: Callable[[Request], str | None],
+                 xet: XetCas | None = None) -> None:
         self.settings = settings
+        self.xet = xet
         self.commits = commits
         self.lfs = lfs
         self.namespaces = namespaces
@@ -77,13 +85,43 @@ class HostedApi:
                        base: str) -> Response:
         self.visible(target, who)
         assert target.repo is not None
+        if route.kind == RouteKind.XET_TOKEN and self.xet is not None:
+            return await self._xet_token(request, route, target, who, base)
         return await self.routes.answer(request, replace(route, repo_id=target.repo.id), base)
 
-    async def file(self, request: Request, route: Route, target: Target, who: Authenticated | None) -> BodyResponse:
+    async def _xet_token(self, request: Request, route: Route, target: Target, who: Authenticated | None,
+                         base: str) -> Response:
+        """A short-lived token for hubproxy's Xet CAS, scoped to this repo and the caller's rights on it."""
+        write = route.path == "xet-write-token"
+        if write and (parse_bool(request.query_params.get("create_pr")) or route.revision == "None"):
+            raise forbidden(PRS_DISABLED)
+        if write and (who is None or not target.rights.write):
+            raise forbidden("You don't have the rights to push to this repo")
+        assert target.repo is not None
+        expires = int(time.time()) + XET_TOKEN_VALIDITY
+        grant = XetGrant(target.repo.type, target.repo.id, "write" if write else "read",
+                         who.principal.name if who else "anonymous", expires)
+        token = issue_xet_token(self.xet.secret, grant)  # type: ignore[union-attr]
+        cas = f"{base}{XET_PATH}"
+        return Response(json.dumps({"casUrl": cas, "accessToken": token, "exp": expires}).encode(),
+                        media_type="application/json", headers={
+                            "X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(expires)})
+
+    async def file(self, request: Request, route: Route, target: Target, who: Authenticated | None,
+                   base: str = "") -> BodyResponse:
         self.visible(target, who)
         assert target.repo is not None
         refusal = missing_blob(f"{route.path} of {target.repo.id}")  # never fetched from anywhere else
-        return await self.resolver.handle(request, replace(route, repo_id=target.repo.id), refusal)
+        answer = await self.resolver.handle(request, replace(route, repo_id=target.repo.id), refusal)
+        if self.xet is not None and "X-Linked-Etag" in answer.headers:
+            entry = await self.source.entry(target.ref, answer.headers["X-Repo-Commit"], route.path)
+            xet_hash = (entry.extra or {}).get("xetHash")
+            if xet_hash:  # a Xet client downloads it through hubproxy's CAS
+                read_token = f"{base}/api/{target.repo.type}s/{target.repo.id}/xet-read-token/" \
+                             f"{answer.headers['X-Repo-Commit']}"
+                answer.headers["X-Xet-Hash"] = xet_hash
+                answer.headers["Link"] = f'<{read_token}>; rel="xet-auth"'
+        return answer
 
     # -- repo lifecycle: /api/repos/{create,delete,move} ------------------------------------------
     def repo_url(self, base: str, repo: RepoRef) -> str:

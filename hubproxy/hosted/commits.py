@@ -89,7 +89,7 @@ class HostedCommits:
             path = item["path"]
             check_path(path)
             mode = upload_mode(path, item["size"], agent, patterns, self.settings.hosted_upload_mode,
-                               self.settings.regular_upload_max_bytes)
+                               self.settings.regular_upload_max_bytes, self.settings.xet)
             current = listing.file(path)
             oid = (current.blob if current.lfs else current.oid) if current is not None else None
             out.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})

@@ -27,6 +27,7 @@ from hubproxy.hosted.rows import CommitRow
 from hubproxy.hub.errors import HubError, entry_not_found, revision_not_found
 from hubproxy.repos import rows as repo_rows
 from hubproxy.repos.model import FILE, Entry, RepoRef, git_blob_sha1, lfs_pointer
+from hubproxy.xet import registry as xet_registry
 
 ATTEMPTS = 8
 GITATTRIBUTES = ".gitattributes"
@@ -140,7 +141,9 @@ class Committer:
         if op.size is not None and op.size != size:
             raise HubError(400, None, f"LFS object {op.blob} has {size} bytes, not {op.size}")
         pointer = lfs_pointer(op.blob, size)
-        return Entry(op.path, FILE, size, file_oid(op.blob, size, True), op.blob, True, len(pointer))
+        xet = xet_registry.file_by_sha256(conn, op.blob)  # uploaded through Xet (or known in Xet form)
+        extra = {"xetHash": xet.hash} if xet is not None and xet.size == size else None
+        return Entry(op.path, FILE, size, file_oid(op.blob, size, True), op.blob, True, len(pointer), extra)
 
     async def _extend_gitattributes(self, repo: RepoRef, files: dict[str, Entry],
                                     operations: list[Operation]) -> dict[str, Entry]:

@@ -8,8 +8,10 @@ So (``docs/protocol.md``, "Upload modes"):
 - clients before 1.20 and other clients: LFS for files over 10 MiB or matching a ``.gitattributes`` LFS
   pattern (they negotiate LFS and never Xet);
 - ``datasets`` pushes: LFS for parquet/arrow shards (``datasets`` deletes a shard once preuploaded);
-- clients from 1.20 on: regular up to ``regular_upload_max_bytes`` bytes; above that preupload refuses the file
-  with a message telling the user to set ``HF_HUB_DISABLE_XET=1``, before any byte is sent.
+- with Xet on (``xet: true``, the default), every client the same way: LFS by size and pattern, which clients
+  from 1.20 on with ``hf_xet`` send through hubproxy's Xet CAS and others over LFS;
+- with Xet off, clients from 1.20 on: regular up to ``regular_upload_max_bytes``; above that preupload refuses
+  the file with a message telling the user to set ``HF_HUB_DISABLE_XET=1``, before any byte is sent.
 """
 
 from __future__ import annotations
@@ -47,14 +49,16 @@ def too_big_inline(path: str, limit: int) -> HubError:
                     "storage yet, so upload it over LFS: set HF_HUB_DISABLE_XET=1 and run the upload again")
 
 
-def upload_mode(path: str, size: int, user_agent: str, patterns: list[str], forced: str, regular_max: int) -> str:
-    """``lfs`` or ``regular`` for one file (or the refusal above the inline cap)."""
+def upload_mode(path: str, size: int, user_agent: str, patterns: list[str], forced: str, regular_max: int,
+                xet: bool = False) -> str:
+    """``lfs`` or ``regular`` for one file (or the refusal above the inline cap). With ``xet`` (hubproxy's CAS
+    is on) every client is answered by size and pattern: current clients then send ``lfs`` files over Xet."""
     if size == 0:
         return "regular"
     if forced == "lfs":
         return "lfs"
     version = client_version(user_agent)
-    if version is None or version < (1, 20):
+    if xet or version is None or version < (1, 20):
         return "lfs" if size > LFS_SIZE or covered(path, patterns) else "regular"
     if "datasets/" in user_agent and path.endswith(SHARD_SUFFIXES):
         return "lfs"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
@@ -40,10 +41,12 @@ def missing_blob(what: str) -> HubError:
 class HostedSource:
     """Answers about hosted repos (see ``repos/source.py``); ``repo.id`` is the hosted repo's own id."""
 
-    def __init__(self, engine: Engine, index: RepoIndex, cache: BlobCache) -> None:
+    def __init__(self, engine: Engine, index: RepoIndex, cache: BlobCache, xet: bool = True) -> None:
         self.engine = engine
         self.index = index
         self.cache = cache
+        #: Whether files uploaded through Xet are shown with their Xet hash (clients then download through Xet).
+        self.xet = xet
 
     async def _read(self, fn: Any) -> Any:
         def run() -> Any:
@@ -104,7 +107,7 @@ class HostedSource:
     async def view(self, repo: RepoRef, commit: str, folder: str, recursive: bool) -> tuple[list[Entry] | None, bool]:
         listing = await self.listing(repo, commit)
         assert listing is not None
-        return listing.view(folder, recursive), False
+        return self._shown(listing.view(folder, recursive)), False
 
     async def expanded(self, repo: RepoRef, commit: str, folder: str, recursive: bool,
                        shown: list[Entry]) -> tuple[list[Entry], bool]:
@@ -125,7 +128,14 @@ class HostedSource:
     async def paths(self, repo: RepoRef, commit: str, paths: list[str], expand: bool) -> tuple[list[Entry], bool]:
         listing = await self.listing(repo, commit)
         assert listing is not None
-        return [listing.by_path[p] for p in dict.fromkeys(paths) if p in listing.by_path], False
+        return self._shown([listing.by_path[p] for p in dict.fromkeys(paths) if p in listing.by_path]) or [], False
+
+    def _shown(self, entries: list[Entry] | None) -> list[Entry] | None:
+        """Entries as clients see them: without Xet hashes when Xet is off here."""
+        if self.xet or entries is None:
+            return entries
+        return [replace(e, extra={k: v for k, v in e.extra.items() if k != "xetHash"} or None)
+                if e.extra and "xetHash" in e.extra else e for e in entries]
 
     async def refs(self, repo: RepoRef) -> tuple[list[Ref], bool]:
         known, _ = await self.index.refs(repo.type, repo.id)

@@ -86,7 +86,7 @@ class HubApi:
             RouteKind.HARNESSES: self.harnesses, RouteKind.TELEMETRY: self.telemetry,
             RouteKind.REPOS: self.repos, RouteKind.VALIDATE_YAML: self.validate_yaml, RouteKind.WRITE: self.write,
             RouteKind.LFS_BATCH: self.lfs_batch, RouteKind.LFS_TRANSFER: self.lfs_transfer,
-            RouteKind.WEBHOOKS: self.webhooks,
+            RouteKind.WEBHOOKS: self.webhooks, RouteKind.XET_CAS: self.xet_cas,
         }
 
     async def __call__(self, request: Request, route: Route) -> Response | BodyResponse:
@@ -129,7 +129,7 @@ class HubApi:
             assert self.hosted is not None
             if event is not None:
                 event.update(repo_id=target.repo.id if target.repo else route.repo_id, project=target.rights.project)
-            return await self.hosted.file(request, route, target, who)
+            return await self.hosted.file(request, route, target, who, self.base_url(request))
         route, grant = await self.admit(route, who, event)
         if event is not None:
             event.update(project=grant.project if grant else None)
@@ -219,6 +219,12 @@ class HubApi:
         who = await self.caller(request, required=True)
         assert who is not None
         return await self._hosted().webhooks.handle(request, route.path, who)
+
+    async def xet_cas(self, request: Request, route: Route) -> Response | BodyResponse:
+        hosted = self._hosted()
+        if hosted.xet is None:
+            raise HubError(404, None, "Xet is off on this hubproxy")
+        return await hosted.xet.handle(request, self.base_url(request))
 
     async def lfs_transfer(self, request: Request, route: Route) -> Response:
         return await self._hosted().lfs.transfer(request)

@@ -60,6 +60,7 @@ class RouteKind(str, Enum):
     LFS_BATCH = "lfs-batch"
     LFS_TRANSFER = "lfs-transfer"
     WEBHOOKS = "webhooks"
+    XET_CAS = "xet-cas"
     OTHER = "other"
 
 
@@ -235,7 +236,8 @@ def parse_api(segments: list[str]) -> Route:
         rev, _ = _take_revision(args)
         return Route(RouteKind.COMMITS, repo_type, repo_id, rev)
     if sub in ("xet-read-token", "xet-write-token"):
-        return Route(RouteKind.XET_TOKEN, repo_type, repo_id)
+        rev = _decode(args[0]) if args and args[0] else None  # a branch, a commit, or "None" (pull requests)
+        return Route(RouteKind.XET_TOKEN, repo_type, repo_id, rev, sub)
     if sub in WRITE_SUBROUTES:
         rev = _take_revision(args)[0] if args and args != [""] else None
         return Route(RouteKind.WRITE, repo_type, repo_id, rev, sub)
@@ -277,6 +279,8 @@ def classify(segments: list[str]) -> Route:
         return parse_api(rest)
     if segments[:2] == ["_hubproxy", "lfs"]:
         return Route(RouteKind.LFS_TRANSFER)
+    if segments[:2] == ["_hubproxy", "xet"]:
+        return Route(RouteKind.XET_CAS)
     route = parse_lfs_batch(segments) or parse_resolve(segments)
     if route is None:
         raise HubError(404, None, "Not found")

@@ -11,12 +11,13 @@ if TYPE_CHECKING:
     from hubproxy.store.base import BlobStore
 
 
-def make_store(settings: Settings) -> BlobStore:
-    """The store the settings ask for (boto3 is only imported for S3)."""
+def make_store(settings: Settings, folder: str = "blobs") -> BlobStore:
+    """The store the settings ask for (boto3 is only imported for S3); ``folder``: its namespace (``blobs``
+    for files, ``xorbs`` for Xet xorbs)."""
     if settings.store == "s3":
         from hubproxy.store.s3 import S3BlobStore
 
-        return InstrumentedStore(S3BlobStore(settings), "s3")
+        return InstrumentedStore(S3BlobStore(settings, folder), "s3")
     from hubproxy.store.local import LocalBlobStore
 
-    return InstrumentedStore(LocalBlobStore(settings.data_dir), "local")
+    return InstrumentedStore(LocalBlobStore(settings.data_dir, folder), "local")

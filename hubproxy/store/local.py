@@ -18,9 +18,9 @@ from hubproxy.store.base import StoreUnavailable, is_blob_key
 class LocalBlobStore:
     """A folder of verified blobs named by their hash."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, folder: str = "blobs") -> None:
         self.root = Path(root).resolve()
-        self.blob_dir = self.root / "blobs"
+        self.blob_dir = self.root / folder
         self.blob_dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> str:

@@ -32,11 +32,12 @@ def is_missing(exc: BaseException) -> bool:
 class S3BlobStore:
     """A bucket (and prefix) of verified blobs named by their hash."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, folder: str = "blobs") -> None:
         if not settings.s3_bucket:
             raise ValueError("setting 's3_bucket' is required with store: s3")
         self.bucket = settings.s3_bucket
         self.prefix = settings.s3_prefix
+        self.folder = folder
         self.presign_ttl = settings.s3_presign_ttl
         self.client: Any = boto3.client(
             "s3",
@@ -56,7 +57,7 @@ class S3BlobStore:
     def object_key(self, key: str) -> str:
         if not is_blob_key(key):
             raise ValueError(f"not a blob key: {key!r}")
-        return f"{self.prefix}blobs/{key[:2]}/{key}"
+        return f"{self.prefix}{self.folder}/{key[:2]}/{key}"
 
     def stat(self, key: str) -> int | None:
         try:
@@ -92,7 +93,7 @@ class S3BlobStore:
 
     def list(self) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}blobs/"):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{self.folder}/"):
             for obj in page.get("Contents", []):
                 name = obj["Key"].rsplit("/", 1)[-1]
                 if is_blob_key(name):

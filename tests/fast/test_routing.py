@@ -30,7 +30,7 @@ def route(raw: str) -> Route:
     ("/api/models/alice/m/paths-info/main", Route(RouteKind.PATHS_INFO, "model", "alice/m", "main")),
     ("/api/models/alice/m/refs", Route(RouteKind.REFS, "model", "alice/m")),
     ("/api/models/alice/m/commits/main", Route(RouteKind.COMMITS, "model", "alice/m", "main")),
-    ("/api/models/alice/m/xet-read-token/main", Route(RouteKind.XET_TOKEN, "model", "alice/m")),
+    ("/api/models/alice/m/xet-read-token/main", Route(RouteKind.XET_TOKEN, "model", "alice/m", "main", "xet-read-token")),
     ("/api/models/alice/m/discussions", Route(RouteKind.WRITE, "model", "alice/m", path="discussions")),
     ("/api/models/alice/m/likers", Route(RouteKind.UNSUPPORTED, "model", "alice/m", path="likers")),
     ("/api/models/alice/m/commit/feat%2Fx", Route(RouteKind.WRITE, "model", "alice/m", "feat/x", "commit")),

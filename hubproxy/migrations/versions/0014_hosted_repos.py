@@ -1,4 +1,4 @@
-"""Hosted repos: namespaces owned by projects, repo visibility, git commit parts, uploads, write audit, webhooks.
+"""Hosted repos: namespaces owned by projects, repo visibility, git commit parts, uploads, write audit, webhooks, Xet xorbs and files.
 
 Revision ID: 0014
 """
@@ -90,6 +90,22 @@ def upgrade() -> None:
     op.create_index("ux_webhook_deliveries_event", "webhook_deliveries", ["webhook_id", "event_id"], unique=True)
     op.create_index("ix_webhook_deliveries_next", "webhook_deliveries", ["next_at"])
     op.create_table(
+        "xet_xorbs",
+        sa.Column("hash", sa.String(), primary_key=True),
+        sa.Column("length", sa.BigInteger(), nullable=False),
+        sa.Column("chunks", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+    )
+    op.create_table(
+        "xet_files",
+        sa.Column("hash", sa.String(), primary_key=True),
+        sa.Column("sha256", sa.String(), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("segments", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+    )
+    op.create_index("ix_xet_files_sha256", "xet_files", ["sha256"])
+    op.create_table(
         "webhook_cursor",
         sa.Column("name", sa.String(), primary_key=True),
         sa.Column("last_event", sa.BigInteger(), nullable=False),
@@ -97,6 +113,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("xet_files")
+    op.drop_table("xet_xorbs")
     op.drop_table("webhook_cursor")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhooks")

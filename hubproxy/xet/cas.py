@@ -1,0 +1,200 @@
+"""hubproxy's Xet CAS: the routes ``hf_xet`` calls under ``casUrl`` (``{base}/_hubproxy/xet``).
+
+Upload: ``POST /v1/xorbs/default/{xorb}`` (the body is walked, every chunk decompressed and hashed, and
+the merkle root must be the xorb's name; stored with a footer in the store's ``xorbs`` folder) and
+``POST /v1/shards`` (``files.py``: checked, each file rebuilt and sha256-verified into the blob store, and
+recorded as uploaded to the token's repo, so the commit that follows may name it). The upload-grant and
+v2 shard routes answer 404, which the client takes as "use the v1 routes"; the dedup query answers 404
+(nothing is deduplicated across uploads yet, which is always a valid answer).
+Download: ``GET /v1/reconstructions/{file}`` (v2 answers 404) for files of the token's repo, with
+signed, short-lived URLs to ``/_hubproxy/xet/xorb/{xorb}`` that serve byte ranges of stored xorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hubproxy.hosted import rows
+from hubproxy.hub.errors import HubError
+from hubproxy.hub.serving import BodyResponse, parse_range
+from hubproxy.limits import BodyTooLarge, read_body
+from hubproxy.store.base import BlobStore
+from hubproxy.xet import registry, tokens
+from hubproxy.xet.files import XetFiles, check_shard, refused
+from hubproxy.xet.hashes import from_string, to_string
+from hubproxy.xet.reconstruction import plan
+from hubproxy.xet.registry import StoredChunk
+from hubproxy.xet.shard import ShardError, read_shard
+from hubproxy.xet.xorb import MAX_XORB_BYTES, XorbError, footer, read_xorb
+
+PATH = "/_hubproxy/xet"
+URL_VALIDITY = 3600
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")).encode(), status_code=status,
+                    media_type="application/json")
+
+
+class XetCas:
+    """The CAS routes; ``files`` registers shards, ``xorbs`` is the store's xorb folder."""
+
+    def __init__(self, engine: Engine, xorbs: BlobStore, files: XetFiles, secret: bytes, tmp_dir: str) -> None:
+        self.engine = engine
+        self.xorbs = xorbs
+        self.files = files
+        self.secret = secret
+        self.tmp_dir = tmp_dir
+
+    async def handle(self, request: Request, base: str) -> Response | BodyResponse:
+        parts = request.url.path[request.url.path.index(PATH) + len(PATH):].strip("/").split("/")
+        method = request.method
+        if parts[0] == "xorb" and len(parts) == 2 and method in ("GET", "HEAD"):
+            return await self._xorb_bytes(request, parts[1])
+        route = "/".join(p for p in parts[:2])
+        if route == "v1/xorbs" and len(parts) == 4 and method == "POST":
+            return await self._upload_xorb(request, parts[3])
+        if route == "v1/shards" and method == "POST":
+            return await self._upload_shard(request)
+        if route == "v1/reconstructions" and len(parts) == 3 and method == "GET":
+            return await self._reconstruction(request, parts[2], base)
+        if route in ("v1/chunks", "v1/xorb-grants", "v2/shards", "v2/reconstructions", "v1/xorbs"):
+            tokens.check(self.secret, request.headers.get("authorization", ""), "read")
+            await _drain(request)
+            return _json({"error": "not available here"}, 404)
+        raise HubError(404, None, "Not found")
+
+    # -- uploads ----------------------------------------------------------------------------------
+    async def _upload_xorb(self, request: Request, name: str) -> Response:
+        tokens.check(self.secret, request.headers.get("authorization", ""), "write")
+        try:
+            raw = from_string(name)
+            body = await read_body(request, MAX_XORB_BYTES + 1024 * 1024)
+        except ValueError:
+            raise HubError(400, None, "bad xorb hash") from None
+        except BodyTooLarge:
+            raise HubError(413, None, "a xorb is at most 64 MiB") from None
+        return _json({"was_inserted": await asyncio.to_thread(self._store_xorb, name, raw, body)})
+
+    def _store_xorb(self, name: str, raw: bytes, body: bytes) -> bool:
+        try:
+            chunks = read_xorb(body, raw)
+        except XorbError as exc:
+            raise HubError(400, None, f"Xorb refused, nothing was stored: {exc}") from None
+        stored = [StoredChunk(c.start, c.end, c.size, c.hash) for c in chunks]
+        with self.engine.connect() as conn:
+            known = registry.xorb_chunks(conn, name) is not None
+        if known and self.xorbs.stat(name) is not None:
+            return False
+        first_chunks_only = body[:chunks[-1].end]  # a footer the client sent is replaced by ours
+        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(first_chunks_only)
+                out.write(footer(raw, chunks))
+            self.xorbs.ingest(name, tmp)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        with self.engine.begin() as conn:
+            registry.add_xorb(conn, name, len(first_chunks_only), stored)
+        return True
+
+    async def _upload_shard(self, request: Request) -> Response:
+        grant = tokens.check(self.secret, request.headers.get("authorization", ""), "write")
+        try:
+            shard = await asyncio.to_thread(read_shard, await read_body(request, 64 * 1024 * 1024))
+        except (ShardError, BodyTooLarge) as exc:
+            raise refused(str(exc)) from None
+        tables = await self.files.tables(shard)
+        await asyncio.to_thread(check_shard, shard, tables)
+        inserted = 0
+        for f in shard.files:
+            record = await self.files.materialize(f, tables)
+
+            def keep(record: registry.XetFile = record) -> bool:
+                with self.engine.begin() as conn:
+                    new = registry.add_file(conn, record)
+                    rows.add_upload(conn, grant.repo_type, grant.repo_id, record.sha256, record.size, grant.user)
+                return new
+
+            inserted += await asyncio.to_thread(keep)
+        return _json({"result": 1 if inserted else 0})
+
+    # -- downloads --------------------------------------------------------------------------------
+    async def _reconstruction(self, request: Request, name: str, base: str) -> Response:
+        grant = tokens.check(self.secret, request.headers.get("authorization", ""), "read")
+
+        def load() -> tuple[registry.XetFile | None, bool]:
+            with self.engine.connect() as conn:
+                found = registry.file_by_hash(conn, name)
+                mine = found is not None and rows.usable_object(conn, grant.repo_type, grant.repo_id,
+                                                                 found.sha256) is not None
+            return found, mine
+
+        found, mine = await asyncio.to_thread(load)
+        if found is None or not mine:  # a file of another repo is no file of this one
+            raise HubError(404, None, "Unknown file")
+        if found.size == 0:
+            return _json({"offset_into_first_range": 0, "terms": [], "fetch_info": {}})
+        rng = parse_range(request.headers.get("range"), found.size)
+        start, end = (0, found.size) if rng is None else rng
+        tables = await asyncio.to_thread(self._tables, {s.xorb for s in found.segments})
+        made = plan(found, tables, start, end)
+        fetch: dict[str, list[dict[str, Any]]] = {}
+        for xorb, pieces in made.fetch.items():
+            url = self._xorb_url(base, to_string(xorb))
+            fetch[to_string(xorb)] = [{"range": {"start": s, "end": e}, "url": url,
+                                       "url_range": {"start": a, "end": b}} for s, e, a, b in pieces]
+        terms = [{"hash": to_string(t.xorb), "unpacked_length": t.size, "range": {"start": t.start, "end": t.end}}
+                 for t in made.terms]
+        return _json({"offset_into_first_range": made.offset, "terms": terms, "fetch_info": fetch})
+
+    def _tables(self, names: set[bytes]) -> dict[bytes, list[StoredChunk]]:
+        with self.engine.connect() as conn:
+            found = {n: registry.xorb_chunks(conn, to_string(n)) for n in names}
+        if any(v is None for v in found.values()):
+            raise HubError(500, "XorbMissing", "a xorb of this file is missing from hubproxy's records")
+        return found  # type: ignore[return-value]
+
+    def _xorb_url(self, base: str, name: str) -> str:
+        expires = str(int(time.time()) + URL_VALIDITY)
+        sig = hmac.new(self.secret, f"xorb|{name}|{expires}".encode(), hashlib.sha256).hexdigest()
+        return f"{base}{PATH}/xorb/{name}?exp={expires}&sig={sig}"
+
+    async def _xorb_bytes(self, request: Request, name: str) -> BodyResponse:
+        expires, sig = request.query_params.get("exp", ""), request.query_params.get("sig", "")
+        expected = hmac.new(self.secret, f"xorb|{name}|{expires}".encode(), hashlib.sha256).hexdigest()
+        if not (expires.isdigit() and int(expires) > time.time() and hmac.compare_digest(sig, expected)):
+            raise HubError(403, None, "This xorb link is not valid (or has expired)")
+        size = await asyncio.to_thread(self.xorbs.stat, name)
+        if size is None:
+            raise HubError(404, None, "Unknown xorb")
+        rng = parse_range(request.headers.get("range"), size)
+        start, end = (0, size) if rng is None else rng
+        headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes",
+                   "Content-Type": "application/octet-stream"}
+        if rng is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        if request.method == "HEAD":
+            return BodyResponse(206 if rng else 200, headers)
+        body = await self.xorbs.read(name, start, end, 1 << 20)
+        if body is None:
+            raise HubError(404, None, "Unknown xorb")
+        return BodyResponse(206 if rng else 200, headers, body)
+
+
+async def _drain(request: Request) -> None:
+    async for _ in request.stream():
+        pass
