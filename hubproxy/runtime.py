@@ -78,7 +78,7 @@ def hosted_api(settings: Settings, engine: Engine, index: RepoIndex, cache: Blob
     namespaces = Namespaces(engine, settings.personal_namespaces, settings.token_cache_seconds)
     commits = HostedCommits(settings, source, blobs, Committer(engine, blobs), lambda r: client_address(r, trusted))
     lfs = LfsTransfers(engine, cache.store, spool, secret, str(settings.data_dir / "uploads" / "parts"),
-                       settings.lfs_multipart_threshold_bytes, settings.lfs_multipart_chunk_bytes)
+                       settings.lfs_multipart_threshold_bytes, settings.lfs_multipart_chunk_bytes, settings.xet)
     xet = None
     if settings.xet:
         xorbs = make_store(settings, "xorbs")

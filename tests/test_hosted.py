@@ -215,7 +215,7 @@ def test_lfs_uploads_are_verified_and_scoped(make_proxy, tmp_path: Path) -> None
     # Above the inline cap, a current client is stopped at preupload with what to do.
     code = ("from huggingface_hub import HfApi; HfApi().upload_file(path_or_fileobj=b'x' * 2_000_000, "
             "path_in_repo='big2.bin', repo_id='alice/l')")
-    proxy2, _, tokens2 = _setup(make_proxy, regular_upload_max_bytes="1M")
+    proxy2, _, tokens2 = _setup(make_proxy, regular_upload_max_bytes="1M", xet="false")  # the cap is for no-Xet
     run_client("", client_env(proxy2.url, tmp_path / "c", tokens2["alice"]),
                args=["python", "-c", "from huggingface_hub import HfApi; HfApi().create_repo('alice/l')"])
     result = run_client("", client_env(proxy2.url, tmp_path / "c", tokens2["alice"]),
@@ -300,7 +300,7 @@ def test_multipart_lfs_uploads(make_proxy, tmp_path: Path) -> None:  # noqa: ANN
     from tests.clients import client_python
 
     proxy, _, tokens = _setup(make_proxy, hosted_upload_mode="lfs", lfs_multipart_threshold_bytes="5M",
-                              lfs_multipart_chunk_bytes="5M")
+                              lfs_multipart_chunk_bytes="5M", xet="false")  # 0.36 would otherwise take Xet
     data = os.urandom(12 * 1024 * 1024 + 7)  # three parts, the last short
     (tmp_path / "big.bin").write_bytes(data)
     code = ("import sys; from huggingface_hub import HfApi, hf_hub_download; api = HfApi(); "
@@ -320,13 +320,14 @@ def test_multipart_lfs_uploads(make_proxy, tmp_path: Path) -> None:  # noqa: ANN
 
 
 def test_failure_modes_are_clear(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
-    """Documented failure modes stay as documented: with ``hosted_upload_mode: lfs`` the default client (hf_xet)
-    fails on the Xet token hubproxy refuses (404 with a message, never a hang), and git clients are told no."""
+    """Documented failure modes stay as documented: with Xet off and ``hosted_upload_mode: lfs`` the default client
+    (hf_xet) fails on the Xet token hubproxy refuses (404 with a message, never a hang), and git clients are told
+    no."""
     import shutil
     import subprocess
     import time
 
-    proxy, _, tokens = _setup(make_proxy, hosted_upload_mode="lfs")
+    proxy, _, tokens = _setup(make_proxy, hosted_upload_mode="lfs", xet="false")
     env = client_env(proxy.url, tmp_path / "hf", tokens["alice"])
     code = ("from huggingface_hub import HfApi; api = HfApi(); api.create_repo('alice/x'); "
             "api.upload_file(path_or_fileobj=b'x' * 100_000, path_in_repo='x.bin', repo_id='alice/x')")

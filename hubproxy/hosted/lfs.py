@@ -73,7 +73,8 @@ class LfsTransfers:
     """The LFS batch endpoint of hosted repos and the transfer routes its hrefs point at."""
 
     def __init__(self, engine: Engine, store: BlobStore, spool: Spool, secret: bytes, parts_dir: str,
-                 multipart_threshold: int, chunk: int) -> None:
+                 multipart_threshold: int, chunk: int, xet: bool = False) -> None:
+        self.xet = xet
         self.engine = engine
         self.store = store
         self.spool = spool
@@ -107,6 +108,11 @@ class LfsTransfers:
             raise bad_request("hubproxy's LFS endpoint takes uploads only (download files with /resolve)")
         if not isinstance(data.get("ref"), dict):  # no ref: an upload for a pull request
             raise HubError(403, None, PRS_DISABLED)
+        if self.xet and "xet" in (data.get("transfers") or []):
+            # Clients before huggingface_hub 1.20 offer Xet and follow this answer: they upload through the CAS.
+            return Response(json.dumps({"transfer": "xet", "objects": [
+                {"oid": o.get("oid"), "size": o.get("size")} for o in data.get("objects") or []
+                if isinstance(o, dict)]}).encode(), media_type=LFS_JSON)
         objects = data.get("objects")
         if not isinstance(objects, list) or len(objects) > MAX_OBJECTS:
             raise bad_request(f"objects must be a list of at most {MAX_OBJECTS}")

@@ -1,0 +1,176 @@
+"""Xet with the real hf_xet client (huggingface_hub 2.x default install, and 0.36 negotiating it): uploads whose
+hashes equal the captured vectors, downloads through Xet and plain HTTP alike, and bad input refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from hubproxy.xet.hashes import from_string
+from tests.clients import client_python
+from tests.helpers import AdminClient, admin_json, client_env, request, run_client, wait_until
+
+VECTORS = Path(__file__).resolve().parent / "xet_vectors"
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
+FILES = {f["path"]: f for case in MANIFEST["cases"] for f in case["files"]}
+
+
+def _inputs(folder: Path) -> Path:
+    """The captured inputs, and dedup_3m made from its recipe."""
+    folder.mkdir()
+    for path, f in FILES.items():
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if "input" in f:
+            target.write_bytes((VECTORS / f["input"]).read_bytes())
+        else:
+            target.write_bytes(b"".join(hashlib.shake_256(p["seed"].encode()).digest(p["len"]) for p in f["recipe"]))
+    (folder / "empty.bin").write_bytes(b"")
+    return folder
+
+
+def _setup(make_proxy, **settings: str) -> tuple:  # noqa: ANN001
+    proxy = make_proxy(token_cache_seconds="0", **settings)
+    rest = AdminClient(proxy.url, admin_json(proxy.data_dir, "bootstrap")["token"])
+    tokens = {}
+    for user in ("alice", "bob"):
+        rest.call("POST", "/users", {"name": user})
+        tokens[user] = rest.call("POST", "/tokens", {"user": user, "role": "write"})["token"]
+    return proxy, tokens
+
+
+def _db(proxy) -> sa.engine.Engine:  # noqa: ANN001
+    return sa.create_engine(f"sqlite:///{proxy.data_dir / 'hubproxy.db'}")
+
+
+PUSH = r"""
+import sys
+from huggingface_hub import HfApi
+api, F = HfApi(), sys.argv[1]
+api.create_repo("alice/x")
+api.upload_file(path_or_fileobj=F + "/small.txt", path_in_repo="small.txt", repo_id="alice/x")
+api.upload_file(path_or_fileobj=F + "/random_100k.bin", path_in_repo="random_100k.bin", repo_id="alice/x")
+api.upload_file(path_or_fileobj=F + "/random_100k_plus.bin", path_in_repo="random_100k_plus.bin", repo_id="alice/x")
+api.upload_folder(folder_path=F, repo_id="alice/x", allow_patterns=["multi/*", "dedup_3m.bin", "floats_bg4.bin",
+                                                                    "empty.bin"])
+"""
+PULL = r"""
+import filecmp, os, sys
+from huggingface_hub import hf_hub_download, snapshot_download
+F = sys.argv[1]
+d = snapshot_download("alice/x")
+names = [n for n in ("small.txt", "random_100k.bin", "random_100k_plus.bin", "multi/a.txt", "multi/b.txt",
+                     "dedup_3m.bin", "floats_bg4.bin", "empty.bin")]
+print(filecmp.cmpfiles(F, d, names, shallow=False)[0] == names)
+"""
+
+
+def test_uploads_equal_the_vectors_and_download_both_ways(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    """Every file goes through Xet here (``hosted_upload_mode: lfs``, as the captures had it), the text ones too."""
+    proxy, tokens = _setup(make_proxy, hosted_upload_mode="lfs")
+    folder = _inputs(tmp_path / "F")
+    run_client("", client_env(proxy.url, tmp_path / "push", tokens["alice"]), args=["python", "-c", PUSH, str(folder)])
+    with _db(proxy).connect() as conn:
+        files = dict(conn.execute(sa.text("SELECT hash, sha256 FROM xet_files")).all())
+        xorbs = dict(conn.execute(sa.text("SELECT hash, length FROM xet_xorbs")).all())
+    for path, f in FILES.items():  # the same chunks and hashes hf_xet produced against the reference mock
+        assert files.get(f["xet_hash"]) == f["sha256"], path
+    assert xorbs["b6d64d3afbed615c1c051c19efe51541b2a35d95ec65ea6c9342e2345617f85b"] == 3065
+    # random_100k_plus reuses a xorb of the previous upload: it is not sent again.
+    assert wait_until(lambda: "POST /_hubproxy/xet/v1/shards 200" in proxy.log())
+    assert proxy.log().count("POST /_hubproxy/xet/v1/xorbs/default/0b5ebde595a10ed8") == 1
+    for extra, through_xet in (({}, True), ({"HF_HUB_DISABLE_XET": "1"}, False),
+                               ({"HF_XET_RECONSTRUCTION_MIN_RECONSTRUCTION_FETCH_SIZE": "1mb",
+                                 "HF_XET_RECONSTRUCTION_MAX_RECONSTRUCTION_FETCH_SIZE": "1mb"}, True)):
+        before = proxy.log().count("/v1/reconstructions/")
+        env = client_env(proxy.url, tmp_path / f"pull{len(extra)}{through_xet}", tokens["alice"], **extra)
+        assert run_client("", env, args=["python", "-c", PULL, str(folder)]).stdout.strip().endswith("True")
+        wait_until(lambda b=before: proxy.log().count("/v1/reconstructions/") > b, timeout=3)
+        calls = proxy.log().count("/v1/reconstructions/") - before
+        assert (calls > 0) == through_xet, (extra, calls)
+    # With 1 MB windows, the 3 MiB file takes several reconstruction calls, each for its own window.
+    dedup = FILES["dedup_3m.bin"]["xet_hash"]
+    assert proxy.log().count(f"GET /_hubproxy/xet/v1/reconstructions/{dedup}") >= 1 + 3
+
+
+def _token(proxy, token: str, repo: str, kind: str = "write") -> str:  # noqa: ANN001
+    status, _, body = request("GET", f"{proxy.url}/api/models/{repo}/xet-{kind}-token/main",
+                              {"Authorization": f"Bearer {token}"})
+    assert status == 200, body
+    return json.loads(body)["accessToken"]
+
+
+def _cas(proxy, method: str, path: str, token: str, body: bytes | None = None,  # noqa: ANN001
+         headers: dict | None = None) -> tuple[int, bytes]:
+    status, _, data = request(method, f"{proxy.url}/_hubproxy/xet{path}",
+                              {"Authorization": f"Bearer {token}", **(headers or {})}, body)
+    return status, data
+
+
+def test_bad_xet_input_is_refused(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    proxy, tokens = _setup(make_proxy)
+    for user, repo in (("alice", "a"), ("bob", "b")):
+        assert request("POST", f"{proxy.url}/api/repos/create", {"Authorization": f"Bearer {tokens[user]}"},
+                       json.dumps({"name": repo}).encode())[0] == 200
+    write, read = _token(proxy, tokens["alice"], "alice/a"), _token(proxy, tokens["alice"], "alice/a", "read")
+    case = next(c for c in MANIFEST["cases"] if c["name"] == "small_text")
+    name, xorb = case["xorbs"][0]["hash"], (VECTORS / case["xorbs"][0]["file"]).read_bytes()
+    flipped = bytearray(xorb)
+    flipped[100] ^= 1
+    for body, path_hash in ((bytes(flipped), name), (xorb, "0" * 64), (xorb[:-10], name)):
+        assert _cas(proxy, "POST", f"/v1/xorbs/default/{path_hash}", write, body)[0] == 400
+    assert _cas(proxy, "POST", f"/v1/xorbs/default/{name}", read, xorb)[0] == 403  # a read token never writes
+    assert _cas(proxy, "POST", f"/v1/xorbs/default/{name}", "xet_forged.00", xorb)[0] == 401
+    assert _cas(proxy, "POST", f"/v1/xorbs/default/{name}", write, b"\0" * (66 * 1024 * 1024))[0] == 413
+    with _db(proxy).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM xet_xorbs")).scalar() == 0  # nothing was kept
+    shard = (VECTORS / case["shards"][0]["file"]).read_bytes()
+    assert _cas(proxy, "POST", "/v1/shards", write, shard)[0] == 400  # its xorb was never uploaded
+    assert _cas(proxy, "POST", f"/v1/xorbs/default/{name}", write, xorb)[0] == 200
+    for at in (48, 144, 192):  # the file hash, the verification hash, the sha256 the shard claims
+        bad = bytearray(shard)
+        bad[at] ^= 1
+        assert _cas(proxy, "POST", "/v1/shards", write, bytes(bad))[0] == 400, at
+    with _db(proxy).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM xet_files")).scalar() == 0
+    assert _cas(proxy, "POST", "/v1/shards", write, shard)[0] == 200
+    file_hash = FILES["small.txt"]["xet_hash"]
+    status, body = _cas(proxy, "GET", f"/v1/reconstructions/{file_hash}", read, headers={"Range": "bytes=10-20"})
+    plan = json.loads(body)
+    assert status == 200 and plan["offset_into_first_range"] == 10 and plan["terms"][0]["hash"] == name
+    fetch = plan["fetch_info"][name][0]
+    status, _, got = request("GET", fetch["url"], {"Range": f"bytes={fetch['url_range']['start']}-"
+                                                            f"{fetch['url_range']['end']}"})
+    assert status == 206 and got == xorb[:3065]
+    status, _, _ = request("GET", fetch["url"].replace("sig=", "sig=0"))
+    assert status == 403  # xorb links are signed
+    bob_read = _token(proxy, tokens["bob"], "bob/b", "read")  # another repo's token: no such file there
+    assert _cas(proxy, "GET", f"/v1/reconstructions/{file_hash}", bob_read)[0] == 404
+    assert from_string(file_hash)  # the names in URLs are the text form of hashes
+
+
+OLD = r"""
+import os, sys
+from huggingface_hub import HfApi, hf_hub_download
+api = HfApi()
+api.create_repo("alice/old")
+data = open(sys.argv[1], "rb").read()
+api.upload_file(path_or_fileobj=sys.argv[1], path_in_repo="w.bin", repo_id="alice/old")
+print(open(hf_hub_download("alice/old", "w.bin"), "rb").read() == data)
+"""
+
+
+def test_huggingface_hub_036_negotiates_xet(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    python = client_python("huggingface_hub==0.36.2")
+    proxy, tokens = _setup(make_proxy)
+    folder = _inputs(tmp_path / "F")
+    out = run_client("", client_env(proxy.url, tmp_path / "hf", tokens["alice"]),
+                     args=[str(python), "-c", OLD, str(folder / "random_100k.bin")])
+    assert out.stdout.strip().endswith("True")
+    assert wait_until(lambda: "/v1/reconstructions/" in proxy.log())
+    log = proxy.log()
+    assert "POST /alice/old.git/info/lfs/objects/batch 200" in log and "/xet-write-token/main 200" in log
+    assert "PUT /_hubproxy/lfs/upload/" not in log  # not over LFS
