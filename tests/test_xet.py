@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from hubproxy.xet.hashes import from_string
 from tests.clients import client_python
-from tests.helpers import AdminClient, admin_json, client_env, request, run_client, wait_until
+from tests.helpers import AdminClient, admin_json, client_env, hubproxy_cli, request, run_client, wait_until
 
 VECTORS = Path(__file__).resolve().parent / "xet_vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
@@ -94,6 +94,14 @@ def test_uploads_equal_the_vectors_and_download_both_ways(make_proxy, tmp_path: 
     # With 1 MB windows, the 3 MiB file takes several reconstruction calls, each for its own window.
     dedup = FILES["dedup_3m.bin"]["xet_hash"]
     assert proxy.log().count(f"GET /_hubproxy/xet/v1/reconstructions/{dedup}") >= 1 + 3
+    # cache verify re-checks xorbs: a damaged one is reported and left in place (it is hosted data).
+    name = "b6d64d3afbed615c1c051c19efe51541b2a35d95ec65ea6c9342e2345617f85b"
+    stored = proxy.data_dir / "xorbs" / name[:2] / name
+    damaged = bytearray(stored.read_bytes())
+    damaged[200] ^= 1
+    stored.write_bytes(bytes(damaged))
+    result = hubproxy_cli(proxy.data_dir, "cache", "verify", check=False)
+    assert result.returncode == 1 and name in result.stdout and stored.exists()
 
 
 def _token(proxy, token: str, repo: str, kind: str = "write") -> str:  # noqa: ANN001

@@ -66,7 +66,8 @@ class Actor:
 class AdminService:
     """Users, tokens, projects, members, policies, audit queries and cache operations."""
 
-    def __init__(self, engine: Engine, store: BlobStore | None = None) -> None:
+    def __init__(self, engine: Engine, store: BlobStore | None = None, xorbs: BlobStore | None = None) -> None:
+        self.xorbs = xorbs
         self.engine = engine
         self.store = store
         #: Where ``cache verify`` keeps blobs that no longer match their name.
@@ -246,6 +247,8 @@ class AdminService:
     def cache_verify(self, actor: Actor) -> dict[str, object]:
         self._admin(actor)
         report = manage.verify(self.engine, self._store()).as_dict()
+        if self.xorbs is not None:
+            report["xorbs_checked"], report["xorbs_damaged"] = manage.verify_xorbs(self.xorbs)
         self._event(actor, "cache.verify", "store", None, report)
         return report
 

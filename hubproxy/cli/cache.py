@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     engine = open_database(settings, create=False)
     try:
-        service = AdminService(engine, make_store(settings) if cmd != "ls" else None)
+        service = AdminService(engine, make_store(settings) if cmd != "ls" else None,
+                               make_store(settings, "xorbs") if cmd == "verify" else None)
         actor = Actor.operator()
         if cmd == "ls":
             rows = [r for r in service.cache_list(actor) if args.repo_type in (None, r["repo_type"])]
@@ -67,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
             out(r, f"purged {repo_id}{'@' + revision if revision else ''}: {r['blobs']} blobs, {r['bytes']} bytes freed")
         elif cmd == "verify":
             r = service.cache_verify(actor)
+            damaged = list(r["hosted_corrupt"]) + list(r.get("xorbs_damaged", []))  # type: ignore[call-overload]
             out(r, f"checked {r['checked']} blobs ({r['bytes_checked']} bytes): {len(r['corrupt'])} corrupt "  # type: ignore[arg-type]
-                   f"(quarantined), {len(r['missing'])} missing")  # type: ignore[arg-type]
-            return 1 if r["corrupt"] else 0
+                   f"(quarantined), {len(r['missing'])} missing; {r.get('xorbs_checked', 0)} Xet xorbs; "  # type: ignore[arg-type]
+                   f"hosted data damaged (left in place, restore from a backup): {', '.join(damaged) or 'none'}")
+            return 1 if r["corrupt"] or damaged else 0
         elif cmd == "evict":
             r = service.cache_evict(actor, parse_size(args.max_bytes))
             out(r, f"evicted {len(r['evicted'])} blobs")  # type: ignore[arg-type]

@@ -124,12 +124,15 @@ REF_KINDS = {"branches": "branch", "tags": "tag", "converts": "convert", "pullRe
 
 #: Listing fields ``Entry`` models; the rest is kept as its ``extra``.
 MODELED = frozenset({"type", "oid", "size", "path", "lfs"})
+#: Listing fields never kept from an answer: a Xet hash is shown only by hubproxy's own CAS, for files it holds
+#: in Xet form (an imported tree of another hubproxy's hosted repo carries one).
+DROPPED = frozenset({"xetHash"})
 
 
 def entry_of(e: dict[str, Any]) -> Entry:
     """The entry a tree or paths-info answer item describes."""
     lfs = e.get("lfs") if isinstance(e.get("lfs"), dict) else None
-    extra = {k: v for k, v in e.items() if k not in MODELED} or None
+    extra = {k: v for k, v in e.items() if k not in MODELED and k not in DROPPED} or None
     if e.get("type") == "directory":
         return Entry(e["path"], DIRECTORY, 0, e.get("oid"), None, False, None, extra)
     size = (lfs or e).get("size") or 0

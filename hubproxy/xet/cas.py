@@ -80,35 +80,49 @@ class XetCas:
         tokens.check(self.secret, request.headers.get("authorization", ""), "write")
         try:
             raw = from_string(name)
-            body = await read_body(request, MAX_XORB_BYTES + 1024 * 1024)
         except ValueError:
             raise HubError(400, None, "bad xorb hash") from None
-        except BodyTooLarge:
-            raise HubError(413, None, "a xorb is at most 64 MiB") from None
-        return _json({"was_inserted": await asyncio.to_thread(self._store_xorb, name, raw, body)})
-
-    def _store_xorb(self, name: str, raw: bytes, body: bytes) -> bool:
+        path = await self._spool(request, MAX_XORB_BYTES + 1024 * 1024)
         try:
-            chunks = read_xorb(body, raw)
+            return _json({"was_inserted": await asyncio.to_thread(self._store_xorb, name, raw, path)})
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+    async def _spool(self, request: Request, limit: int) -> str:
+        """The request body in a temp file (never whole in memory), refused past ``limit`` bytes."""
+        fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for piece in request.stream():
+                    size += len(piece)
+                    if size > limit:
+                        raise HubError(413, None, "a xorb is at most 64 MiB")
+                    out.write(piece)
+        except BaseException:
+            os.unlink(path)
+            raise
+        return path
+
+    def _store_xorb(self, name: str, raw: bytes, path: str) -> bool:
+        try:
+            with open(path, "rb") as body:
+                chunks = read_xorb(body, raw)
         except XorbError as exc:
             raise HubError(400, None, f"Xorb refused, nothing was stored: {exc}") from None
-        stored = [StoredChunk(c.start, c.end, c.size, c.hash) for c in chunks]
         with self.engine.connect() as conn:
             known = registry.xorb_chunks(conn, name) is not None
         if known and self.xorbs.stat(name) is not None:
             return False
-        first_chunks_only = body[:chunks[-1].end]  # a footer the client sent is replaced by ours
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(first_chunks_only)
-                out.write(footer(raw, chunks))
-            self.xorbs.ingest(name, tmp)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        length = chunks[-1].end
+        with open(path, "r+b") as out:  # a footer the client sent is replaced by ours
+            out.truncate(length)
+            out.seek(length)
+            out.write(footer(raw, chunks))
+        self.xorbs.ingest(name, path)
         with self.engine.begin() as conn:
-            registry.add_xorb(conn, name, len(first_chunks_only), stored)
+            registry.add_xorb(conn, name, length, [StoredChunk(c.start, c.end, c.size, c.hash) for c in chunks])
         return True
 
     async def _upload_shard(self, request: Request) -> Response:

@@ -7,8 +7,10 @@ and the merkle root of the chunk hashes equal to the xorb's name. That one check
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import lz4.frame
 
@@ -68,31 +70,33 @@ def _ungroup(grouped: bytes) -> bytes:
     return bytes(out)
 
 
-def read_xorb(body: bytes, name: bytes | None = None) -> list[Chunk]:
-    """The chunks of a xorb body (its footer, if any, must agree); ``name``: the hash it must have."""
-    if len(body) > MAX_XORB_BYTES + 8 * 1024 * 1024:
-        raise XorbError("a xorb is at most 64 MiB")
+def read_xorb(body: bytes | BinaryIO, name: bytes | None = None) -> list[Chunk]:
+    """The chunks of a xorb body, read as a stream (bytes, or a file open for reading); a footer, if any, must
+    agree with them; ``name``: the hash it must have."""
+    stream = io.BytesIO(body) if isinstance(body, (bytes, bytearray)) else body
     chunks: list[Chunk] = []
     at = 0
-    view = memoryview(body)
-    while at < len(body):
-        if body[at:at + 7] == FOOTER_MAGIC:
-            _check_footer(body, at, chunks)
+    while True:
+        header = stream.read(8)
+        if not header:
             break
-        if at + 8 > len(body):
+        if header[:7] == FOOTER_MAGIC:
+            rest = header + stream.read(MAX_CHUNKS * 40 + 1024)
+            _check_footer(rest, chunks)
+            break
+        if len(header) < 8:
             raise XorbError("the xorb ends inside a chunk header")
-        version, clen_lo, clen_hi, scheme, ulen_lo, ulen_hi = struct.unpack_from("<BHBBHB", body, at)
+        version, clen_lo, clen_hi, scheme, ulen_lo, ulen_hi = struct.unpack("<BHBBHB", header)
         compressed, size = clen_lo | clen_hi << 16, ulen_lo | ulen_hi << 16
         if version != 0 or size > MAX_CHUNK or compressed > 2 * MAX_CHUNK or size == 0:
             raise XorbError(f"bad chunk header at byte {at}")
-        end = at + 8 + compressed
-        if end > len(body):
+        payload = stream.read(compressed)
+        if len(payload) != compressed:
             raise XorbError("the xorb ends inside a chunk")
-        data = decode(view[at + 8:end], scheme, size)
-        chunks.append(Chunk(at, end, scheme, size, chunk_hash(data)))
-        if len(chunks) > MAX_CHUNKS:
-            raise XorbError(f"a xorb holds at most {MAX_CHUNKS} chunks")
-        at = end
+        chunks.append(Chunk(at, at + 8 + compressed, scheme, size, chunk_hash(decode(payload, scheme, size))))
+        if len(chunks) > MAX_CHUNKS or chunks[-1].end > MAX_XORB_BYTES + 8 * 1024 * 1024:
+            raise XorbError("a xorb is at most 64 MiB and 8192 chunks")
+        at = chunks[-1].end
     if not chunks:
         raise XorbError("a xorb holds at least one chunk")
     if name is not None and merkle_root([(c.hash, c.size) for c in chunks]) != name:
@@ -118,20 +122,11 @@ def footer(name: bytes, chunks: list[Chunk]) -> bytes:
     return info + struct.pack("<I", len(info))
 
 
-def _check_footer(body: bytes, at: int, chunks: list[Chunk]) -> None:
-    if not chunks:
+def _check_footer(tail: bytes, chunks: list[Chunk]) -> None:
+    """A footer a client sent (``tail``: from its magic to the end) must describe the chunks before it; only its
+    nonce, which a writer may choose, may differ from the one hubproxy would write."""
+    if not chunks or len(tail) < 44:
         raise XorbError("a footer with no chunk before it")
-    info_len = struct.unpack_from("<I", body, len(body) - 4)[0]
-    if at + info_len + 4 != len(body):
-        raise XorbError("the footer does not end the xorb")
-    name = body[at + 8:at + 40]
-    if footer(name, chunks) != body[at:]:
-        # the nonce is the one part a writer may choose: compare without it
-        mine, theirs = footer(name, chunks), body[at:]
-        if len(mine) != len(theirs) or mine[:-20] != theirs[:-20] or mine[-4:] != theirs[-4:]:
-            raise XorbError("the footer does not describe the chunks before it")
-
-
-def chunk_ranges(chunks: list[Chunk]) -> list[tuple[int, int, int, bytes]]:
-    """``(byte start, byte end, unpacked size, hash)`` per chunk, as kept for reconstructions."""
-    return [(c.start, c.end, c.size, c.hash) for c in chunks]
+    mine = footer(tail[8:40], chunks)
+    if len(mine) != len(tail) or mine[:-20] != tail[:-20] or mine[-4:] != tail[-4:]:
+        raise XorbError("the footer does not describe the chunks before it")
