@@ -141,7 +141,7 @@ def main() -> int:
         with open(regular, "wb") as f:
             for _ in range(args.regular_mib):
                 f.write(os.urandom(1 << 20))
-        proc, url, token = start(work, "regular")
+        proc, url, token = start(work, "regular", xet="false")  # inline mode is the no-Xet path
         procs.append(proc)
         seconds, peak = sampled_peak(proc.p.pid, lambda: client(url, token, work, regular, "admin/inline"))
         print(f"inline (regular-mode) upload {args.regular_mib} MiB: {seconds:.2f}s, hubproxy peak RSS "

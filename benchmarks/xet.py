@@ -1,0 +1,97 @@
+"""Xet benchmarks for hosted repos, ratios in one run (conditions: ../shared/BENCHMARKS.md, "Xet").
+
+- upload: 1 GiB ``upload_file`` with the default client (hf_xet: xorbs and a shard to hubproxy's CAS) against
+  the LFS upload (``HF_HUB_DISABLE_XET=1``) of a file of the same size through the same hubproxy;
+- download: ``hf_hub_download`` of the hosted 1 GiB file through Xet (reconstruction, signed xorb ranges)
+  against the same call over plain HTTP (``HF_HUB_DISABLE_XET=1``), both from a fresh client cache;
+- hubproxy's peak RSS during each. Run: ``python benchmarks/xet.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import Proc, save_results  # noqa: E402
+from upload import client, fresh, sampled_peak, start  # noqa: E402
+
+DOWNLOAD = r"""
+import sys, time
+from huggingface_hub import hf_hub_download
+t0 = time.monotonic()
+hf_hub_download(sys.argv[1], "model.safetensors", cache_dir=sys.argv[2])
+print(time.monotonic() - t0)
+"""
+
+
+def download(url: str, token: str, work: Path, repo: str, cache: Path, **extra: str) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update({"HF_ENDPOINT": url, "HF_TOKEN": token, "HF_HOME": str(work / "hf"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "HF_HUB_DISABLE_TELEMETRY": "1", **extra})
+    out = subprocess.run([sys.executable, "-c", DOWNLOAD, repo, str(cache)], env=env, capture_output=True, text=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    print(f"cores: {os.cpu_count()}  file: {args.size_mib} MiB  date: {time.strftime('%Y-%m-%d')}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="hubproxy-xet-bench-"))
+    procs: list[Proc] = []
+    results: dict = {"cores": os.cpu_count(), "rows": []}
+    try:
+        big = work / "big.bin"
+        with open(big, "wb") as f:
+            for _ in range(args.size_mib):
+                f.write(os.urandom(1 << 20))
+        proc, url, token = start(work, "xet", hosted_upload_mode="lfs")
+        procs.append(proc)
+        up, down, peaks = [], [], []
+        for i in range(args.rounds):
+            fresh(big, 2 * i)
+            os.sync()
+            t_xet, p1 = sampled_peak(proc.p.pid, lambda i=i: client(url, token, work, big, f"admin/xet{i}"))
+            fresh(big, 2 * i + 1)
+            os.sync()
+            t_lfs, p2 = sampled_peak(proc.p.pid, lambda i=i: client(url, token, work, big, f"admin/lfs{i}",
+                                                                    HF_HUB_DISABLE_XET="1"))
+            os.sync()
+            d_xet, p3 = sampled_peak(proc.p.pid, lambda i=i: download(url, token, work, f"admin/xet{i}",
+                                                                      work / "c-xet"))
+            os.sync()
+            d_http, p4 = sampled_peak(proc.p.pid, lambda i=i: download(url, token, work, f"admin/xet{i}",
+                                                                       work / "c-http", HF_HUB_DISABLE_XET="1"))
+            up.append(t_xet / t_lfs)
+            down.append(d_http / d_xet)  # throughput ratio: Xet's over plain HTTP's
+            peaks.append(max(p1, p2, p3, p4))
+            print(f"  round {i + 1}: upload Xet {t_xet:.2f}s LFS {t_lfs:.2f}s ratio {t_xet / t_lfs:.3f}; download "
+                  f"Xet {d_xet:.2f}s HTTP {d_http:.2f}s throughput ratio {d_http / d_xet:.3f}; hubproxy peak RSS "
+                  f"{max(p1, p2, p3, p4) / 1e6:.0f} MB (upload {p1 / 1e6:.0f}, download {p3 / 1e6:.0f})", flush=True)
+        print(f"Xet upload {args.size_mib} MiB: median time ratio {statistics.median(up):.3f} of LFS (lower is better)",
+              flush=True)
+        print(f"Xet download {args.size_mib} MiB: median throughput ratio {statistics.median(down):.3f} of plain HTTP "
+              f"(higher is better); max peak RSS {max(peaks) / 1e6:.0f} MB", flush=True)
+        results["rows"].append({"label": "Xet", "upload_ratios": up, "download_ratios": down, "peak_rss": peaks})
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    save_results("xet", results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
