@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers import AdminClient, admin_json, client_env, request, run_client
+from tests.helpers import AdminClient, admin_json, client_env, request, run_client, wait_until
 
 UPLOAD = ("import sys; from huggingface_hub import HfApi; from huggingface_hub.errors import HfHubHTTPError\n"
           "try:\n"
@@ -76,6 +76,17 @@ def test_replicas_share_hosted_repos(make_proxy, tmp_path: Path, pg_url: str, s3
     files, commits, head = _state(env_b)
     assert commits == 6 and {f"r{i}.txt" for i in range(4)} <= set(files)
     assert sorted(_pushes([env_a, env_b], ["s0", "s1"], head)) == ["412", "landed"]
+    # Through Xet: xorbs and the rebuilt file go to the shared bucket; the other replica serves both ways.
+    code = ("import os, sys; from huggingface_hub import HfApi, hf_hub_download; data = os.urandom(3_000_000); "
+            "HfApi().upload_file(path_or_fileobj=data, path_in_repo='w.bin', repo_id='alice/c'); "
+            "open(sys.argv[1], 'wb').write(data)")
+    run_client("", env_a, args=["python", "-c", code, str(tmp_path / "w.bin")])
+    fetch = ("import sys; from huggingface_hub import hf_hub_download; "
+             "print(open(hf_hub_download('alice/c', 'w.bin'), 'rb').read() == open(sys.argv[1], 'rb').read())")
+    for extra in ({}, {"HF_HUB_DISABLE_XET": "1"}):
+        env = client_env(b.url, tmp_path / f"hx{len(extra)}", token, **extra)
+        assert run_client("", env, args=["python", "-c", fetch, str(tmp_path / "w.bin")]).stdout.strip() == "True"
+    assert wait_until(lambda: "/_hubproxy/xet/v1/reconstructions/" in b.log())
 
 
 def _commit(url: str, token: str, lines: list, repo: str = "alice/c") -> tuple[int, dict, bytes]:
