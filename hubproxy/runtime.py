@@ -82,7 +82,8 @@ def hosted_api(settings: Settings, engine: Engine, index: RepoIndex, cache: Blob
     xet = None
     if settings.xet:
         xorbs = make_store(settings, "xorbs")
-        xet = XetCas(engine, xorbs, XetFiles(engine, cache.store, xorbs, spool), secret, blobs.tmp_dir)
+        xet = XetCas(engine, xorbs, XetFiles(engine, cache.store, xorbs, spool), secret, blobs.tmp_dir,
+                     namespaces.may_read)
     return HostedApi(settings, namespaces, source, Lifecycle(engine, index, blobs), commits, lfs,
                      lambda r: client_address(r, trusted), xet)
 

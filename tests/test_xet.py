@@ -144,6 +144,9 @@ def test_bad_xet_input_is_refused(make_proxy, tmp_path: Path) -> None:  # noqa: 
         assert _cas(proxy, "POST", "/v1/shards", write, bytes(bad))[0] == 400, at
     with _db(proxy).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM xet_files")).scalar() == 0
+    bob_write = _token(proxy, tokens["bob"], "bob/b")
+    status, body = _cas(proxy, "POST", "/v1/shards", bob_write, shard)
+    assert status == 400 and b"not one you may use" in body  # bob cannot read alice/a, where the xorb is
     assert _cas(proxy, "POST", "/v1/shards", write, shard)[0] == 200
     file_hash = FILES["small.txt"]["xet_hash"]
     status, body = _cas(proxy, "GET", f"/v1/reconstructions/{file_hash}", read, headers={"Range": "bytes=10-20"})

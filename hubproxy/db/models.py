@@ -10,7 +10,7 @@ Each group of tables has one owner module, the only code that reads or writes it
 - cluster_secrets: ``hubproxy/hub/relay.py``;
 - namespaces, uploads, audit_writes: ``hubproxy/hosted/rows.py``; webhooks, webhook_deliveries,
   webhook_cursor: ``hubproxy/hosted/webhooks.py``;
-- xet_xorbs, xet_files: ``hubproxy/xet/registry.py``.
+- xet_xorbs, xet_xorb_repos, xet_files: ``hubproxy/xet/registry.py``.
 
 ``tests/fast/test_schema.py`` checks that upgrading an empty database with the Alembic migrations yields
 this schema, on SQLite and PostgreSQL.
@@ -182,6 +182,12 @@ xet_xorbs = Table(
     Column("length", BigInteger(), nullable=False),  # serialized bytes, without the footer hubproxy appends
     Column("chunks", LargeBinary(), nullable=False),  # per chunk: byte start, byte end, unpacked size, hash
     Column("created_at", Float(), nullable=False),
+)
+xet_xorb_repos = Table(
+    "xet_xorb_repos", METADATA,
+    Column("xorb", String(), primary_key=True),  # a xorb uploaded for, or used by a file of, this repo
+    Column("repo_type", String(), primary_key=True),
+    Column("repo_id", String(), primary_key=True),
 )
 xet_files = Table(
     "xet_files", METADATA,

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from hubproxy.auth.identity import Authenticated
+from hubproxy.auth.identity import Authenticated, Principal, get_principal
 from hubproxy.auth.policy import memberships
 from hubproxy.db.models import principals
+from hubproxy.errors import NotFound
 from hubproxy.hosted import rows
 
 VISIBILITIES = ("private", "internal", "public")
@@ -116,6 +117,24 @@ class Namespaces:
             if role is not None:
                 found.append((name, owner.project or "", role))
         return found
+
+    async def may_read(self, user: str, repo_type: str, repo_id: str) -> bool:
+        """Whether a user (by name) may read a hosted repo now (for the Xet CAS, which has no hubproxy token)."""
+
+        def look() -> tuple[Principal | None, str | None]:
+            try:
+                principal = get_principal(self.engine, user)
+            except NotFound:
+                return None, None
+            with self.engine.connect() as conn:
+                repo = rows.find_repo(conn, repo_type, repo_id)
+            return principal, repo.visibility if repo else None
+
+        principal, visibility = await asyncio.to_thread(look)
+        owner = await self.owner(repo_id.split("/")[0]) if "/" in repo_id else None
+        if principal is None or principal.disabled or visibility is None or owner is None:
+            return False
+        return (await self.rights(Authenticated(principal, 0, "xet", "read"), owner, visibility)).read
 
     async def rights(self, who: Authenticated | None, owner: Owner, visibility: str) -> Rights:
         return rights(who, owner, visibility, await self.role(who, owner))

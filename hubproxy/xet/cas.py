@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -50,7 +51,10 @@ def _json(data: Any, status: int = 200) -> Response:
 class XetCas:
     """The CAS routes; ``files`` registers shards, ``xorbs`` is the store's xorb folder."""
 
-    def __init__(self, engine: Engine, xorbs: BlobStore, files: XetFiles, secret: bytes, tmp_dir: str) -> None:
+    def __init__(self, engine: Engine, xorbs: BlobStore, files: XetFiles, secret: bytes, tmp_dir: str,
+                 may_read: Callable[[str, str, str], Awaitable[bool]]) -> None:
+        #: ``(user, repo type, repo id) -> bool``: whether a user may read a repo (hosted rights).
+        self.may_read = may_read
         self.engine = engine
         self.xorbs = xorbs
         self.files = files
@@ -77,17 +81,24 @@ class XetCas:
 
     # -- uploads ----------------------------------------------------------------------------------
     async def _upload_xorb(self, request: Request, name: str) -> Response:
-        tokens.check(self.secret, request.headers.get("authorization", ""), "write")
+        grant = tokens.check(self.secret, request.headers.get("authorization", ""), "write")
         try:
             raw = from_string(name)
         except ValueError:
             raise HubError(400, None, "bad xorb hash") from None
         path = await self._spool(request, MAX_XORB_BYTES + 1024 * 1024)
         try:
-            return _json({"was_inserted": await asyncio.to_thread(self._store_xorb, name, raw, path)})
+            inserted = await asyncio.to_thread(self._store_xorb, name, raw, path)
         finally:
             if os.path.exists(path):
                 os.unlink(path)
+
+        def owned() -> None:  # whoever sends the bytes may use the xorb in this repo
+            with self.engine.begin() as conn:
+                registry.add_xorb_repo(conn, name, grant.repo_type, grant.repo_id)
+
+        await asyncio.to_thread(owned)
+        return _json({"was_inserted": inserted})
 
     async def _spool(self, request: Request, limit: int) -> str:
         """The request body in a temp file (never whole in memory), refused past ``limit`` bytes."""
@@ -133,6 +144,7 @@ class XetCas:
             raise refused(str(exc)) from None
         tables = await self.files.tables(shard)
         await asyncio.to_thread(check_shard, shard, tables)
+        await self._may_use(grant, {s.xorb for f in shard.files for s in f.segments})
         inserted = 0
         for f in shard.files:
             record = await self.files.materialize(f, tables)
@@ -140,11 +152,28 @@ class XetCas:
             def keep(record: registry.XetFile = record) -> bool:
                 with self.engine.begin() as conn:
                     new = registry.add_file(conn, record)
+                    for segment in record.segments:
+                        registry.add_xorb_repo(conn, to_string(segment.xorb), grant.repo_type, grant.repo_id)
                     rows.add_upload(conn, grant.repo_type, grant.repo_id, record.sha256, record.size, grant.user)
                 return new
 
             inserted += await asyncio.to_thread(keep)
         return _json({"result": 1 if inserted else 0})
+
+    async def _may_use(self, grant: tokens.XetGrant, names: set[bytes]) -> None:
+        """A shard may build files from xorbs uploaded for its repo, or used by repos its uploader may read:
+        knowing a xorb's chunk hashes is not enough to copy content one cannot read."""
+        for name in names:
+            text = to_string(name)
+            repos = await asyncio.to_thread(self._xorb_repos, text)
+            if (grant.repo_type, grant.repo_id) in repos:
+                continue
+            if not any([await self.may_read(grant.user, t, r) for t, r in repos]):
+                raise refused(f"xorb {text} is not one you may use")
+
+    def _xorb_repos(self, name: str) -> list[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            return registry.xorb_repos(conn, name)
 
     # -- downloads --------------------------------------------------------------------------------
     async def _reconstruction(self, request: Request, name: str, base: str) -> Response:

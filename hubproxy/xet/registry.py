@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from hubproxy.db import upsert
-from hubproxy.db.models import xet_files, xet_xorbs
+from hubproxy.db.models import xet_files, xet_xorb_repos, xet_xorbs
 from hubproxy.xet.shard import Segment
 
 _CHUNK = struct.Struct("<QQI32s")  # byte start, byte end, unpacked size, hash
@@ -45,6 +45,16 @@ def xorb_chunks(conn: Connection, name: str) -> list[StoredChunk] | None:
     if packed is None:
         return None
     return [StoredChunk(*_CHUNK.unpack_from(packed, i)) for i in range(0, len(packed), _CHUNK.size)]
+
+
+def add_xorb_repo(conn: Connection, name: str, repo_type: str, repo_id: str) -> None:
+    upsert(conn, xet_xorb_repos, {"xorb": name, "repo_type": repo_type, "repo_id": repo_id}, update=False)
+
+
+def xorb_repos(conn: Connection, name: str) -> list[tuple[str, str]]:
+    """The repos a xorb was uploaded for or is used by."""
+    return [(r[0], r[1]) for r in conn.execute(select(xet_xorb_repos.c.repo_type, xet_xorb_repos.c.repo_id)
+                                               .where(xet_xorb_repos.c.xorb == name))]
 
 
 def add_file(conn: Connection, f: XetFile) -> bool:

@@ -97,6 +97,12 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
     )
     op.create_table(
+        "xet_xorb_repos",
+        sa.Column("xorb", sa.String(), primary_key=True),
+        sa.Column("repo_type", sa.String(), primary_key=True),
+        sa.Column("repo_id", sa.String(), primary_key=True),
+    )
+    op.create_table(
         "xet_files",
         sa.Column("hash", sa.String(), primary_key=True),
         sa.Column("sha256", sa.String(), nullable=False),
@@ -114,6 +120,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("xet_files")
+    op.drop_table("xet_xorb_repos")
     op.drop_table("xet_xorbs")
     op.drop_table("webhook_cursor")
     op.drop_table("webhook_deliveries")
