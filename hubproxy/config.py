@@ -102,6 +102,9 @@ class Settings:
     sync_trusted_keys: str = ""
     #: Hosted repos speak Xet (hubproxy's own CAS): current clients upload large files and download any size.
     xet: bool = True
+    #: Hosted files uploaded without Xet (over LFS, inline) of at least this size get a Xet form in the background,
+    #: so current clients can download them (they refuse plain-HTTP downloads above 50 GB).
+    xet_convert_min_bytes: int = 50 * 1000**3
     #: A user's own name is a hosted namespace (``create_repo("name")`` puts the repo there).
     personal_namespaces: bool = True
     #: Visibility of a new hosted repo when the client does not say: private, internal or public.

@@ -50,7 +50,9 @@ from hubproxy.repos.upstream import UpstreamSource
 from hubproxy.store import make_store
 from hubproxy.store.base import BlobStore
 from hubproxy.upstream.client import UpstreamClient
+from hubproxy.xet.cas import PATH as XET_PATH
 from hubproxy.xet.cas import XetCas
+from hubproxy.xet.convert import XetConverter
 from hubproxy.xet.files import XetFiles
 
 log = logging.getLogger(__name__)
@@ -149,10 +151,15 @@ class Runtime:
         delivery = WebhookDelivery(engine, hosted.webhooks, hosted.namespaces,
                                    (settings.public_url or advertise_url(settings)).rstrip("/"), process_name())
         await asyncio.to_thread(delivery.start)
-        runtime.tasks = [asyncio.create_task(delivery.run(), name="webhooks"),
-                         asyncio.create_task(audit.run(), name="audit"),
-                         asyncio.create_task(CacheWatcher(engine, runtime.apply).run(), name="cache-events"),
-                         asyncio.create_task(maintain(settings, engine, cache, auth), name="maintenance")]
+        runtime.tasks = [asyncio.create_task(delivery.run(), name="webhooks")]
+        if hosted.xet is not None:
+            converter = XetConverter(engine, store, secret, advertise_url(settings) + XET_PATH,
+                                     settings.xet_convert_min_bytes, hosted.commits.blobs.tmp_dir)
+            hosted.commits.on_commit.append(converter.wake.set)
+            runtime.tasks.append(asyncio.create_task(converter.run(), name="xet-convert"))
+        runtime.tasks += [asyncio.create_task(audit.run(), name="audit"),
+                          asyncio.create_task(CacheWatcher(engine, runtime.apply).run(), name="cache-events"),
+                          asyncio.create_task(maintain(settings, engine, cache, auth), name="maintenance")]
         if settings.anonymous_access == "read":
             log.warning("anonymous access is on: anyone who reaches hubproxy can download what the upstream serves")
         if settings.offline:

@@ -185,3 +185,31 @@ def test_huggingface_hub_036_negotiates_xet(make_proxy, tmp_path: Path) -> None:
     log = proxy.log()
     assert "POST /alice/old.git/info/lfs/objects/batch 200" in log and "/xet-write-token/main 200" in log
     assert "PUT /_hubproxy/lfs/upload/" not in log  # not over LFS
+
+
+def test_large_files_uploaded_without_xet_get_a_xet_form(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    """A file at or above ``xet_convert_min_bytes`` pushed over LFS is converted in the background (by hf_xet,
+    against hubproxy's own CAS); current clients then download it through Xet, as they must above 50 GB."""
+    proxy, tokens = _setup(make_proxy, hosted_upload_mode="lfs", xet_convert_min_bytes="2M")
+    data = hashlib.shake_256(b"convert me").digest(3_000_000)
+    (tmp_path / "w.bin").write_bytes(data)
+    push = ("import sys; from huggingface_hub import HfApi; api = HfApi(); api.create_repo('alice/lfs'); "
+            "api.upload_file(path_or_fileobj=sys.argv[1], path_in_repo='w.bin', repo_id='alice/lfs'); "
+            "api.upload_file(path_or_fileobj=b'small' * 100, path_in_repo='small.bin', repo_id='alice/lfs')")
+    run_client("", client_env(proxy.url, tmp_path / "push", tokens["alice"], HF_HUB_DISABLE_XET="1"),
+               args=["python", "-c", push, str(tmp_path / "w.bin")])
+    sha = hashlib.sha256(data).hexdigest()
+
+    def converted() -> bool:
+        with _db(proxy).connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM xet_files WHERE sha256 = :s"), {"s": sha}).scalar() == 1
+
+    assert wait_until(converted, timeout=60)
+    with _db(proxy).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM xet_files")).scalar() == 1  # the small file stays as is
+    fetch = ("import sys; from huggingface_hub import hf_hub_download; "
+             "print(open(hf_hub_download('alice/lfs', 'w.bin'), 'rb').read() == open(sys.argv[1], 'rb').read())")
+    out = run_client("", client_env(proxy.url, tmp_path / "pull", tokens["alice"]),
+                     args=["python", "-c", fetch, str(tmp_path / "w.bin")])
+    assert out.stdout.strip().endswith("True")
+    assert wait_until(lambda: "/_hubproxy/xet/v1/reconstructions/" in proxy.log())

@@ -115,7 +115,7 @@ class HostedApi:
         answer = await self.resolver.handle(request, replace(route, repo_id=target.repo.id), refusal)
         if self.xet is not None and "X-Linked-Etag" in answer.headers:
             entry = await self.source.entry(target.ref, answer.headers["X-Repo-Commit"], route.path)
-            xet_hash = (entry.extra or {}).get("xetHash")
+            xet_hash = (entry.extra or {}).get("xetHash") or await self.xet.hash_of(entry.blob or "")
             if xet_hash:  # a Xet client downloads it through hubproxy's CAS
                 read_token = f"{base}/api/{target.repo.type}s/{target.repo.id}/xet-read-token/" \
                              f"{answer.headers['X-Repo-Commit']}"

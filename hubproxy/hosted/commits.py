@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -54,6 +55,8 @@ class HostedCommits:
         self.blobs = blobs
         self.committer = committer
         self.client_ip = client_ip
+        #: Called after a commit lands (the Xet converter looks for new large files).
+        self.on_commit: list[Callable[[], None]] = []
 
     async def _branch(self, request: Request, target: Target, revision: str | None) -> tuple[RepoRef, str]:
         if parse_bool(request.query_params.get("create_pr")):
@@ -106,6 +109,8 @@ class HostedCommits:
         change = Change(header.summary, header.description, header.parent, operations, who.principal.name,
                         audit_of(who, self.client_ip(request)))
         outcome = await self.committer.commit(repo, branch, change)
+        for hook in self.on_commit:
+            hook()
         url = f"{base}/{RESOLVE_PREFIX[repo.type]}{repo.id}/commit/{outcome.commit.id}"
         return json_response({"success": True, "commitOid": outcome.commit.id, "commitUrl": url,
                               "hookOutput": ""})

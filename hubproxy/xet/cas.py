@@ -55,6 +55,7 @@ class XetCas:
                  may_read: Callable[[str, str, str], Awaitable[bool]]) -> None:
         #: ``(user, repo type, repo id) -> bool``: whether a user may read a repo (hosted rights).
         self.may_read = may_read
+        self._known: dict[str, tuple[str | None, float]] = {}
         self.engine = engine
         self.xorbs = xorbs
         self.files = files
@@ -176,6 +177,23 @@ class XetCas:
             return registry.xorb_repos(conn, name)
 
     # -- downloads --------------------------------------------------------------------------------
+    async def hash_of(self, sha256: str) -> str | None:
+        """The Xet hash of a stored file, if it has a Xet form (a file converted after its commit)."""
+        now = time.time()
+        hit = self._known.get(sha256)
+        if hit is not None and (hit[0] is not None or hit[1] > now):
+            return hit[0]
+
+        def look() -> str | None:
+            with self.engine.connect() as conn:
+                found = registry.file_by_sha256(conn, sha256)
+            return found.hash if found is not None else None
+
+        found = await asyncio.to_thread(look)
+        if len(self._known) > 100_000:
+            self._known.clear()
+        self._known[sha256] = (found, now + 30)  # a miss is asked again after 30 s
+        return found
     async def _reconstruction(self, request: Request, name: str, base: str) -> Response:
         grant = tokens.check(self.secret, request.headers.get("authorization", ""), "read")
 
