@@ -160,12 +160,21 @@ def test_hosted_repos_travel_in_bundles(make_proxy, tmp_path: Path) -> None:  # 
     site = tmp_path / "site"
     hubproxy_cli(site, "admin", "user-create", "alice")
     hubproxy_cli(site, "sync", "import", str(bundle))
-    b = make_proxy(data_dir=site, token_cache_seconds="0", offline="true")
+    b = make_proxy(data_dir=site, token_cache_seconds="0", offline="true", xet_convert_min_bytes="1")
     token_b = json.loads(hubproxy_cli(site, "admin", "token-create", "alice", "--role", "write", "--json").stdout)["token"]
+    # Bundles carry plain, verified blobs; the site gives large hosted files their Xet form again itself.
+    import sqlalchemy as sa
+
+    def converted() -> int:
+        with sa.create_engine(f"sqlite:///{site / 'hubproxy.db'}").connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM xet_files")).scalar()
+
+    assert wait_until(lambda: converted() == 2, timeout=60)  # weights v1 and v2
     out = json.loads(run_client("", client_env(b.url, tmp_path / "hb", token_b),
                                 args=["python", "-c", ROUND_TRIP, "check"]).stdout.strip().splitlines()[-1])
     assert out == {"main": "weights v2", "v1": "weights v1", "title": "second", "refs": ["main"],
                    "after": "weights v3"}
+    assert wait_until(lambda: "/_hubproxy/xet/v1/reconstructions/" in b.log())  # downloaded through Xet
     back = tmp_path / "back.tar"
     hubproxy_cli(tmp_path / "exporter2", "sync", "export", "--source", b.url, "--repo", "alice/m@main",
                  "--out", str(back), upstream_token=token_b)

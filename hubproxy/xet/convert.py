@@ -43,14 +43,15 @@ class XetConverter:
         self.failed: dict[str, float] = {}
 
     async def run(self) -> None:
+        await asyncio.sleep(1.0)  # the server is serving (the client uploads to it) before the first round
         while True:
-            await wake_or_timeout(self.wake, self.interval)
-            self.wake.clear()
             try:
                 for repo_type, repo_id, sha256 in await asyncio.to_thread(self._candidates):
                     await self.convert(repo_type, repo_id, sha256)
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("xet conversion round failed")
+            await wake_or_timeout(self.wake, self.interval)
+            self.wake.clear()
 
     def _candidates(self) -> list[tuple[str, str, str]]:
         """Hosted LFS files large enough to need Xet and not in Xet form yet (one repo each)."""
