@@ -213,3 +213,35 @@ def test_large_files_uploaded_without_xet_get_a_xet_form(make_proxy, tmp_path: P
                      args=["python", "-c", fetch, str(tmp_path / "w.bin")])
     assert out.stdout.strip().endswith("True")
     assert wait_until(lambda: "/_hubproxy/xet/v1/reconstructions/" in proxy.log())
+
+
+def test_range_reads_with_the_real_client(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    """hf_xet's own streaming API reads byte ranges of a hosted file through the CAS: at chunk edges, inside a
+    chunk, the last byte, and nothing past the end."""
+    proxy, tokens = _setup(make_proxy, hosted_upload_mode="lfs")
+    folder = _inputs(tmp_path / "F")
+    data = (folder / "dedup_3m.bin").read_bytes()
+    push = ("import sys; from huggingface_hub import HfApi; api = HfApi(); api.create_repo('alice/r'); "
+            "api.upload_file(path_or_fileobj=sys.argv[1], path_in_repo='d.bin', repo_id='alice/r')")
+    run_client("", client_env(proxy.url, tmp_path / "push", tokens["alice"]),
+               args=["python", "-c", push, str(folder / "dedup_3m.bin")])
+    status, _, body = request("GET", f"{proxy.url}/api/models/alice/r/xet-read-token/main",
+                              {"Authorization": f"Bearer {tokens['alice']}"})
+    token = json.loads(body)
+    edges = [(0, 44445), (1_000_000, 2_000_000), (150_000, 150_001), (len(data) - 1, len(data)), (0, len(data))]
+    read = (
+        "import json, sys, hf_xet\n"
+        "t = json.loads(sys.argv[1]); size = int(sys.argv[3])\n"
+        "info = hf_xet.XetFileInfo(sys.argv[2], size)\n"
+        "group = hf_xet.XetSession().new_download_stream_group(endpoint=t['casUrl'], token=t['accessToken'],\n"
+        "                                                       token_expiry_unix_secs=t['exp'])\n"
+        "for s, e in json.loads(sys.argv[4]):\n"
+        "    got = b''.join(group.download_stream(info, start=s, end=e))\n"
+        "    print(got.hex())\n")
+    out = run_client("", client_env(proxy.url, tmp_path / "read", tokens["alice"]), args=[
+        "python", "-c", read, json.dumps(token), FILES["dedup_3m.bin"]["xet_hash"], str(len(data)), json.dumps(edges)])
+    got = [bytes.fromhex(line) for line in out.stdout.split()]
+    assert got == [data[s:e] for s, e in edges]
+    status, _, _ = request("GET", f"{proxy.url}/_hubproxy/xet/v1/reconstructions/{FILES['dedup_3m.bin']['xet_hash']}",
+                           {"Authorization": f"Bearer {token['accessToken']}", "Range": f"bytes={len(data)}-"})
+    assert status == 416  # a start past the end
