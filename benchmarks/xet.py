@@ -34,10 +34,12 @@ print(time.monotonic() - t0)
 
 def download(url: str, token: str, work: Path, repo: str, cache: Path, **extra: str) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update({"HF_ENDPOINT": url, "HF_TOKEN": token, "HF_HOME": str(work / "hf"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    home = cache.with_name(cache.name + "-home")  # a fresh client (as on another machine): no Xet cache either
+    env.update({"HF_ENDPOINT": url, "HF_TOKEN": token, "HF_HOME": str(home), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                 "HF_HUB_DISABLE_TELEMETRY": "1", **extra})
     out = subprocess.run([sys.executable, "-c", DOWNLOAD, repo, str(cache)], env=env, capture_output=True, text=True)
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return float(out.stdout.strip().splitlines()[-1])
@@ -60,7 +62,7 @@ def main() -> int:
         proc, url, token = start(work, "xet", hosted_upload_mode="lfs")
         procs.append(proc)
         up, down, peaks = [], [], []
-        for i in range(args.rounds):
+        for i in range(args.rounds):  # uploads: alternate pairs
             fresh(big, 2 * i)
             os.sync()
             t_xet, p1 = sampled_peak(proc.p.pid, lambda i=i: client(url, token, work, big, f"admin/xet{i}"))
@@ -68,18 +70,22 @@ def main() -> int:
             os.sync()
             t_lfs, p2 = sampled_peak(proc.p.pid, lambda i=i: client(url, token, work, big, f"admin/lfs{i}",
                                                                     HF_HUB_DISABLE_XET="1"))
-            os.sync()
-            d_xet, p3 = sampled_peak(proc.p.pid, lambda i=i: download(url, token, work, f"admin/xet{i}",
-                                                                      work / "c-xet"))
-            os.sync()
-            d_http, p4 = sampled_peak(proc.p.pid, lambda i=i: download(url, token, work, f"admin/xet{i}",
-                                                                       work / "c-http", HF_HUB_DISABLE_XET="1"))
             up.append(t_xet / t_lfs)
-            down.append(d_http / d_xet)  # throughput ratio: Xet's over plain HTTP's
-            peaks.append(max(p1, p2, p3, p4))
-            print(f"  round {i + 1}: upload Xet {t_xet:.2f}s LFS {t_lfs:.2f}s ratio {t_xet / t_lfs:.3f}; download "
-                  f"Xet {d_xet:.2f}s HTTP {d_http:.2f}s throughput ratio {d_http / d_xet:.3f}; hubproxy peak RSS "
-                  f"{max(p1, p2, p3, p4) / 1e6:.0f} MB (upload {p1 / 1e6:.0f}, download {p3 / 1e6:.0f})", flush=True)
+            peaks.append(max(p1, p2))
+            print(f"  upload pair {i + 1}: Xet {t_xet:.2f}s LFS {t_lfs:.2f}s ratio {t_xet / t_lfs:.3f}; hubproxy peak "
+                  f"RSS {max(p1, p2) / 1e6:.0f} MB", flush=True)
+        for i in range(args.rounds):  # downloads of the same file both ways, in alternating order, disks settled
+            timings = {}
+            for way in (("xet", "http") if i % 2 == 0 else ("http", "xet")):
+                os.sync()
+                time.sleep(2)
+                extra = {"HF_HUB_DISABLE_XET": "1"} if way == "http" else {}
+                timings[way], peak = sampled_peak(proc.p.pid, lambda i=i, way=way, extra=extra: download(
+                    url, token, work, f"admin/xet{i}", work / f"c-{way}", **extra))
+                peaks.append(peak)
+            down.append(timings["http"] / timings["xet"])  # throughput ratio: Xet's over plain HTTP's
+            print(f"  download pair {i + 1}: Xet {timings['xet']:.2f}s HTTP {timings['http']:.2f}s throughput ratio "
+                  f"{timings['http'] / timings['xet']:.3f}; hubproxy peak RSS {peaks[-1] / 1e6:.0f} MB", flush=True)
         print(f"Xet upload {args.size_mib} MiB: median time ratio {statistics.median(up):.3f} of LFS (lower is better)",
               flush=True)
         print(f"Xet download {args.size_mib} MiB: median throughput ratio {statistics.median(down):.3f} of plain HTTP "
