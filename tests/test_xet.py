@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -158,6 +159,15 @@ def test_bad_xet_input_is_refused(make_proxy, tmp_path: Path) -> None:  # noqa: 
     assert status == 206 and got == xorb[:3065]
     status, _, _ = request("GET", fetch["url"].replace("sig=", "sig=0"))
     assert status == 403  # xorb links are signed
+    with _db(proxy).connect() as conn:  # a token past its expiry, however well signed
+        secret = conn.execute(sa.text("SELECT value FROM cluster_secrets")).scalar()
+    from hubproxy.xet.tokens import XetGrant, issue
+
+    key = bytes.fromhex(secret)
+    fresh_token = issue(key, XetGrant("model", "alice/a", "read", "alice", int(time.time()) + 60))
+    assert _cas(proxy, "GET", f"/v1/reconstructions/{file_hash}", fresh_token)[0] == 200  # the key is right
+    expired = issue(key, XetGrant("model", "alice/a", "read", "alice", int(time.time()) - 1))
+    assert _cas(proxy, "GET", f"/v1/reconstructions/{file_hash}", expired)[0] == 401
     bob_read = _token(proxy, tokens["bob"], "bob/b", "read")  # another repo's token: no such file there
     assert _cas(proxy, "GET", f"/v1/reconstructions/{file_hash}", bob_read)[0] == 404
     assert from_string(file_hash)  # the names in URLs are the text form of hashes
