@@ -28,6 +28,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("message", sa.Text(), nullable=True))
         batch.add_column(sa.Column("author", sa.String(), nullable=True))
         batch.add_column(sa.Column("created_at", sa.Float(), nullable=True))
+    _hosted_tables()
+    _webhook_tables()
+    _xet_tables()
+
+
+def _hosted_tables() -> None:
     op.create_table(
         "namespaces",
         sa.Column("name", sa.String(), primary_key=True),
@@ -62,6 +68,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_writes_ts", "audit_writes", ["ts"])
     op.create_index("ix_audit_writes_repo", "audit_writes", ["repo_type", "repo_id"])
+
+
+def _webhook_tables() -> None:
     op.create_table(
         "webhooks",
         sa.Column("id", sa.String(), primary_key=True),
@@ -90,6 +99,14 @@ def upgrade() -> None:
     op.create_index("ux_webhook_deliveries_event", "webhook_deliveries", ["webhook_id", "event_id"], unique=True)
     op.create_index("ix_webhook_deliveries_next", "webhook_deliveries", ["next_at"])
     op.create_table(
+        "webhook_cursor",
+        sa.Column("name", sa.String(), primary_key=True),
+        sa.Column("last_event", sa.BigInteger(), nullable=False),
+    )
+
+
+def _xet_tables() -> None:
+    op.create_table(
         "xet_xorbs",
         sa.Column("hash", sa.String(), primary_key=True),
         sa.Column("length", sa.BigInteger(), nullable=False),
@@ -111,11 +128,6 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
     )
     op.create_index("ix_xet_files_sha256", "xet_files", ["sha256"])
-    op.create_table(
-        "webhook_cursor",
-        sa.Column("name", sa.String(), primary_key=True),
-        sa.Column("last_event", sa.BigInteger(), nullable=False),
-    )
 
 
 def downgrade() -> None:
