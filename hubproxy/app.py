@@ -163,7 +163,7 @@ class HubproxyApp:
             if who is None:
                 return JSONResponse({"error": "a valid hubproxy token is required (metrics_access: token)"},
                                     status_code=401)
-        body, media = metrics.exposition()
+        body, media = metrics.exposition(request.headers.get("accept", ""))
         return Response(body, media_type=media)
 
     # -- lifespan -------------------------------------------------------------------------------

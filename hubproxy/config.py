@@ -28,6 +28,9 @@ class Settings:
     #: Loopback by default: listening on every interface (0.0.0.0) is a decision (the image and chart make it).
     host: str = "127.0.0.1"
     port: int = 8000
+    #: Serve HTTPS: a PEM certificate (chain) and its private key; both or neither.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
     upstream: str = "https://huggingface.co"
     data_dir: Path = Path("./hubproxy-data")
     offline: bool = False
@@ -199,6 +202,11 @@ def _validate(s: Settings) -> Settings:
     parts = urlsplit(s.upstream)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"setting 'upstream': {s.upstream!r} is not an http(s) URL")
+    if bool(s.tls_certfile) != bool(s.tls_keyfile):
+        raise ConfigError("settings 'tls_certfile' and 'tls_keyfile' go together")
+    for name in ("tls_certfile", "tls_keyfile"):
+        if getattr(s, name) and not Path(getattr(s, name)).is_file():
+            raise ConfigError(f"setting {name!r}: {getattr(s, name)} is not a file")
     if s.upstream_ca_bundle and not Path(s.upstream_ca_bundle).is_file():
         raise ConfigError(f"setting 'upstream_ca_bundle': {s.upstream_ca_bundle} is not a file")
     if s.public_url:

@@ -78,6 +78,8 @@ class BodyResponse:
         self.source: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.source is not None:  # the access log says where a file's bytes came from
+            scope.setdefault("state", {})["cache"] = self.source
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": self.status, "headers": raw})
         if self.body is None or scope["method"] == "HEAD":

@@ -41,7 +41,8 @@ class AccessLog:
         return f"{self._stamp}.{int((now - second) * 1000):03d}+00:00"
 
     def record(self, method: str, path: str, route: str, status: int, size: int, duration: float,
-               ttfb: float | None, client: str | None, request_id: str | None) -> None:
+               ttfb: float | None, client: str | None, request_id: str | None, cache: str | None = None) -> None:
+        """One line; ``cache``: where a file's bytes came from (hit, miss, relay, passthrough, redirect)."""
         now = time.time()
         path = redact(path)
         ttfb_ms = "null" if ttfb is None else f"{ttfb * 1000:.2f}"
@@ -50,10 +51,10 @@ class AccessLog:
                     f'"msg": {json.dumps(f"{method} {path} {status}")}, "request_id": {json.dumps(request_id)}, '
                     f'"method": "{method}", "path": {json.dumps(path)}, "route": "{route}", "status": {status}, '
                     f'"bytes": {size}, "duration_ms": {duration * 1000:.2f}, "ttfb_ms": {ttfb_ms}, '
-                    f'"client": {json.dumps(client)}}}\n')
+                    f'"client": {json.dumps(client)}, "cache": {json.dumps(cache)}}}\n')
         else:
             line = (f"{self._ts(now)} INFO hubproxy.access [{request_id or '-'}]: {method} {escape_controls(path)} {status} "
-                    f"{size}B {duration * 1000:.1f}ms ttfb={ttfb_ms}ms client={client}\n")
+                    f"{size}B {duration * 1000:.1f}ms ttfb={ttfb_ms}ms client={client} cache={cache or '-'}\n")
         self._lines.append(line)
         self._size += len(line)
         if self._size >= FLUSH_BYTES:

@@ -8,9 +8,21 @@ keeps values in files there, and a scrape of any worker sums them all.
 from __future__ import annotations
 
 import os
+import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from hubproxy import __version__
 
 #: Latency buckets (seconds) for time to first byte and request duration.
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -44,10 +56,18 @@ AUDIT_QUEUE = Gauge("hubproxy_audit_queue_depth", "Download events waiting to be
                     multiprocess_mode="livesum")
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text exposition format, summed over worker processes when there are several."""
+BUILD_INFO = Gauge("hubproxy_build_info", "Always 1; the labels say which hubproxy and Python serve",
+                   ["version", "python"], multiprocess_mode="max")
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+
+
+def exposition(accept: str = "") -> tuple[bytes, str]:
+    """The exposition format the scraper asks for (OpenMetrics when its ``Accept`` names it, the Prometheus text
+    format otherwise), summed over worker processes when there are several."""
+    registry: CollectorRegistry | None = None
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    if "application/openmetrics-text" in accept:
+        return openmetrics.generate_latest(registry or REGISTRY), openmetrics.CONTENT_TYPE_LATEST
+    return generate_latest(registry or REGISTRY), CONTENT_TYPE_LATEST

@@ -87,4 +87,4 @@ class ObservabilityMiddleware:
             if self.access is not None and route not in ("health", "ready", "metrics"):
                 client = scope.get("client")
                 self.access.record(scope["method"], scope["path"], route, state["status"], state["bytes"], elapsed,
-                                   state["ttfb"], client[0] if client else None, REQUEST_ID.get())
+                                   state["ttfb"], client[0] if client else None, REQUEST_ID.get(), shared.get("cache"))
