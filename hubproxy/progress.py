@@ -1,7 +1,8 @@
-"""Progress for long transfers: a rich bar on a terminal, plain log lines otherwise."""
+"""Progress for long transfers: a rich bar on a terminal (with the ``progress`` extra), plain log lines otherwise."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from typing import TextIO
@@ -30,7 +31,7 @@ class Progress:
         self._last_line = 0.0
         self._bar = None
         self._task = None
-        if not force_plain and self.stream.isatty():
+        if not force_plain and self.stream.isatty() and importlib.util.find_spec("rich") is not None:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,

@@ -57,9 +57,12 @@ def test_dockerfile_lints_clean_and_runs_as_intended() -> None:
     assert "HEALTHCHECK" in text and "/health" in text and 'VOLUME ["/data"]' in text
     for name in re.findall(r"\bHUBPROXY_([A-Z0-9_]+)=", text):
         assert name in SETTINGS, f"the Dockerfile sets HUBPROXY_{name}, which is no setting"
-    # The runtime stage gets wheels only: no compilers, no source tree.
+    # The runtime stage gets the built environment only: no compilers, no source tree, no wheel layer; installs are
+    # pinned by constraints.txt; /data is writable by group 0 (arbitrary UIDs run with GID 0).
     runtime = text.split("\nFROM ")[-1]
-    assert "COPY hubproxy" not in runtime and "apt-get" not in runtime
+    assert "COPY hubproxy" not in runtime and "apt-get" not in runtime and "/wheels" not in text
+    assert "-c constraints.txt" in text and "chown \"${UID}:0\" /data" in text and "chmod 0775 /data" in text
+    assert "ARG BASE=" in text  # a locally made base image where the public registry is unreachable
 
 
 # -- Helm chart -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ and an upgrade keeps what is cached.
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -133,6 +134,11 @@ def ping_database(engine: Engine) -> None:
 def make_engine(url: str) -> Engine:
     """Create the engine and bring the schema up to date."""
     url = normalize_url(url)
+    if url.startswith("postgresql") and importlib.util.find_spec("psycopg") is None:
+        from hubproxy.config import ConfigError
+
+        raise ConfigError("setting 'database_url': PostgreSQL needs the 'postgres' extra: "
+                          "pip install 'hubproxy[postgres]'")
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 

@@ -15,7 +15,12 @@ def make_store(settings: Settings, folder: str = "blobs") -> BlobStore:
     """The store the settings ask for (boto3 is only imported for S3); ``folder``: its namespace (``blobs``
     for files, ``xorbs`` for Xet xorbs)."""
     if settings.store == "s3":
-        from hubproxy.store.s3 import S3BlobStore
+        try:
+            from hubproxy.store.s3 import S3BlobStore
+        except ImportError:
+            from hubproxy.config import ConfigError
+
+            raise ConfigError("setting 'store': s3 needs the 's3' extra: pip install 'hubproxy[s3]'") from None
 
         return InstrumentedStore(S3BlobStore(settings, folder), "s3")
     from hubproxy.store.local import LocalBlobStore

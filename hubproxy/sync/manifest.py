@@ -13,13 +13,23 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from hubproxy.store.base import is_blob_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+def _crypto() -> Any:
+    """The ``cryptography`` modules signatures need (the ``signing`` extra), or a clear error without them."""
+    try:
+        from cryptography import exceptions
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise BundleError("signed bundles need the 'signing' extra: pip install 'hubproxy[signing]'") from None
+    return exceptions, serialization, ed25519
 
 FORMAT = "hubproxy-bundle"
 VERSION = 1
@@ -159,11 +169,12 @@ class Manifest:
             value = base64.b64decode(sig.get("value", ""), validate=True)
         except ValueError:
             raise BundleError(f"{MANIFEST_NAME}: the signature is not valid base64") from None
+        exceptions = _crypto()[0]
         for key in trusted:
             try:
                 key.verify(value, self.canonical())
                 return key_id(key)
-            except InvalidSignature:
+            except exceptions.InvalidSignature:
                 continue
         raise BundleError(f"{MANIFEST_NAME}: the signature (key {sig.get('key_id')}) does not verify "
                           "against any trusted key")
@@ -171,23 +182,28 @@ class Manifest:
 
 def key_id(public: Ed25519PublicKey) -> str:
     """A short fingerprint of a public key."""
+    serialization = _crypto()[1]
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_private_key(path: str) -> Ed25519PrivateKey:
+    _, serialization, ed25519 = _crypto()
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise BundleError(f"signing key {path}: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise BundleError(f"signing key {path}: not an ed25519 private key")
     return key
 
 
 def load_public_keys(paths: str) -> list[Ed25519PublicKey]:
     """The comma-separated PEM files of ``sync_trusted_keys``."""
-    keys = []
+    keys: list[Ed25519PublicKey] = []
+    if not paths.strip():
+        return keys
+    _, serialization, ed25519 = _crypto()
     for path in (p.strip() for p in paths.split(",")):
         if not path:
             continue
@@ -195,7 +211,7 @@ def load_public_keys(paths: str) -> list[Ed25519PublicKey]:
             key = serialization.load_pem_public_key(Path(path).read_bytes())
         except (OSError, ValueError) as exc:
             raise BundleError(f"trusted key {path}: {exc}") from None
-        if not isinstance(key, Ed25519PublicKey):
+        if not isinstance(key, ed25519.Ed25519PublicKey):
             raise BundleError(f"trusted key {path}: not an ed25519 public key")
         keys.append(key)
     return keys
@@ -203,7 +219,8 @@ def load_public_keys(paths: str) -> list[Ed25519PublicKey]:
 
 def generate_keypair(prefix: Path) -> tuple[Path, Path, str]:
     """Write ``PREFIX.key`` (private, mode 600) and ``PREFIX.pub``; return both paths and the key id."""
-    key = Ed25519PrivateKey.generate()
+    _, serialization, ed25519 = _crypto()
+    key = ed25519.Ed25519PrivateKey.generate()
     private, public = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
