@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,7 +49,7 @@ class WebhookDelivery:
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10.0)) as client:
             while True:
                 await wake_or_timeout(self.wake, self.interval)
                 self.wake.clear()
@@ -125,7 +125,7 @@ class WebhookDelivery:
                                                       webhook_cursor.c.last_event < last).values(last_event=last))
 
     # -- deliveries -> POSTs ----------------------------------------------------------------------
-    async def deliver(self, client: httpx.AsyncClient) -> None:
+    async def deliver(self, client: aiohttp.ClientSession) -> None:
         due = await asyncio.to_thread(self._claim)
         if not due:
             return
@@ -140,9 +140,10 @@ class WebhookDelivery:
             if hook["secret"]:
                 headers["X-Webhook-Secret"] = hook["secret"]
             try:
-                resp = await client.post(hook["url"], content=body.encode(), headers=headers)
-                status, error = resp.status_code, None if resp.is_success else resp.text[:500]
-            except httpx.HTTPError as exc:
+                async with client.post(hook["url"], data=body.encode(), headers=headers) as resp:
+                    ok = 200 <= resp.status < 300
+                    status, error = resp.status, None if ok else (await resp.text(errors="replace"))[:500]
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 status, error = None, f"{exc.__class__.__name__}: {exc}"[:500]
             await asyncio.to_thread(self._record, delivery_id, attempts + 1, status, error)
 
