@@ -91,6 +91,9 @@ class Settings:
     #: Who may read ``/metrics``: ``open`` (anyone who reaches the port, as Prometheus expects) or ``token`` (any
     #: valid hubproxy token, sent as ``Authorization: Bearer``). ``/health`` and ``/ready`` are always open.
     metrics_access: str = "open"
+    #: OpenTelemetry spans (request, fill, upstream, store, database) exported over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT;
+    #: needs the ``tracing`` extra.
+    tracing: bool = False
     #: Seconds a token check is remembered (a revoked token stops working within this time).
     token_cache_seconds: float = 30.0
     #: Proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDRs); others' is ignored.

@@ -45,6 +45,7 @@ from hubproxy.hub.origin import client_address
 from hubproxy.hub.relay import RelayRoute, shared_secret
 from hubproxy.hub.resolve import Resolver
 from hubproxy.maintenance import maintain
+from hubproxy.observability import tracing
 from hubproxy.repos.index import RepoIndex
 from hubproxy.repos.upstream import UpstreamSource
 from hubproxy.store import make_store
@@ -123,7 +124,10 @@ class Runtime:
         removed = await asyncio.to_thread(spool.clean)
         if removed:
             log.info("removed %d unfinished fills left by a previous run", removed)
+        if settings.tracing and not tracing.enabled():
+            tracing.setup()
         engine = await asyncio.to_thread(make_engine, settings.db_url)
+        tracing.instrument_engine(engine)
         record_database(settings.data_dir, settings.db_url, default_db_url(settings.data_dir))
         upstream = UpstreamClient(settings)
         await upstream.start()

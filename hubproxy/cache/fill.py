@@ -24,7 +24,7 @@ from hubproxy.cache.filler import BlobMismatch, Filler, FillError
 from hubproxy.cache.lease import FillLeases, Holder
 from hubproxy.cache.mismatch import Mismatches
 from hubproxy.cache.spool import Spool, SpoolFile
-from hubproxy.observability import metrics
+from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore
 from hubproxy.upstream.client import UpstreamClient
 
@@ -190,7 +190,8 @@ class FillManager:
         metrics.FILLS_IN_FLIGHT.inc()
         result = "error"
         try:
-            await self.filler.fill(fill, spool_file)
+            with tracing.span("fill", **{"hubproxy.blob": fill.key, "hubproxy.size": fill.size}):
+                await self.filler.fill(fill, spool_file)
             # The bytes are proven right: release the held-back tail now, then make the blob durable.
             fill.verified = True
             fill.notify()

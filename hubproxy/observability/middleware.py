@@ -8,7 +8,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hubproxy.observability import metrics
+from hubproxy.observability import metrics, tracing
 from hubproxy.observability.access import AccessLog
 from hubproxy.observability.logs import REQUEST_ID, redact
 
@@ -74,8 +74,15 @@ class ObservabilityMiddleware:
                 state["bytes"] += len(body)
             await send(message)
 
+        incoming = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])
+                    if k in (b"traceparent", b"tracestate")}
         try:
-            await self.app(scope, receive, observe)
+            with tracing.span(f"{scope['method']} request", "server", incoming, **{
+                    "http.request.method": scope["method"], "url.path": scope["path"]}) as current:
+                await self.app(scope, receive, observe)
+                if current is not None:
+                    current.set_attribute("http.response.status_code", state["status"])
+                    current.set_attribute("hubproxy.route", shared.get("route", "other"))
         finally:
             elapsed = time.perf_counter() - started
             route = shared.get("route", "other")

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
-from hubproxy.observability import metrics
+from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore, StoreUnavailable
 
 T = TypeVar("T")
@@ -24,7 +24,8 @@ class InstrumentedStore:
         started = time.perf_counter()
         result = "ok"
         try:
-            return fn()
+            with tracing.span(f"store {op}", **{"hubproxy.store": self.kind}):
+                return fn()
         except (ValueError, StoreUnavailable):
             result = "error"
             raise

@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from hubproxy import __version__
 from hubproxy.config import Settings
-from hubproxy.observability import metrics
+from hubproxy.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,9 @@ class UpstreamClient:
         if direct and self._direct is not None:
             session = self._direct
         path = url
-        with _failures_mapped(f"{method} {path}"):
+        with tracing.span(f"upstream {method}", "client", **{"http.request.method": method}), \
+                _failures_mapped(f"{method} {path}"):
+            headers = tracing.inject(dict(headers))
             for _ in range(MAX_REDIRECTS + 1):
                 resp = await session.request(
                     method, url, params=params, data=data, allow_redirects=False, timeout=timeout,
