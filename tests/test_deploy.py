@@ -154,3 +154,21 @@ def test_probed_routes_answer(proxy) -> None:  # noqa: ANN001
 
     for path in ("/health", "/ready", "/metrics"):
         assert request("GET", proxy.url + path)[0] == 200, path
+
+
+# -- packaging -------------------------------------------------------------------------------
+def test_a_single_node_install_pulls_no_extra() -> None:
+    """S3, PostgreSQL, signing, progress and tracing libraries are extras; fast-moving dependencies are bounded."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    for name in ("boto3", "psycopg", "cryptography", "rich", "opentelemetry", "uvicorn[standard]", "sqlmodel"):
+        assert name not in core, name
+    assert {"s3", "postgres", "signing", "progress", "tracing", "all"} <= set(project["optional-dependencies"])
+    for dep in project["dependencies"]:
+        if dep.split(">")[0].split("=")[0].split("[")[0] in ("starlette", "uvicorn", "sqlalchemy", "alembic",
+                                                               "aiohttp", "prometheus-client", "hf_xet"):
+            assert "<" in dep, f"{dep} needs an upper bound"
+    pinned = {line.split("==")[0] for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
+    assert {"starlette", "uvicorn", "sqlalchemy", "boto3", "psycopg"} <= pinned

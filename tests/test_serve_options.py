@@ -49,6 +49,15 @@ def test_https_from_flags(tmp_path: Path, fakehub: FakeHub) -> None:
     assert bad.returncode != 0 and "go together" in bad.stderr  # one clear line, not a traceback
 
 
+def test_serve_help_names_defaults_and_variables() -> None:
+    out = subprocess.run([sys.executable, "-m", "hubproxy", "serve", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60).stdout
+    for flag, variable in (("--workers", "HUBPROXY_WORKERS"), ("--log-level", "HUBPROXY_LOG_LEVEL"),
+                           ("--database-url", "HUBPROXY_DATABASE_URL"), ("--tls-certfile", "HUBPROXY_TLS_CERTFILE")):
+        assert flag in out and variable in out.replace("\n", "").replace(" ", "")
+    assert "default 1" in out  # workers
+
+
 def test_openmetrics_build_info_and_the_cache_in_the_access_log(make_proxy) -> None:  # noqa: ANN001
     proxy = make_proxy(log_format="json")
     status, headers, body = request("GET", proxy.url + "/metrics",
