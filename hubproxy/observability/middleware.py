@@ -74,15 +74,11 @@ class ObservabilityMiddleware:
                 state["bytes"] += len(body)
             await send(message)
 
-        incoming = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])
-                    if k in (b"traceparent", b"tracestate")}
         try:
-            with tracing.span(f"{scope['method']} request", "server", incoming, **{
-                    "http.request.method": scope["method"], "url.path": scope["path"]}) as current:
+            if tracing.enabled():
+                await self._traced(scope, receive, observe, state, shared)
+            else:  # the hot path pays nothing for tracing being possible
                 await self.app(scope, receive, observe)
-                if current is not None:
-                    current.set_attribute("http.response.status_code", state["status"])
-                    current.set_attribute("hubproxy.route", shared.get("route", "other"))
         finally:
             elapsed = time.perf_counter() - started
             route = shared.get("route", "other")
@@ -95,3 +91,13 @@ class ObservabilityMiddleware:
                 client = scope.get("client")
                 self.access.record(scope["method"], scope["path"], route, state["status"], state["bytes"], elapsed,
                                    state["ttfb"], client[0] if client else None, REQUEST_ID.get(), shared.get("cache"))
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, state: dict, shared: dict) -> None:
+        """The request inside a server span that continues the client's ``traceparent``, if it sent one."""
+        incoming = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])
+                    if k in (b"traceparent", b"tracestate")}
+        with tracing.span(f"{scope['method']} request", "server", incoming, **{
+                "http.request.method": scope["method"], "url.path": scope["path"]}) as current:
+            await self.app(scope, receive, send)
+            current.set_attribute("http.response.status_code", state["status"])
+            current.set_attribute("hubproxy.route", shared.get("route", "other"))
