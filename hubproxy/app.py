@@ -26,7 +26,7 @@ from hubproxy.hub.routing import Route, RouteKind, classify, split_raw_path
 from hubproxy.observability import metrics
 from hubproxy.observability.access import AccessLog
 from hubproxy.observability.logs import setup_logging
-from hubproxy.observability.middleware import ObservabilityMiddleware, RequestIdMiddleware
+from hubproxy.observability.middleware import ObservabilityMiddleware
 from hubproxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class HubproxyApp:
 def create_app(settings: Settings) -> ASGIApp:
     """The hubproxy ASGI application, with request ids, metrics and the access log around it."""
     access = AccessLog(settings.log_format) if settings.access_log else None
-    return RequestIdMiddleware(ObservabilityMiddleware(HubproxyApp(settings), access))
+    return ObservabilityMiddleware(HubproxyApp(settings), access)
 
 
 def app_from_env() -> ASGIApp:

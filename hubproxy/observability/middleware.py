@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, per-request metrics and the access log."""
+"""The ASGI middleware: request ids, per-request metrics, the access log and (optionally) the request span."""
 
 from __future__ import annotations
 
@@ -15,39 +15,20 @@ from hubproxy.observability.logs import REQUEST_ID, redact
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-class RequestIdMiddleware:
-    """Adds ``X-Request-Id`` to every answer (the caller's, if it sent a sane one) and to the logs."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                text = value.decode("latin-1")
-                # A sane id of the caller's is kept; anything else (or anything token-like) is replaced.
-                rid = text if _REQUEST_ID.fullmatch(text) and redact(text) == text else None
-        rid = rid or uuid.uuid4().hex
-        rid_bytes = rid.encode()
-        token = REQUEST_ID.set(rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid_bytes)]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            REQUEST_ID.reset(token)
+def request_id(scope: Scope) -> str:
+    """The caller's ``X-Request-Id`` if it is sane (and nothing token-like), else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text) and redact(text) == text:
+                return text
+    return uuid.uuid4().hex
 
 
 class ObservabilityMiddleware:
-    """Counts requests by route and status, times the first and last byte, writes the access log.
+    """One wrapper around the app (one per request, one per sent message): adds ``X-Request-Id`` to every answer
+    and to the logs, counts requests by route and status, times the first and last byte, writes the access log,
+    and (tracing on) opens the request's span.
 
     The route label is the route kind the app parsed (``RouteKind``), never a path or a repo id.
     """
@@ -63,10 +44,14 @@ class ObservabilityMiddleware:
         started = time.perf_counter()
         shared = scope.setdefault("state", {})  # the app records the request's route kind here
         state = {"status": 500, "bytes": 0, "ttfb": None}
+        rid = request_id(scope)
+        rid_bytes = rid.encode()
+        rid_token = REQUEST_ID.set(rid)
 
         async def observe(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid_bytes)]
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 if state["ttfb"] is None and (body or not message.get("more_body", False)):
@@ -90,7 +75,8 @@ class ObservabilityMiddleware:
             if self.access is not None and route not in ("health", "ready", "metrics"):
                 client = scope.get("client")
                 self.access.record(scope["method"], scope["path"], route, state["status"], state["bytes"], elapsed,
-                                   state["ttfb"], client[0] if client else None, REQUEST_ID.get(), shared.get("cache"))
+                                   state["ttfb"], client[0] if client else None, rid, shared.get("cache"))
+            REQUEST_ID.reset(rid_token)
 
     async def _traced(self, scope: Scope, receive: Receive, send: Send, state: dict, shared: dict) -> None:
         """The request inside a server span that continues the client's ``traceparent``, if it sent one."""
