@@ -148,7 +148,8 @@ class Runtime:
         hub = HubApi(Resolver(settings, source, cache), MetadataRoutes(settings, source), Listing(index, upstream),
                      names, settings.public_url, settings.path_prefix, auth, settings.anonymous_access == "read",
                      audit, settings.trusted_proxies, gate, hosted)
-        admin = AdminApi(AdminService(engine, store, hosted.xet.xorbs if hosted.xet else None), auth,
+        admin = AdminApi(AdminService(engine, store, hosted.xet.xorbs if hosted.xet else None,
+                                      hosted.namespaces.invalidate), auth,
                          docs_public=settings.anonymous_access == "read")
         runtime = cls(settings, engine, store, upstream, index, source, names, cache, auth, audit, hub, admin,
                       RelayRoute(cache, secret, settings.serve_chunk_size))

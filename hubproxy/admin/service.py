@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,11 @@ class Actor:
 class AdminService:
     """Users, tokens, projects, members, policies, audit queries and cache operations."""
 
-    def __init__(self, engine: Engine, store: BlobStore | None = None, xorbs: BlobStore | None = None) -> None:
+    def __init__(self, engine: Engine, store: BlobStore | None = None, xorbs: BlobStore | None = None,
+                 namespaces_changed: Callable[[], None] | None = None) -> None:
         self.xorbs = xorbs
+        #: Called after a namespace is assigned or removed (the server's own view changes at once).
+        self.namespaces_changed = namespaces_changed or (lambda: None)
         self.engine = engine
         self.store = store
         #: Where ``cache verify`` keeps blobs that no longer match their name.
@@ -183,12 +187,14 @@ class AdminService:
         """Make a namespace hosted, owned by a project (admins only); cached upstream repos in it are purged."""
         self._admin(actor)
         result = namespaces.assign(self.engine, self._store(), name, project)
+        self.namespaces_changed()
         self._event(actor, "namespace.assign", str(result["name"]), None, result)
         return result
 
     def remove_namespace(self, actor: Actor, name: str) -> dict[str, object]:
         self._admin(actor)
         result = namespaces.remove(self.engine, name)
+        self.namespaces_changed()
         self._event(actor, "namespace.remove", str(result["name"]))
         return result
 

@@ -148,5 +148,3 @@ class Spool:
         st = os.statvfs(self.folder)
         return st.f_bavail * st.f_frsize
 
-    def writable(self) -> bool:
-        return os.access(self.folder, os.R_OK | os.W_OK | os.X_OK)

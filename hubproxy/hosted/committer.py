@@ -58,7 +58,6 @@ class Change:
 class Outcome:
     commit: CommitRow
     old: str
-    changed: bool
     files: int
     bytes: int
 
@@ -78,7 +77,7 @@ class Committer:
             info = await self._card(files, base, head)
             listed, tree = with_folders(files.values())
             if tree == head.tree:
-                return Outcome(head, head.id, False, 0, 0)
+                return Outcome(head, head.id, 0, 0)  # nothing changed: the head stands
             now = time.time()
             message = commit_message(change.title, change.description)
             new = CommitRow(commit_id(tree, head.id, change.author, int(now), message), head.id, tree,
@@ -89,7 +88,7 @@ class Committer:
                 if change.parent is not None:
                     raise stale_parent() from None
                 continue
-            return Outcome(new, head.id, True, *counted)
+            return Outcome(new, head.id, *counted)
         raise HubError(409, None, "The branch is too busy: other commits kept landing first. Try again.")
 
     def _base(self, repo: RepoRef, branch: str, parent: str | None) -> tuple[CommitRow, dict[str, Entry]]:

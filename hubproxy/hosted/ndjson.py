@@ -54,12 +54,6 @@ class Operation:
     content: bytes | None = None
 
 
-@dataclass
-class StoredFile:
-    blob: str
-    size: int
-
-
 #: Stores a finished file (its path on disk, its git blob id, its size); returns nothing.
 BlobSink = Callable[[str, str, int], None]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import replace
 from datetime import datetime, timezone
 from html import escape
@@ -153,12 +152,11 @@ class HostedSource:
         formatted = "formatted" in {v for k, v in query if k in ("expand", "expand[]")}
         found = await self._read(lambda c: rows.history(c, repo.type, repo.id, head))
         shown = found[page * limit:(page + 1) * limit]
-        body = [_commit_json(c, formatted) for c in shown]
-        headers = {"Content-Type": "application/json"}
+        headers = {}
         if (page + 1) * limit < len(found):
             nxt = urlencode([(k, v) for k, v in query if k != "p"] + [("p", str(page + 1))])
             headers["Link"] = f'<{base_url}{api_path(repo.type, repo.id, "commits", revision)}?{nxt}>; rel="next"'
-        return Answer(200, headers, json.dumps(body, separators=(",", ":")).encode())
+        return Answer.of_json([_commit_json(c, formatted) for c in shown], headers=headers)
 
 
 def _ref(conn: Any, repo: RepoRef, name: str) -> str | None:

@@ -49,8 +49,6 @@ class LRU(Generic[K, V]):
             del self._data[key]
 
 
-RepoKey = tuple[str, str]
-
 
 class RepoIndex:
     """Refs, commit info, listings and entries of every repo hubproxy knows."""

@@ -10,7 +10,6 @@ for what hubproxy knows for certain (a commit's complete listing says which path
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -219,7 +218,3 @@ class UpstreamSource:
     async def paths(self, repo: RepoRef, commit: str, paths: list[str], expand: bool) -> tuple[list[Entry], bool]:
         return await self.files.paths(repo, commit, paths, expand)
 
-
-def info_json(answer: Answer) -> dict[str, Any]:
-    data = json.loads(answer.body)
-    return data if isinstance(data, dict) else {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubproxy.xet.registry import StoredChunk, XetFile
-from hubproxy.xet.shard import Segment
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,3 @@ def _fetch(terms: list[Term], tables: dict[bytes, list[StoredChunk]]) -> dict[by
         out[xorb] = [(s, e, chunks[s].start, chunks[e - 1].end - 1) for s, e in merged]
     return out
 
-
-def segments_of(terms: list[Term]) -> list[Segment]:
-    return [Segment(t.xorb, t.start, t.end, t.size) for t in terms]

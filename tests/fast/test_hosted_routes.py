@@ -120,3 +120,14 @@ def test_project_roles_in_a_hosted_namespace(make_app) -> None:  # noqa: ANN001
     assert actions == ["branch.delete", "tag.create", "branch.create", "commit", "repo.create"]
     with pytest.raises(Conflict):
         app.admin.remove_namespace(operator, "acme")  # it holds a repo
+
+
+def test_an_assigned_namespace_is_hosted_at_once(make_app) -> None:  # noqa: ANN001
+    """The server that assigns a namespace through its admin API hosts it at once, whatever its cache time."""
+    app = make_app(token_cache_seconds="300")
+    tokens = _users(app, "dev")
+    app.admin.create_project(Actor.operator(), "team", [], [])
+    app.admin.set_member(Actor.operator(), "team", "dev", "developer")
+    assert _create(app, tokens["dev"], "m", organization="acme") == 403  # mirrored: no repos can be made there
+    assert _call(app, tokens["admin"], "PUT", "/admin/api/v1/namespaces/acme", {"project": "team"}) == 200
+    assert _create(app, tokens["dev"], "m", organization="acme") == 200
