@@ -6,11 +6,17 @@ header however long, and Starlette's ``Request.body()`` reads any body whole.
 - Headers: ``BoundedHttpToolsProtocol`` counts the bytes of a request up to the end of its
   headers and answers ``431`` and closes the connection past ``MAX_HEADER_BYTES``.
 - Bodies: ``read_body`` reads at most a route's limit (checking ``Content-Length`` first) and
-  raises ``BodyTooLarge`` past it, before holding more than the limit in memory.
+  raises ``BodyTooLarge`` past it, before holding more than the limit in memory. Large bodies go to disk
+  instead (``receive_into``, ``spool_body``): written in batches in a worker thread while the next batch
+  arrives, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -74,3 +80,48 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                              b"content-length: " + str(len(message)).encode() + b"\r\nconnection: close\r\n\r\n"
                              + message)
         self.transport.close()
+
+
+WRITE_BATCH = 8 * 1024 * 1024
+
+
+async def receive_into(request: Request, write: Callable[[bytes], None], limit: int | None = None) -> int:
+    """The request body into ``write`` (run in a worker thread, in batches): the next batch is received while
+    the previous one is written, so the network and the disk work at the same time. Returns the bytes received;
+    ``BodyTooLarge`` past ``limit``."""
+    declared = request.headers.get("content-length")
+    if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    writing: asyncio.Future[None] | None = None
+    pending: list[bytes] = []
+    held = size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise BodyTooLarge(limit)
+            pending.append(chunk)
+            held += len(chunk)
+            if held >= WRITE_BATCH:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(write, b"".join(pending)))
+                pending, held = [], 0
+    finally:
+        if writing is not None:
+            await writing
+    if pending:
+        await asyncio.to_thread(write, b"".join(pending))
+    return size
+
+
+async def spool_body(request: Request, directory: str, prefix: str, limit: int) -> str:
+    """The request body in a new file under ``directory`` (never whole in memory); the caller removes it."""
+    fd, path = tempfile.mkstemp(dir=directory, prefix=prefix)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            await receive_into(request, out.write, limit)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path

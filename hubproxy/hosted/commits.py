@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from hubproxy.hosted.source import HostedSource
 from hubproxy.hub.errors import HubError, bad_request
 from hubproxy.hub.metadata_routes import json_response
 from hubproxy.hub.routing import RESOLVE_PREFIX, parse_bool, validate_repo_path
+from hubproxy.limits import BodyTooLarge, spool_body
 from hubproxy.repos.model import RepoRef
 
 MAX_PREUPLOAD_FILES = 1000
@@ -118,24 +118,10 @@ class HostedCommits:
     async def _spool(self, request: Request) -> str:
         """The request body in a file (never whole in memory), within the largest body a commit may have."""
         limit = self.settings.regular_upload_max_bytes * 4 // 3 * 2 + self.settings.max_commit_operations * LINE_ALLOWANCE
-        fd, path = tempfile.mkstemp(dir=self.blobs.tmp_dir, prefix="commit-")
-        size = 0
         try:
-            with os.fdopen(fd, "wb") as out:
-                pending: list[bytes] = []
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise HubError(413, "PayloadTooLarge", f"A commit body may hold at most {limit} bytes")
-                    pending.append(chunk)
-                    if sum(map(len, pending)) >= 4 * 1024 * 1024:
-                        await asyncio.to_thread(out.write, b"".join(pending))
-                        pending = []
-                out.write(b"".join(pending))
-        except BaseException:
-            os.unlink(path)
-            raise
-        return path
+            return await spool_body(request, self.blobs.tmp_dir, "commit-", limit)
+        except BodyTooLarge:
+            raise HubError(413, "PayloadTooLarge", f"A commit body may hold at most {limit} bytes") from None
 
     def _read(self, path: str, owner: tuple[RepoRef, str]) -> tuple[Header, list[Operation]]:
         def store(file: str, key: str, size: int) -> None:

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -30,7 +29,7 @@ from hubproxy.hosted.common import PRS_DISABLED, json_body
 from hubproxy.hosted.multipart import Multipart, part_count
 from hubproxy.hub.errors import HubError, bad_request
 from hubproxy.hub.routing import RESOLVE_PREFIX, validate_repo_id
-from hubproxy.limits import read_body
+from hubproxy.limits import read_body, receive_into
 from hubproxy.repos.model import RepoRef
 from hubproxy.store.base import BlobStore
 
@@ -41,28 +40,7 @@ PART_PATH = "/_hubproxy/lfs/part/"
 VALIDITY = 24 * 3600
 MAX_BATCH_BODY = 1024 * 1024
 MAX_OBJECTS = 1000
-WRITE_BATCH = 8 * 1024 * 1024
 LFS_JSON = "application/vnd.git-lfs+json"
-
-
-async def _receive_into(request: Request, write: Callable[[bytes], None]) -> None:
-    """The request body into ``write`` (hashing and writing, in a worker thread), in batches: the next batch
-    is received while the previous one is written, so the network and the disk work at the same time."""
-    writing: asyncio.Future[None] | None = None
-    pending: list[bytes] = []
-    held = 0
-    async for chunk in request.stream():
-        pending.append(chunk)
-        held += len(chunk)
-        if held >= WRITE_BATCH:
-            if writing is not None:
-                await writing
-            writing = asyncio.ensure_future(asyncio.to_thread(write, b"".join(pending)))
-            pending, held = [], 0
-    if writing is not None:
-        await writing
-    if pending:
-        await asyncio.to_thread(write, b"".join(pending))
 
 
 def _is_oid(value: object) -> bool:
@@ -170,7 +148,7 @@ class LfsTransfers:
         ingest = await asyncio.to_thread(begin_ingest, self.store, self.spool, self.engine, oid, size)
         if ingest is not None:
             try:
-                await _receive_into(request, ingest.write)
+                await receive_into(request, ingest.write)
                 await asyncio.to_thread(ingest.finish)
             except IngestError as exc:
                 ingest.abort()
@@ -195,8 +173,7 @@ class LfsTransfers:
         if not 1 <= number <= count:
             raise HubError(404, None, "Not found")
         length = self.chunk if number < count else size - self.chunk * (count - 1)
-        etag = await self.multipart.put_part(request, self.multipart.folder(repo, oid, by), number, length,
-                                             _receive_into)
+        etag = await self.multipart.put_part(request, self.multipart.folder(repo, oid, by), number, length)
         return Response(b"", status_code=200, headers={"ETag": etag})
 
     async def _complete(self, request: Request) -> Response:

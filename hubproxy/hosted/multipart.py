@@ -22,7 +22,7 @@ from starlette.requests import Request
 from hubproxy.cache.ingest import IngestError, begin_ingest
 from hubproxy.cache.spool import Spool
 from hubproxy.hub.errors import HubError, bad_request
-from hubproxy.limits import BodyTooLarge, read_body
+from hubproxy.limits import BodyTooLarge, read_body, receive_into
 from hubproxy.repos.model import RepoRef
 from hubproxy.store.base import BlobStore
 
@@ -49,7 +49,7 @@ class Multipart:
     def folder(self, repo: RepoRef, oid: str, by: str) -> Path:
         return self.root / hashlib.sha256(f"{repo.type}|{repo.id}|{oid}|{by}".encode()).hexdigest()[:32]
 
-    async def put_part(self, request: Request, folder: Path, number: int, length: int, writer: object) -> str:
+    async def put_part(self, request: Request, folder: Path, number: int, length: int) -> str:
         """Keep one part (exactly ``length`` bytes); its ETag."""
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f"{number}.tmp"
@@ -59,11 +59,13 @@ class Multipart:
                 digest.update(data)
                 out.write(data)
 
-            await writer(request, write)  # type: ignore[operator]
-            written = out.tell()
+            try:
+                written = await receive_into(request, write, length)
+            except BodyTooLarge:
+                written = length + 1
         if written != length:
             tmp.unlink(missing_ok=True)
-            raise HubError(400, None, f"part {number} has {written} bytes, not {length}")
+            raise HubError(400, None, f"part {number} is not {length} bytes long")
         os.replace(tmp, folder / str(number))
         return f'"{digest.hexdigest()[:32]}"'
 

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +28,7 @@ from starlette.responses import Response
 from hubproxy.hosted import rows
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.serving import BodyResponse, parse_range
-from hubproxy.limits import BodyTooLarge, read_body
+from hubproxy.limits import BodyTooLarge, read_body, spool_body
 from hubproxy.store.base import BlobStore
 from hubproxy.xet import registry, tokens
 from hubproxy.xet.files import XetFiles, check_shard, refused
@@ -87,7 +86,10 @@ class XetCas:
             raw = from_string(name)
         except ValueError:
             raise HubError(400, None, "bad xorb hash") from None
-        path = await self._spool(request, MAX_XORB_BYTES + 1024 * 1024)
+        try:
+            path = await spool_body(request, self.tmp_dir, "upload-", MAX_XORB_BYTES + 1024 * 1024)
+        except BodyTooLarge:
+            raise HubError(413, None, "a xorb is at most 64 MiB") from None
         try:
             inserted = await asyncio.to_thread(self._store_xorb, name, raw, path)
         finally:
@@ -100,22 +102,6 @@ class XetCas:
 
         await asyncio.to_thread(owned)
         return _json({"was_inserted": inserted})
-
-    async def _spool(self, request: Request, limit: int) -> str:
-        """The request body in a temp file (never whole in memory), refused past ``limit`` bytes."""
-        fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async for piece in request.stream():
-                    size += len(piece)
-                    if size > limit:
-                        raise HubError(413, None, "a xorb is at most 64 MiB")
-                    out.write(piece)
-        except BaseException:
-            os.unlink(path)
-            raise
-        return path
 
     def _store_xorb(self, name: str, raw: bytes, path: str) -> bool:
         try:
