@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hubproxy import signing
 from hubproxy.cache.ingest import IngestError, begin_ingest
 from hubproxy.cache.spool import Spool
 from hubproxy.hosted import rows
@@ -61,12 +61,9 @@ class LfsTransfers:
         self.threshold = multipart_threshold
         self.chunk = chunk
 
-    def _signature(self, parts: list[str]) -> str:
-        return hmac.new(self.secret, "|".join(parts).encode(), hashlib.sha256).hexdigest()
-
     def _href(self, base: str, path: str, repo: RepoRef, oid: str, size: int, principal: str, part: int = 0) -> str:
         expires = str(int(time.time()) + VALIDITY)
-        sig = self._signature([repo.type, repo.id, oid, str(size), principal, expires, str(part)])
+        sig = signing.mac(self.secret, repo.type, repo.id, oid, str(size), principal, expires, str(part))
         query = urlencode({"by": principal, "exp": expires, "sig": sig, **({"part": part} if part else {})})
         return f"{base}{path}{repo.type}/{quote(repo.id)}/{oid}/{size}?{query}"
 
@@ -126,8 +123,8 @@ class LfsTransfers:
         repo = RepoRef(parts[0], validate_repo_id(parts[1:3]))
         q = request.query_params
         by, expires, sig, part = q.get("by", ""), q.get("exp", ""), q.get("sig", ""), q.get("part", "0")
-        expected = self._signature([repo.type, repo.id, parts[3], parts[4], by, expires, part])
-        if not (expires.isdigit() and hmac.compare_digest(sig, expected) and int(expires) > time.time()):
+        if not (signing.unexpired(expires)
+                and signing.valid(self.secret, sig, repo.type, repo.id, parts[3], parts[4], by, expires, part)):
             raise HubError(403, None, "This upload link is not valid (or has expired); ask for a new one")
         return repo, parts[3], int(parts[4]), by
 

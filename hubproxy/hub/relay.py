@@ -11,8 +11,6 @@ tail, exactly as for its own clients) or from its store; otherwise 404, and the 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -21,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
+from hubproxy import signing
 from hubproxy.cache.fill import read_fill
 from hubproxy.db import upsert
 from hubproxy.db.models import cluster_secrets
@@ -46,17 +45,13 @@ def shared_secret(engine: Engine) -> bytes:
 
 
 def sign(secret: bytes, key: str, now: float | None = None) -> str:
-    expiry = int((now or time.time()) + VALIDITY)
-    mac = hmac.new(secret, f"{key}|{expiry}".encode(), hashlib.sha256).hexdigest()
-    return f"{expiry}.{mac}"
+    expiry = str(int((now or time.time()) + VALIDITY))
+    return f"{expiry}.{signing.mac(secret, key, expiry)}"
 
 
 def verify(secret: bytes, key: str, signature: str) -> bool:
     expiry, _, mac = signature.partition(".")
-    if not (expiry.isascii() and expiry.isdigit() and int(expiry) >= time.time()):
-        return False
-    expected = hmac.new(secret, f"{key}|{expiry}".encode(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, mac)
+    return signing.unexpired(expiry) and signing.valid(secret, mac, key, expiry)
 
 
 class RelayRoute:

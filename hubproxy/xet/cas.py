@@ -13,8 +13,6 @@ signed, short-lived URLs to ``/_hubproxy/xet/xorb/{xorb}`` that serve byte range
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import time
@@ -25,6 +23,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hubproxy import signing
 from hubproxy.hosted import rows
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.serving import BodyResponse, parse_range
@@ -217,13 +216,11 @@ class XetCas:
 
     def _xorb_url(self, base: str, name: str) -> str:
         expires = str(int(time.time()) + URL_VALIDITY)
-        sig = hmac.new(self.secret, f"xorb|{name}|{expires}".encode(), hashlib.sha256).hexdigest()
-        return f"{base}{PATH}/xorb/{name}?exp={expires}&sig={sig}"
+        return f"{base}{PATH}/xorb/{name}?exp={expires}&sig={signing.mac(self.secret, 'xorb', name, expires)}"
 
     async def _xorb_bytes(self, request: Request, name: str) -> BodyResponse:
         expires, sig = request.query_params.get("exp", ""), request.query_params.get("sig", "")
-        expected = hmac.new(self.secret, f"xorb|{name}|{expires}".encode(), hashlib.sha256).hexdigest()
-        if not (expires.isdigit() and int(expires) > time.time() and hmac.compare_digest(sig, expected)):
+        if not (signing.unexpired(expires) and signing.valid(self.secret, sig, "xorb", name, expires)):
             raise HubError(403, None, "This xorb link is not valid (or has expired)")
         size = await asyncio.to_thread(self.xorbs.stat, name)
         if size is None:

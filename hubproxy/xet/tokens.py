@@ -9,12 +9,11 @@ hubproxy token: it works on the CAS routes only.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import time
 from dataclasses import dataclass
 
+from hubproxy import signing
 from hubproxy.hub.errors import HubError
 
 VALIDITY = 3600
@@ -32,16 +31,14 @@ class XetGrant:
 def issue(secret: bytes, grant: XetGrant) -> str:
     body = base64.urlsafe_b64encode(json.dumps([grant.repo_type, grant.repo_id, grant.scope, grant.user,
                                                 grant.expires]).encode()).decode().rstrip("=")
-    sig = hmac.new(secret, b"xet|" + body.encode(), hashlib.sha256).hexdigest()
-    return f"xet_{body}.{sig}"
+    return f"xet_{body}.{signing.mac(secret, 'xet', body)}"
 
 
 def check(secret: bytes, header: str, scope: str) -> XetGrant:
     """The grant a request's bearer token carries, if valid for ``scope`` (write covers read)."""
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     body, _, sig = token.removeprefix("xet_").partition(".")
-    expected = hmac.new(secret, b"xet|" + body.encode(), hashlib.sha256).hexdigest()
-    if not token.startswith("xet_") or not hmac.compare_digest(sig, expected):
+    if not token.startswith("xet_") or not signing.valid(secret, sig, "xet", body):
         raise HubError(401, None, "Invalid or missing Xet token")
     fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     grant = XetGrant(*fields)
