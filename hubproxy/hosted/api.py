@@ -35,7 +35,7 @@ from hubproxy.hub.metadata_routes import MetadataRoutes, json_response
 from hubproxy.hub.resolve import Resolver
 from hubproxy.hub.routing import REPO_TYPES, RESOLVE_PREFIX, Route, RouteKind, parse_bool, validate_repo_id
 from hubproxy.hub.serving import BodyResponse
-from hubproxy.repos.model import RepoRef
+from hubproxy.repos.model import Entry, RepoRef
 from hubproxy.xet.cas import PATH as XET_PATH
 from hubproxy.xet.cas import XetCas
 from hubproxy.xet.tokens import VALIDITY as XET_TOKEN_VALIDITY
@@ -112,16 +112,18 @@ class HostedApi:
         self.visible(target, who)
         assert target.repo is not None
         refusal = missing_blob(f"{route.path} of {target.repo.id}")  # never fetched from anywhere else
-        answer = await self.resolver.handle(request, replace(route, repo_id=target.repo.id), refusal)
-        if self.xet is not None and "X-Linked-Etag" in answer.headers:
-            entry = await self.source.entry(target.ref, answer.headers["X-Repo-Commit"], route.path)
-            xet_hash = (entry.extra or {}).get("xetHash") or await self.xet.hash_of(entry.blob or "")
-            if xet_hash:  # a Xet client downloads it through hubproxy's CAS
-                read_token = f"{base}/api/{target.repo.type}s/{target.repo.id}/xet-read-token/" \
-                             f"{answer.headers['X-Repo-Commit']}"
-                answer.headers["X-Xet-Hash"] = xet_hash
-                answer.headers["Link"] = f'<{read_token}>; rel="xet-auth"'
-        return answer
+        repo, xet = target.repo, self.xet
+
+        async def announce(commit: str, entry: Entry) -> dict[str, str]:
+            """A file held in Xet form is announced: Xet clients then download it through hubproxy's CAS."""
+            xet_hash = (entry.extra or {}).get("xetHash") or await xet.hash_of(entry.blob or "")  # type: ignore[union-attr]
+            if not xet_hash:
+                return {}
+            token_url = f"{base}/api/{repo.type}s/{repo.id}/xet-read-token/{commit}"  # type: ignore[union-attr]
+            return {"X-Xet-Hash": xet_hash, "Link": f'<{token_url}>; rel="xet-auth"'}
+
+        return await self.resolver.handle(request, replace(route, repo_id=repo.id), refusal,
+                                          announce if xet is not None else None)
 
     # -- repo lifecycle: /api/repos/{create,delete,move} ------------------------------------------
     def repo_url(self, base: str, repo: RepoRef) -> str:

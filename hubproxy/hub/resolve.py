@@ -9,6 +9,7 @@ Where the bytes come from is the blob cache's decision (``cache/blobs.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -42,6 +43,10 @@ def file_headers(commit: str, entry: Entry, path: str) -> dict[str, str]:
     return headers
 
 
+#: ``(commit, entry) -> headers`` added to a file's answer.
+Announce = Callable[[str, Entry], Awaitable[dict[str, str]]]
+
+
 class Resolver:
     """Answers resolve requests for repos the caller may see (``route.repo_id`` is canonical)."""
 
@@ -50,9 +55,11 @@ class Resolver:
         self.source = source
         self.cache = cache
 
-    async def handle(self, request: Request, route: Route, pull_refusal: HubError | None = None) -> BodyResponse:
+    async def handle(self, request: Request, route: Route, pull_refusal: HubError | None = None,
+                     announce: Announce | None = None) -> BodyResponse:
         """The answer to a resolve request. ``pull_refusal``: raised instead of fetching content from the
-        upstream (the caller may read what is stored, but not pull)."""
+        upstream (the caller may read what is stored, but not pull). ``announce``: more headers for an LFS file,
+        given its commit and entry (hosted repos announce files they hold in Xet form)."""
         assert route.revision is not None
         repo = RepoRef(route.repo_type, route.repo_id)
         resolved = await self.source.resolve(repo, route.revision)
@@ -64,6 +71,8 @@ class Resolver:
         if rng is not None and rng[0] > 0 and is_blob_key(entry.blob):
             rng = await self._after_mismatch(entry.blob, request.headers.get("range", ""), rng)
         headers = file_headers(commit, entry, route.path)
+        if announce is not None and entry.lfs:
+            headers.update(await announce(commit, entry))
         if resolved.stale:
             headers["X-HF-Warning"] = STALE_WARNING
         if self.settings.s3_redirect and entry.lfs and is_blob_key(entry.blob):
