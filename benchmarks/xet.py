@@ -13,7 +13,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import Proc, save_results  # noqa: E402
-from upload import client, fresh, sampled_peak, start  # noqa: E402
+from upload import client, fresh, sampled_peak, start, timed_client  # noqa: E402
 
 DOWNLOAD = r"""
 import sys, time
@@ -33,16 +32,12 @@ print(time.monotonic() - t0)
 
 
 def download(url: str, token: str, work: Path, repo: str, cache: Path, **extra: str) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     home = cache.with_name(cache.name + "-home")  # a fresh client (as on another machine): no Xet cache either
-    env.update({"HF_ENDPOINT": url, "HF_TOKEN": token, "HF_HOME": str(home), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                "HF_HUB_DISABLE_TELEMETRY": "1", **extra})
-    out = subprocess.run([sys.executable, "-c", DOWNLOAD, repo, str(cache)], env=env, capture_output=True, text=True)
-    shutil.rmtree(cache, ignore_errors=True)
-    shutil.rmtree(home, ignore_errors=True)
-    if out.returncode:
-        raise RuntimeError(out.stderr[-3000:])
-    return float(out.stdout.strip().splitlines()[-1])
+    try:
+        return timed_client(DOWNLOAD, [repo, str(cache)], url, token, home, **extra)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def main() -> int:

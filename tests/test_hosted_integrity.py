@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from pathlib import Path
 
 from tests.helpers import AdminClient, admin_json, client_env, request, run_client, wait_until
@@ -115,8 +114,11 @@ def test_bad_commits_and_a_killed_server_change_nothing(make_proxy, tmp_path: Pa
     head = (f"POST /api/models/alice/c/commit/main HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Type: application/x-ndjson\r\nContent-Length: 50000000\r\n\r\n").encode()
     sock.sendall(head + b'{"key":"header","value":{"summary":"cut"}}\n{"key":"file","value":{"content":"'
-                 + b"QUFB" * 2_000_000)
-    time.sleep(0.5)
+                 + b"QUFB" * 3_000_000)  # 12 MB of a 50 MB body: more than one write batch
+    def spooled() -> int:  # the server is taking the body to disk: the kill lands mid-commit
+        return sum(p.stat().st_size for p in (proxy.data_dir / "uploads").glob("commit-*"))
+
+    assert wait_until(lambda: spooled() >= 8 * 1024 * 1024)
     proxy.kill()
     sock.close()
     restarted = make_proxy(data_dir=proxy.data_dir, port=proxy.port, token_cache_seconds="0")
