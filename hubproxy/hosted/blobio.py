@@ -28,23 +28,34 @@ class HostedBlobs:
             if name.startswith(("upload-", "commit-")):
                 os.unlink(os.path.join(tmp_dir, name))
 
-    def put_file(self, path: str, key: str, size: int, owner: tuple[RepoRef, str] | None = None) -> None:
+    def put_file(self, path: str, key: str, size: int, owner: tuple[RepoRef, str] | None = None,
+                 record: bool = True) -> None:
         """Store the file at ``path`` as blob ``key`` (the caller hashed it); the file is moved or removed.
 
         ``owner`` (the repo and the uploader): the blob is recorded as uploaded to that repo, which keeps it
-        from eviction in every process until the commit that uses it lands (or the repo is deleted).
+        from eviction in every process until the commit that uses it lands (or the repo is deleted). Without
+        ``record`` the caller records many at once (``record``): a stored blob nobody recorded is invisible to
+        eviction meanwhile.
         """
         try:
             if self.cache.store.stat(key) != size:
                 self.cache.store.ingest(key, path)
-            with self.engine.begin() as conn:
-                records.add_blob(conn, key, size)
-                if owner is not None:
-                    rows.add_upload(conn, owner[0].type, owner[0].id, key, size, owner[1])
+            if record:
+                self.record([(key, size)], owner)
             self.cache.present.add(key)
         finally:
             if os.path.exists(path):
                 os.unlink(path)
+
+    def record(self, stored: list[tuple[str, int]], owner: tuple[RepoRef, str] | None) -> None:
+        """Record stored blobs (and, with ``owner``, their upload to its repo) in one transaction."""
+        if not stored:
+            return
+        with self.engine.begin() as conn:
+            for key, size in stored:
+                records.add_blob(conn, key, size)
+                if owner is not None:
+                    rows.add_upload(conn, owner[0].type, owner[0].id, key, size, owner[1])
 
     async def put_bytes(self, key: str, data: bytes, owner: tuple[RepoRef, str] | None = None) -> None:
         def write() -> None:

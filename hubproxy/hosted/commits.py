@@ -124,8 +124,11 @@ class HostedCommits:
             raise HubError(413, "PayloadTooLarge", f"A commit body may hold at most {limit} bytes") from None
 
     def _read(self, path: str, owner: tuple[RepoRef, str]) -> tuple[Header, list[Operation]]:
-        def store(file: str, key: str, size: int) -> None:
-            self.blobs.put_file(file, key, size, owner)
+        stored: list[tuple[str, int]] = []
+
+        def store(file: str, key: str, size: int) -> None:  # recorded together below: one transaction a commit
+            self.blobs.put_file(file, key, size, owner, record=False)
+            stored.append((key, size))
 
         body = CommitBody(path, self.blobs.tmp_dir, store, self.settings.regular_upload_max_bytes,
                           self.settings.max_commit_operations)
@@ -139,6 +142,7 @@ class HostedCommits:
             raise HubError(exc.status, None, f"Bad commit: {exc}") from None
         finally:
             body.close()
+            self.blobs.record(stored, owner)
         if not operations:
             raise bad_request("A commit needs at least one operation")
         return header, operations

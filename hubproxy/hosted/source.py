@@ -65,16 +65,10 @@ class HostedSource:
         """Branch, tag, full commit id, or a commit id prefix of at least 7 characters; read afresh every time
         (another replica may just have committed)."""
         name = revision or DEFAULT_BRANCH
-        for candidate in (name, name.removeprefix("refs/heads/"), name.removeprefix("refs/tags/")):
-            ref = await self._read(lambda c, n=candidate: _ref(c, repo, n))
-            if ref is not None:
-                return Resolved(ref)
-        lowered = name.lower()
-        if is_commit(lowered) or (7 <= len(lowered) < 40 and all(ch in "0123456789abcdef" for ch in lowered)):
-            found = await self._read(lambda c: rows.commits_by_prefix(c, repo.type, repo.id, lowered))
-            if len(found) == 1:
-                return Resolved(found[0])
-        raise revision_not_found(name)
+        found = await self._read(lambda c: _resolve(c, repo, name))
+        if found is None:
+            raise revision_not_found(name)
+        return Resolved(found)
 
     async def commit(self, repo: RepoRef, commit: str) -> CommitRow:
         found = await self._read(lambda c: rows.commit_row(c, repo.type, repo.id, commit))
@@ -157,6 +151,21 @@ class HostedSource:
             nxt = urlencode([(k, v) for k, v in query if k != "p"] + [("p", str(page + 1))])
             headers["Link"] = f'<{base_url}{api_path(repo.type, repo.id, "commits", revision)}?{nxt}>; rel="next"'
         return Answer.of_json([_commit_json(c, formatted) for c in shown], headers=headers)
+
+
+def _resolve(conn: Any, repo: RepoRef, name: str) -> str | None:
+    """The commit a name is, in the Hub's order: branch or tag (also spelled ``refs/heads/..``, ``refs/tags/..``),
+    then a full commit id or an unambiguous prefix of at least 7 hex digits; one connection for all."""
+    for candidate in dict.fromkeys((name, name.removeprefix("refs/heads/"), name.removeprefix("refs/tags/"))):
+        ref = _ref(conn, repo, candidate)
+        if ref is not None:
+            return ref
+    lowered = name.lower()
+    if is_commit(lowered) or (7 <= len(lowered) < 40 and all(ch in "0123456789abcdef" for ch in lowered)):
+        found = rows.commits_by_prefix(conn, repo.type, repo.id, lowered)
+        if len(found) == 1:
+            return found[0]
+    return None
 
 
 def _ref(conn: Any, repo: RepoRef, name: str) -> str | None:
