@@ -101,6 +101,13 @@ def sampled_peak(pid: int, run: callable) -> tuple[float, int]:  # type: ignore[
         thread.join()
 
 
+def random_file(path: Path, mib: int) -> Path:
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    return path
+
+
 def fresh(path: Path, round_no: int) -> None:
     """Make the file a new object (its first bytes change), so every round uploads and stores it anew."""
     with open(path, "r+b") as f:
@@ -118,10 +125,7 @@ def main() -> int:
     procs: list[Proc] = []
     results: dict = {"cores": os.cpu_count(), "rows": []}
     try:
-        big = work / "big.bin"
-        with open(big, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
+        big = random_file(work / "big.bin", args.size_mib)
         proc, url, token = start(work, "lfs", hosted_upload_mode="lfs")
         procs.append(proc)
         store_dir = work / "copies"
@@ -142,10 +146,7 @@ def main() -> int:
               f"max peak RSS {max(peaks) / 1e6:.0f} MB", flush=True)
         results["rows"].append({"label": "LFS upload (x sha256+copy)", "ratios": ratios, "peak_rss": peaks})
         proc.stop()
-        regular = work / "regular.bin"
-        with open(regular, "wb") as f:
-            for _ in range(args.regular_mib):
-                f.write(os.urandom(1 << 20))
+        regular = random_file(work / "regular.bin", args.regular_mib)
         proc, url, token = start(work, "regular", xet="false")  # inline mode is the no-Xet path
         procs.append(proc)
         seconds, peak = sampled_peak(proc.p.pid, lambda: client(url, token, work, regular, "admin/inline"))

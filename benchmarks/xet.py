@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import Proc, save_results  # noqa: E402
-from upload import client, fresh, sampled_peak, start, timed_client  # noqa: E402
+from upload import client, fresh, random_file, sampled_peak, start, timed_client  # noqa: E402
 
 DOWNLOAD = r"""
 import sys, time
@@ -50,10 +50,7 @@ def main() -> int:
     procs: list[Proc] = []
     results: dict = {"cores": os.cpu_count(), "rows": []}
     try:
-        big = work / "big.bin"
-        with open(big, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
+        big = random_file(work / "big.bin", args.size_mib)
         proc, url, token = start(work, "xet", hosted_upload_mode="lfs")
         procs.append(proc)
         up, down, peaks = [], [], []

@@ -24,7 +24,7 @@ from hubproxy.cache.fill import read_fill
 from hubproxy.db import upsert
 from hubproxy.db.models import cluster_secrets
 from hubproxy.hub.errors import HubError
-from hubproxy.hub.serving import BodyResponse, parse_range
+from hubproxy.hub.serving import BodyResponse, byte_answer
 from hubproxy.store.base import is_blob_key
 
 if TYPE_CHECKING:
@@ -73,14 +73,9 @@ class RelayRoute:
         total = size if size is not None else await asyncio.to_thread(self.cache.store.stat, key)
         if total is None:
             raise HubError(404, None, "this replica neither fills nor stores the blob")
-        rng = parse_range(request.headers.get("range"), total)
-        start, end = rng if rng is not None else (0, total)
-        headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream"}
-        if rng is not None:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+        start, end, status, headers = byte_answer(request.headers.get("range"), total)
         if request.method == "HEAD":
-            return BodyResponse(206 if rng else 200, headers)
+            return BodyResponse(status, headers)
         if fill is not None and size is not None:
             body = read_fill(fill, start, end, self.chunk)
         else:
@@ -88,4 +83,4 @@ class RelayRoute:
             if stored is None:
                 raise HubError(404, None, "the blob is no longer stored here")
             body = stored
-        return BodyResponse(206 if rng else 200, headers, body)
+        return BodyResponse(status, headers, body)

@@ -60,6 +60,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end + 1
 
 
+def byte_answer(header: str | None, total: int) -> tuple[int, int, int, dict[str, str]]:
+    """``(start, end, status, headers)`` of a plain byte answer (no file metadata) to a ``Range`` header."""
+    rng = parse_range(header, total)
+    start, end = (0, total) if rng is None else rng
+    headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+    if rng is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+    return start, end, 200 if rng is None else 206, headers
+
+
 class BodyResponse:
     """Headers, then a streamed body (none for HEAD)."""
 

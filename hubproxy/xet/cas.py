@@ -26,7 +26,7 @@ from starlette.responses import Response
 from hubproxy import signing
 from hubproxy.hosted import rows
 from hubproxy.hub.errors import HubError
-from hubproxy.hub.serving import BodyResponse, parse_range
+from hubproxy.hub.serving import BodyResponse, byte_answer, parse_range
 from hubproxy.limits import BodyTooLarge, read_body, spool_body
 from hubproxy.store.base import BlobStore
 from hubproxy.xet import registry, tokens
@@ -225,18 +225,13 @@ class XetCas:
         size = await asyncio.to_thread(self.xorbs.stat, name)
         if size is None:
             raise HubError(404, None, "Unknown xorb")
-        rng = parse_range(request.headers.get("range"), size)
-        start, end = (0, size) if rng is None else rng
-        headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream"}
-        if rng is not None:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        start, end, status, headers = byte_answer(request.headers.get("range"), size)
         if request.method == "HEAD":
-            return BodyResponse(206 if rng else 200, headers)
+            return BodyResponse(status, headers)
         body = await self.xorbs.read(name, start, end, 4 << 20)  # whole xorbs: fewer, larger reads
         if body is None:
             raise HubError(404, None, "Unknown xorb")
-        return BodyResponse(206 if rng else 200, headers, body)
+        return BodyResponse(status, headers, body)
 
 
 async def _drain(request: Request) -> None:
