@@ -51,6 +51,10 @@ class Settings:
     upstream_timeout: float = 30.0
     #: How often a fill retries (with a Range request) after the upstream drops it.
     fill_retries: int = 5
+    #: Concurrent Range requests that fill one large blob (1: a single stream). CDNs limit each stream.
+    fill_connections: int = 8
+    #: Bytes per Range request of a parallel fill; blobs under twice this take one stream.
+    fill_part_bytes: int = 16 * 1024 * 1024
     #: Entries per tree page (the Hub uses 1000, and 50 with expand=true).
     tree_page_size: int = 1000
     tree_expand_page_size: int = 50
@@ -252,6 +256,10 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError("setting 's3_presign_ttl' must be at least 60 seconds")
     if s.fill_retries < 0:
         raise ConfigError("setting 'fill_retries' must not be negative")
+    if not 1 <= s.fill_connections <= 64:
+        raise ConfigError("setting 'fill_connections' must be between 1 and 64")
+    if s.fill_part_bytes < 1024 * 1024:
+        raise ConfigError("setting 'fill_part_bytes' must be at least 1 MiB (1048576)")
     if s.log_format not in ("json", "text", "auto"):
         raise ConfigError(f"setting 'log_format': {s.log_format!r} is not one of auto, json, text")
     if s.log_level.lower() not in ("critical", "error", "warning", "info", "debug"):

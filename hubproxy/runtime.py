@@ -22,6 +22,7 @@ from hubproxy.auth.gate import Gate
 from hubproxy.cache.blobs import BlobCache
 from hubproxy.cache.events import CacheEvent, CacheWatcher
 from hubproxy.cache.fill import FillManager
+from hubproxy.cache.filler import Filler
 from hubproxy.cache.lease import FillLeases
 from hubproxy.cache.spool import Spool
 from hubproxy.cache.usage import Usage
@@ -136,7 +137,8 @@ class Runtime:
         if settings.store == "s3":  # replicas do not share a spool: coordinate fills through the database
             leases = FillLeases(engine, process_name(), advertise_url(settings), settings.fill_lease_seconds)
         secret = await asyncio.to_thread(shared_secret, engine)
-        fills = FillManager(store, spool, engine, upstream, settings.fill_retries, leases)
+        filler = Filler(upstream, settings.fill_retries, settings.fill_connections, settings.fill_part_bytes)
+        fills = FillManager(store, spool, engine, filler, leases)
         cache = BlobCache(settings, store, spool, fills, upstream, Usage(engine), secret)
         index = RepoIndex(engine)
         source = UpstreamSource(settings, index, upstream)

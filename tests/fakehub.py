@@ -106,7 +106,7 @@ class Faults:
     """Per-blob fault injection (keyed by the blob's sha256 or git sha1)."""
 
     fail_next: dict[str, int] = field(default_factory=dict)  # answer 500 this many times
-    drop_after: dict[str, list[int]] = field(default_factory=dict)  # [bytes, times]: cut the body
+    drop_after: dict[str, list[int]] = field(default_factory=dict)  # [offset, times]: cut a body that spans it
     corrupt: set[str] = field(default_factory=set)  # flip a byte in the middle
     corrupt_next: dict[str, int] = field(default_factory=dict)  # flip it in this many bodies only
     trickle: dict[str, tuple[int, float]] = field(default_factory=dict)  # (chunk bytes, delay seconds)
@@ -134,6 +134,9 @@ class FakeHub:
         self.faults = Faults()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.blob_bytes: Counter[str] = Counter()
+        #: Bodies of a blob being sent right now, and the most sent at once (parallel ranged fills).
+        self.streams: Counter[str] = Counter()
+        self.peak_streams: Counter[str] = Counter()
         self.throttle_bps: float | None = None
         #: Renamed repos: (type, old id lower-cased) -> new id. The old name answers 307 to the new one.
         self.renames: dict[tuple[str, str], str] = {}
@@ -184,6 +187,7 @@ class FakeHub:
         with self._lock:
             self.requests.clear()
             self.blob_bytes.clear()
+            self.peak_streams.clear()
 
     def count(self, method: str | None = None, contains: str = "") -> int:
         with self._lock:
@@ -608,13 +612,25 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
             drop = None
             with hub._lock:
                 spec = faults.drop_after.get(key)
-                if spec and spec[1] > 0:
+                if spec and spec[1] > 0 and start <= spec[0] < end:
                     spec[1] -= 1
                     drop = spec[0]
             with hub._lock:
                 corrupting = key in faults.corrupt or faults.corrupt_next.get(key, 0) > 0
                 if faults.corrupt_next.get(key, 0) > 0 and start <= size // 2 < end:
                     faults.corrupt_next[key] -= 1
+            with hub._lock:
+                hub.streams[key] += 1
+                hub.peak_streams[key] = max(hub.peak_streams[key], hub.streams[key])
+            try:
+                self._send_range(blob, key, start, end, drop, corrupting)
+            finally:
+                with hub._lock:
+                    hub.streams[key] -= 1
+
+        def _send_range(self, blob: Blob, key: str, start: int, end: int, drop: int | None,
+                        corrupting: bool) -> None:
+            faults, size = hub.faults, blob.size
             pos = start
             t0 = time.monotonic()
             sent = 0

@@ -138,7 +138,9 @@ def forward(handler: Any, host: str, port: int, target: str, body: bytes | None,
         for k, v in resp.getheaders():
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                 handler.send_header(k, v)
-        handler.send_header("Content-Length", str(len(data)))
+        # A HEAD answer's length is the one the upstream announced (its body is always empty).
+        length = resp.getheader("Content-Length", "0") if handler.command == "HEAD" else str(len(data))
+        handler.send_header("Content-Length", length)
         handler.end_headers()
         if handler.command != "HEAD":
             handler.wfile.write(data)

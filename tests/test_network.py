@@ -13,6 +13,7 @@ from huggingface_hub import hf_hub_download
 
 from tests.conftest import UPSTREAM_TOKEN
 from tests.fakehub import FakeHub
+from tests.fixtures import odd_files
 from tests.helpers import request
 from tests.netproxy import ForwardProxy
 
@@ -70,5 +71,6 @@ def test_no_proxy_and_an_untrusted_certificate(make_proxy, tls_hub: FakeHub, ca:
 
 def test_plain_http_upstream_through_http_proxy(make_proxy, fakehub: FakeHub, forward_proxy: ForwardProxy) -> None:  # noqa: ANN001
     proxy = make_proxy(process_env={"HTTP_PROXY": forward_proxy.url, "NO_PROXY": ""})
-    assert request("GET", proxy.url + "/alice/files/resolve/main/config.json")[0] == 200
+    status, _, body = request("GET", proxy.url + "/alice/files/resolve/main/config.json")
+    assert status == 200 and body == odd_files()["config.json"]
     assert any(line.startswith(f"GET {fakehub.url}/") for line in forward_proxy.seen), forward_proxy.seen

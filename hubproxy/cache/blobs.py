@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from math import ceil
 
 import aiohttp
 
@@ -142,6 +143,10 @@ class BlobCache:
         if self.fills.get(want.key) is None:
             if self.upstream.offline:
                 raise unavailable_error(UpstreamUnavailable("offline", offline=True), want.what)
+            wait = self.fills.mismatches.refill_wait(want.key)
+            if wait:
+                raise HubError(502, "UpstreamError", f"The upstream's bytes for {want.what} failed verification "
+                               f"repeatedly; not fetched again for {wait:.0f}s", {"Retry-After": str(ceil(wait))})
             if not await self._room_for(want.size):
                 log.warning("store full: serving %s straight from the upstream, uncached", want.what)
                 return Served(await self.passthrough(want, start, end), "passthrough")

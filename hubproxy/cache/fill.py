@@ -26,7 +26,6 @@ from hubproxy.cache.mismatch import Mismatches
 from hubproxy.cache.spool import Spool, SpoolFile
 from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore
-from hubproxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,8 @@ class Fill:
         #: Where the upstream serves the blob (a resolve path), for whoever continues the fill.
         self.source_path = source_path
         self.store = store
+        #: Bytes from 0 that are all in the spool file.
         self.written = 0
-        self.queued = 0  # received, waiting to be written and hashed
         self.verified = False
         #: The upstream answered with the blob's bytes (a request may now promise them to its client).
         self.answered = False
@@ -84,6 +83,9 @@ class Fill:
                 return
             await self._event.wait()
 
+    async def changed(self) -> None:
+        """Wait for the next change (bytes written, answered, verified or failed)."""
+        await self._event.wait()
 
     async def wait_answered(self) -> None:
         """Wait until the fill is sure to have bytes to give (the upstream answered with them, or some are
@@ -128,12 +130,12 @@ async def read_fill(fill: Fill, start: int, end: int, chunk_size: int) -> AsyncI
 class FillManager:
     """Starts fills and lets requests join the one already running for a blob."""
 
-    def __init__(self, store: BlobStore, spool: Spool, engine: Engine, upstream: UpstreamClient, retries: int,
+    def __init__(self, store: BlobStore, spool: Spool, engine: Engine, filler: Filler,
                  leases: FillLeases | None = None) -> None:
         self.store = store
         self.spool = spool
         self.engine = engine
-        self.filler = Filler(upstream, retries)
+        self.filler = filler
         self.leases = leases
         self.active: dict[str, Fill] = {}
         #: Blobs whose fills failed verification (resumed downloads of them restart).
@@ -195,6 +197,7 @@ class FillManager:
             # The bytes are proven right: release the held-back tail now, then make the blob durable.
             fill.verified = True
             fill.notify()
+            self.mismatches.verified(fill.key)
             await asyncio.to_thread(self._store, fill, spool_file)
             self.committed.set()
             result = "ok"

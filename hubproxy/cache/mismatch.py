@@ -12,6 +12,12 @@ put the rest of a correct fill behind the wrong bytes it already holds. So for a
 
 Failures are recorded in the database (``blob_mismatches``), so a client resuming at another replica,
 or days later from an old client's ``.incomplete`` file, is treated the same.
+
+An upstream that keeps sending wrong bytes would otherwise be asked for the whole blob again by every
+retry of every client (huggingface_hub retries without end while bytes keep arriving). After a second
+failure in a row a new fill of that blob waits: 2 s, then twice as long after each further failure,
+at most ``REFILL_MAX_SECONDS``; requests meanwhile get a 502 with ``Retry-After``. A verified fill ends
+the streak. The streak lives in each process's memory.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ CLOSED_RANGE_SECONDS = 600.0
 KEEP_SECONDS = 30 * 86400.0
 #: How often the memory of failures is refreshed from the database (only when a range asks).
 REFRESH_SECONDS = 0.5
+#: The longest wait before a blob that keeps failing verification is fetched again.
+REFILL_MAX_SECONDS = 300.0
 
 
 class Mismatches:
@@ -39,10 +47,25 @@ class Mismatches:
         self.engine = engine
         self._known: dict[str, float] = {}
         self._read_at = 0.0
+        #: key -> (failures in a row, when the last one happened; monotonic)
+        self._streak: dict[str, tuple[int, float]] = {}
 
     def remember(self, key: str) -> None:
         """Note a failure in this process's memory at once."""
         self._known[key] = time.time()
+        count, _ = self._streak.get(key, (0, 0.0))
+        self._streak[key] = (count + 1, time.monotonic())
+
+    def verified(self, key: str) -> None:
+        """A fill of ``key`` verified: the streak of failures is over."""
+        self._streak.pop(key, None)
+
+    def refill_wait(self, key: str) -> float:
+        """Seconds before ``key`` may be fetched again (0: now)."""
+        count, at = self._streak.get(key, (0, 0.0))
+        if count < 2:
+            return 0.0
+        return max(0.0, at + min(2.0 ** (count - 1), REFILL_MAX_SECONDS) - time.monotonic())
 
     async def record(self, key: str) -> None:
         """Remember that a fill of ``key`` failed verification now (in memory at once, then in the database)."""

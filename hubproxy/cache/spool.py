@@ -4,6 +4,9 @@ Layout under the data dir: ``tmp/<key>.part`` with its ``tmp/<key>.lock``. The l
 one process the filler of a blob while others on the same folder follow its ``.part`` file (several
 workers, or replicas sharing an NFS export); the kernel releases it when the filler dies, so a crash
 never blocks a blob, and whoever takes the fill over continues the ``.part`` it left (``resume``).
+A parallel fill writes parts at their offsets, so the file's size says nothing about which bytes are
+there: the filler publishes its contiguous prefix (the bytes from 0 that are all written) in the lock
+file, and followers and whoever takes over read that number.
 Whatever the store (local disk, NFS, S3), fills spool here: readers follow a growing local file.
 """
 
@@ -47,20 +50,39 @@ class SpoolFile:
         self.key = key
         self.path = spool.part_path(key)
         self._lock_fd = lock_fd
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if resume else os.O_TRUNC)
-        self._fd = os.open(self.path, flags, 0o644)
-        self.resume_from = os.fstat(self._fd).st_size
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_TRUNC), 0o644)
+        held = _read_prefix(lock_fd) if resume else 0
+        self.resume_from = min(held, os.fstat(self._fd).st_size)
+        self._end = self.resume_from  # where ``write`` appends
         self._closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        """Append ``data`` after what was written so far, and publish the new prefix."""
+        self.write_at([data], self._end)
+        self._end += len(data)
+        self.publish(self._end)
+
+    def write_at(self, buffers: list[bytes] | list[bytes | bytearray | memoryview], offset: int) -> None:
+        """Write ``buffers`` one after another from ``offset`` (one system call per batch)."""
+        views = [memoryview(b) for b in buffers if len(b)]
+        while views:
+            n = os.pwritev(self._fd, views[:512], offset)  # IOV_MAX is 1024 on Linux
+            offset += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            if n:
+                views[0] = views[0][n:]
+
+    def publish(self, prefix: int) -> None:
+        """Tell followers that bytes ``[0, prefix)`` are written."""
+        os.pwrite(self._lock_fd, b"%020d" % prefix, 0)
 
     def restart(self) -> None:
         """Drop the bytes of an earlier filler (they cannot be used) and start from byte 0."""
         os.ftruncate(self._fd, 0)
-        self.resume_from = 0
+        self.resume_from = self._end = 0
+        self.publish(0)
 
     def close(self) -> None:
         """fsync and close the file (it stays in place, the lock stays held): ready to be stored."""
@@ -81,6 +103,12 @@ class SpoolFile:
                 os.unlink(self.spool.lock_path(self.key))
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+def _read_prefix(fd: int) -> int:
+    """The prefix a filler published in its lock file (0 if it published none)."""
+    raw = os.pread(fd, 20, 0)
+    return int(raw) if len(raw) == 20 and raw.isdigit() else 0
 
 
 class Spool:
@@ -106,19 +134,19 @@ class Spool:
         return SpoolFile(self, key, fd, resume)
 
     def progress(self, key: str) -> tuple[int | None, bool]:
-        """Bytes another process's fill has written (None: no such fill), and whether its filler lives."""
-        try:
-            written = os.stat(self.part_path(key)).st_size
-        except FileNotFoundError:
+        """The prefix another process's fill has written (None: no such fill), and whether its filler lives."""
+        if not os.path.exists(self.part_path(key)):
             return None, False
         try:
             fd = os.open(self.lock_path(key), os.O_RDONLY)
         except FileNotFoundError:
-            return written, False
+            return 0, False
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return written, True
+            written = _read_prefix(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return written, True
         finally:
             os.close(fd)
         return written, False

@@ -1,0 +1,192 @@
+"""Downloading a blob's bytes into its spool file: one stream, or parts fetched by concurrent Range requests.
+
+The first request (the probe) asks for the first part. If the upstream answers 206, more connections
+start and each takes the next part not yet taken, so the bytes from 0 that are all written (the prefix,
+``fill.written``) grow steadily and readers get them in order. If it answers 200 (it ignores Range),
+that one answer streams the whole blob and no other request is made. A part cut short resumes with
+a Range from its last written byte, so each byte crosses the network about once. Later parts go to
+the URL the probe was redirected to (a CDN), as Hub clients do; if that URL stops working they go
+through the upstream again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from hubproxy.observability import metrics
+from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from hubproxy.cache.fill import Fill
+    from hubproxy.cache.spool import SpoolFile
+
+log = logging.getLogger(__name__)
+
+#: Write to disk in batches of this size, or every FLUSH_INTERVAL seconds (readers see bytes that soon).
+FLUSH_BYTES = 4 * 1024 * 1024
+FLUSH_INTERVAL = 0.05
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
+
+
+class FillError(Exception):
+    """The fill failed; readers must cut their connection."""
+
+
+class _Retryable(Exception):
+    """A transient upstream answer worth another (ranged) attempt."""
+
+
+@dataclass
+class Part:
+    """Bytes ``[start, end)`` of the blob; ``pos``: the next byte to write (all before it are written)."""
+
+    start: int
+    end: int
+    pos: int
+
+
+def plan(start: int, size: int, part_bytes: int, connections: int) -> list[Part]:
+    """Split ``[start, size)`` into parts; a single part when parallel requests would not pay."""
+    if connections < 2 or size - start < 2 * part_bytes:
+        return [Part(start, size, start)]
+    return [Part(s, min(s + part_bytes, size), s) for s in range(start, size, part_bytes)]
+
+
+class PartedDownload:
+    """Fetches every part of one fill, ``connections`` at a time, advancing ``fill.written`` as the prefix grows."""
+
+    def __init__(self, upstream: UpstreamClient, fill: Fill, spool: SpoolFile, retries: int, connections: int,
+                 part_bytes: int) -> None:
+        self.upstream = upstream
+        self.fill = fill
+        self.spool = spool
+        self.retries = retries
+        self.parts = plan(fill.written, fill.size, part_bytes, connections)
+        self.connections = min(connections, len(self.parts))
+        self._next = 0  # index of the next part nobody has taken
+        self._head = 0  # index of the first part not complete
+        #: Set once the probe's answer says whether the upstream serves ranges.
+        self._decided = asyncio.Event()
+        #: Where later parts are requested: the probe's final URL once known.
+        self.url = fill.source_path
+
+    async def run(self) -> None:
+        """Fetch every part; raises ``FillError`` (or a cancellation) and stops the other requests on failure."""
+        workers = [asyncio.create_task(self._work(i == 0)) for i in range(self.connections)]
+        try:
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _work(self, probe: bool) -> None:
+        if not probe:
+            await self._decided.wait()
+        while self._next < len(self.parts):
+            part = self.parts[self._next]
+            self._next += 1
+            await self._fetch(part)
+
+    async def _fetch(self, part: Part) -> None:
+        """Every byte of ``part``, resuming after drops."""
+        attempts = 0
+        while part.pos < part.end:
+            try:
+                await self._fetch_once(part)
+                if part.pos < part.end:
+                    raise FillError(f"upstream ended the body at {part.pos} of {part.end} bytes")
+            except (UpstreamUnavailable, aiohttp.ClientError, asyncio.TimeoutError, _Retryable) as exc:
+                attempts += 1
+                # An upstream that cannot be reached at all gets one more try: a client waits on the first byte.
+                unreached = isinstance(exc, UpstreamUnavailable) and not self.fill.answered
+                limit = min(self.retries, 1) if unreached else self.retries
+                if attempts > limit or getattr(exc, "offline", False):
+                    raise FillError(f"upstream failed after {attempts} attempts: {exc}") from exc
+                log.info("fill of %s interrupted at byte %d (%s); resuming", self.fill.key, part.pos, exc)
+                await asyncio.sleep(min(0.2 * 2 ** (attempts - 1), 2.0))
+
+    async def _fetch_once(self, part: Part) -> None:
+        bounded = part.end < self.fill.size or len(self.parts) > 1
+        url = self.url
+        resp = await self.upstream.open_stream(url, start=part.pos, end=part.end - 1 if bounded else None)
+        try:
+            skip = 0
+            if resp.status == 206:
+                m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+                if not m or int(m.group(1)) != part.pos:
+                    raise _Retryable(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}")
+                if not self._decided.is_set():
+                    self.url = str(resp.url)
+            elif resp.status == 200:
+                skip = part.pos  # the whole blob from byte 0: drop what this part does not need
+                if not self._decided.is_set():  # the probe: one stream takes the whole blob
+                    part.end = self.fill.size
+                    self.parts = [part]
+                    self._next = 1
+            elif resp.status in (408, 429) or resp.status >= 500:
+                raise _Retryable(f"upstream answered {resp.status}")
+            elif url != self.fill.source_path:
+                self.url = self.fill.source_path  # the CDN link expired: go through the upstream again
+                raise _Retryable(f"the redirected URL answered {resp.status}")
+            else:
+                raise FillError(f"upstream answered {resp.status} for the blob")
+            self._decided.set()
+            self.fill.answered = True
+            self.fill.notify()
+            await self._receive(resp, part, skip)
+        finally:
+            if part.pos < part.end or resp.status == 200:
+                resp.close()  # a cut or longer-than-needed answer: this connection cannot be reused
+            else:
+                resp.release()
+
+    async def _receive(self, resp: aiohttp.ClientResponse, part: Part, skip: int) -> None:
+        """Write the answer's body into ``part`` in batches; what arrived before a drop is kept."""
+        batch: list[bytes] = []
+        held = 0
+        last = time.monotonic()
+        try:
+            async for chunk in resp.content.iter_any():
+                if skip:
+                    if len(chunk) <= skip:
+                        skip -= len(chunk)
+                        continue
+                    chunk, skip = chunk[skip:], 0
+                room = part.end - part.pos - held
+                if len(chunk) > room:
+                    if part.end == self.fill.size:
+                        raise FillError("upstream sent more bytes than the blob's size")
+                    chunk = chunk[:room]  # an answer longer than asked: keep this part's bytes
+                batch.append(chunk)
+                held += len(chunk)
+                now = time.monotonic()
+                if held >= FLUSH_BYTES or now - last >= FLUSH_INTERVAL or held == part.end - part.pos:
+                    await self._write(part, batch, held)
+                    batch, held, last = [], 0, now
+                    if part.pos == part.end:
+                        return
+        finally:
+            if held:
+                await self._write(part, batch, held)
+
+    async def _write(self, part: Part, batch: list[bytes], size: int) -> None:
+        await asyncio.to_thread(self.spool.write_at, batch, part.pos)
+        metrics.UPSTREAM_BYTES.inc(size)
+        part.pos += size
+        while self._head < len(self.parts) and self.parts[self._head].pos == self.parts[self._head].end:
+            self._head += 1
+        prefix = self.parts[self._head].pos if self._head < len(self.parts) else self.fill.size
+        if prefix > self.fill.written:
+            self.fill.written = prefix
+            self.spool.publish(prefix)
+            self.fill.notify()

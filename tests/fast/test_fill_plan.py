@@ -1,0 +1,62 @@
+"""Parallel fills in-process: how a blob is split into parts, the published prefix, the refill wait."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hubproxy.cache import mismatch
+from hubproxy.cache.mismatch import Mismatches
+from hubproxy.cache.parts import plan
+from hubproxy.cache.spool import Spool
+
+MIB = 1024 * 1024
+KEY = "ab" * 32
+
+
+def test_large_blobs_are_split_into_parts_and_small_ones_are_not() -> None:
+    parts = plan(0, 40 * MIB + 1, 16 * MIB, 8)
+    assert [(p.start, p.end) for p in parts] == [(0, 16 * MIB), (16 * MIB, 32 * MIB), (32 * MIB, 40 * MIB + 1)]
+    assert all(p.pos == p.start for p in parts)
+    assert [(p.start, p.end) for p in plan(0, 32 * MIB - 1, 16 * MIB, 8)] == [(0, 32 * MIB - 1)]
+    assert [(p.start, p.end) for p in plan(0, 100 * MIB, 16 * MIB, 1)] == [(0, 100 * MIB)]
+    resumed = plan(5 * MIB, 40 * MIB, 16 * MIB, 4)  # a take-over starts after the prefix it inherited
+    assert resumed[0].start == 5 * MIB and resumed[-1].end == 40 * MIB
+
+
+def test_the_published_prefix_not_the_file_size_is_what_followers_and_take_overs_see(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    filler = spool.begin(KEY)
+    assert filler is not None
+    filler.write_at([b"b" * 10], 20)  # a later part lands first: the file is 30 bytes, the prefix 0
+    assert os.path.getsize(spool.part_path(KEY)) == 30
+    assert spool.progress(KEY) == (0, True)
+    filler.write_at([b"a" * 5, bytearray(b"a" * 15)], 0)
+    filler.publish(30)
+    assert spool.progress(KEY) == (30, True)
+    assert Path(spool.part_path(KEY)).read_bytes() == b"a" * 20 + b"b" * 10
+    os.close(filler._lock_fd)  # the filler dies without finishing: the kernel drops its lock
+    filler._lock_fd = -1
+    assert spool.progress(KEY) == (30, False)
+    heir = spool.begin(KEY, resume=True)
+    assert heir is not None and heir.resume_from == 30
+    heir.finish()
+
+
+def test_a_blob_that_keeps_failing_is_not_refetched_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(mismatch.time, "monotonic", lambda: now[0])
+    known = Mismatches(engine=None)  # type: ignore[arg-type]  # remember/refill_wait never touch the database
+    known.remember(KEY)
+    assert known.refill_wait(KEY) == 0  # one failure may be a transient one: retried at once
+    known.remember(KEY)
+    assert known.refill_wait(KEY) == 2
+    now[0] += 2
+    assert known.refill_wait(KEY) == 0
+    for _ in range(20):
+        known.remember(KEY)
+    assert known.refill_wait(KEY) == mismatch.REFILL_MAX_SECONDS
+    known.verified(KEY)
+    assert known.refill_wait(KEY) == 0

@@ -1,0 +1,133 @@
+"""Parallel ranged fills through real clients: exact bytes, one fetch per blob, faults in single parts."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from huggingface_hub import hf_hub_download
+
+from tests.fakehub import FakeHub
+from tests.helpers import ProxyProcess, request
+
+MIB = 1024 * 1024
+#: Small parts so that test-sized blobs are fetched in many parts by several connections.
+PARALLEL = {"fill_connections": "4", "fill_part_bytes": str(2 * MIB)}
+
+
+def _blob(hub: FakeHub, name: str, size: int) -> tuple[bytes, str]:
+    data = os.urandom(size)
+    hub.add_commit("model", f"alice/{name}", {"w.safetensors": data})
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _ranges(hub: FakeHub, sha: str) -> list[tuple[int, int]]:
+    """The byte ranges the CDN was asked for, sorted (a request without Range counts as the whole blob)."""
+    out = []
+    with hub._lock:
+        requests = [h for m, p, h in hub.requests if m == "GET" and p.startswith(f"CDN /_cdn/{sha}")]
+    for headers in requests:
+        first, _, last = headers.get("Range", "bytes=0-").removeprefix("bytes=").partition("-")
+        out.append((int(first), int(last) + 1 if last else -1))
+    return sorted(out)
+
+
+def _stored(proxy: ProxyProcess, sha: str) -> Path:
+    blob = proxy.data_dir / "blobs" / sha[:2] / sha
+    deadline = time.monotonic() + 10
+    while not blob.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return blob
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_many_clients_get_exact_bytes_from_one_parallel_fetch(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                              workers: int) -> None:
+    proxy = make_proxy(workers=str(workers), **PARALLEL)
+    size = 21 * MIB + 12345  # not a multiple of the part size
+    data, sha = _blob(fakehub, f"parallel{workers}", size)
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.02)  # slow enough that every client overlaps the fill
+    fakehub.reset_counts()
+
+    def download(i: int) -> bytes:
+        return Path(hf_hub_download(f"alice/parallel{workers}", "w.safetensors", endpoint=proxy.url,
+                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(r == data for r in pool.map(download, range(6)))
+    assert fakehub.blob_bytes[sha] == size  # every byte crossed the network once, for six clients
+    assert fakehub.peak_streams[sha] == 4  # fill_connections parts at once
+    ranges = _ranges(fakehub, sha)
+    assert ranges[0][0] == 0 and ranges[-1][1] == size and len(ranges) == 11
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # disjoint, in order, no gap
+    # The probe went through the upstream's resolve; the other parts straight to the CDN it redirected to.
+    assert fakehub.count("GET", f"/alice/parallel{workers}/resolve/") == 1
+    assert _stored(proxy, sha).read_bytes() == data
+
+
+def test_a_dropped_part_resumes_on_its_own(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001
+    proxy = make_proxy(**PARALLEL)
+    size = 16 * MIB
+    data, sha = _blob(fakehub, "droppart", size)
+    cut = 9 * MIB + 4321  # inside the fifth part
+    fakehub.faults.drop_after[sha] = [cut, 1]
+    fakehub.reset_counts()
+    local = hf_hub_download("alice/droppart", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert Path(local).read_bytes() == data
+    ranges = _ranges(fakehub, sha)
+    assert (8 * MIB, 10 * MIB) in ranges  # the part that was cut
+    resumed = [r for r in ranges if 8 * MIB < r[0] < 10 * MIB]
+    assert len(resumed) == 1 and resumed[0][1] == 10 * MIB  # only its rest was asked again
+    assert fakehub.blob_bytes[sha] <= 1.02 * size
+
+
+def test_a_corrupt_byte_in_one_part_never_completes_a_file(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                           tmp_path: Path) -> None:
+    proxy = make_proxy(**PARALLEL)
+    size = 12 * MIB
+    data, sha = _blob(fakehub, "corruptpart", size)
+    fakehub.faults.corrupt.add(sha)  # flips the middle byte, which lies in one part
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    conn.request("GET", "/alice/corruptpart/resolve/main/w.safetensors")
+    resp = conn.getresponse()
+    assert resp.status == 200 and int(resp.headers["Content-Length"]) == size
+    with pytest.raises(http.client.IncompleteRead) as exc:
+        resp.read()
+    assert len(exc.value.partial) < size
+    conn.close()
+    with pytest.raises(Exception):  # noqa: B017 - the client must fail, whatever it calls it
+        hf_hub_download("alice/corruptpart", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert not list(tmp_path.rglob("w.safetensors"))  # no client kept a file
+    assert not _stored(proxy, sha).exists()
+    assert fakehub.blob_bytes[sha] <= 2 * size  # two failed fills in a row: the next one waits
+    fakehub.faults.corrupt.discard(sha)
+    deadline = time.monotonic() + 10
+    while (answer := request("GET", proxy.url + "/alice/corruptpart/resolve/main/w.safetensors"))[0] == 502:
+        assert 0 < int(answer[1]["Retry-After"]) <= 2 and time.monotonic() < deadline  # the refill waits
+        time.sleep(0.2)
+    assert answer[0] == 200 and answer[2] == data
+    local = hf_hub_download("alice/corruptpart", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "ok")
+    assert Path(local).read_bytes() == data
+    assert _stored(proxy, sha).read_bytes() == data
+
+
+def test_an_upstream_that_ignores_range_gets_one_stream(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                        tmp_path: Path) -> None:
+    proxy = make_proxy(**PARALLEL)
+    size = 10 * MIB
+    data, sha = _blob(fakehub, "norange", size)
+    fakehub.faults.ignore_range.add(sha)
+    fakehub.reset_counts()
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda i: Path(hf_hub_download("alice/norange", "w.safetensors", endpoint=proxy.url,
+                                                           cache_dir=tmp_path / f"c{i}")).read_bytes(), range(3)))
+    assert all(g == data for g in got)
+    assert len(_ranges(fakehub, sha)) == 1 and fakehub.blob_bytes[sha] == size
+    status, _, body = request("GET", proxy.url + "/alice/norange/resolve/main/w.safetensors",
+                              {"Range": "bytes=100-199"})
+    assert status == 206 and body == data[100:200]
