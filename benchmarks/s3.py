@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boto3  # noqa: E402
-from run import BIG, REPO, SMALL, Proc, curl_time, free_port, pairs, start_fakehub, wait_http  # noqa: E402
+from common import BIG, REPO, SMALL, Proc, curl_time, free_port, pairs, start_fakehub, wait_http  # noqa: E402
 
 
 def start_hubproxy_s3(upstream: str, data_dir: Path, endpoint: str, bucket: str, redirect: bool,

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, Proc, free_port, rss_of_tree, save_results, wait_http  # noqa: E402
+from common import ROOT, Proc, free_port, rss_of_tree, save_results, wait_http  # noqa: E402
 
 UPLOAD = r"""
 import sys, time

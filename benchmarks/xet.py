@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import Proc, save_results  # noqa: E402
+from common import Proc, save_results  # noqa: E402
 from upload import client, fresh, random_file, sampled_peak, start, timed_client  # noqa: E402
 
 DOWNLOAD = r"""

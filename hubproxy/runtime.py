@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -58,6 +59,9 @@ from hubproxy.xet.convert import XetConverter
 from hubproxy.xet.files import XetFiles
 
 log = logging.getLogger(__name__)
+
+#: Worker threads of the event loop's default executor.
+WORKER_THREADS = 64
 
 
 def advertise_url(settings: Settings) -> str:
@@ -119,6 +123,9 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
+        # Disk, hashing, store and database calls run in worker threads: a fill alone keeps several busy
+        # (its parts' writes, its hash, its upload), so the default pool (cores + 4) would queue them.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "hubproxy-io"))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = make_store(settings)
         spool = Spool(settings.data_dir)

@@ -346,6 +346,9 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
             segs = parts.path.split("/")[1:]
             query = parse_qsl(parts.query, keep_blank_values=True)
             try:
+                if segs == ["_fake", "blob-bytes"]:  # for benchmarks that run the fake hub as a process
+                    with hub._lock:
+                        return self._send(200, json.dumps(dict(hub.blob_bytes)).encode())
                 if cdn:
                     return self._cdn(segs)
                 if segs[:1] == ["api"]:

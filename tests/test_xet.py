@@ -69,6 +69,16 @@ print(filecmp.cmpfiles(F, d, names, shallow=False)[0] == names)
 """
 
 
+def _settled_count(proxy, text: str) -> int:  # noqa: ANN001
+    """How often ``text`` is in the log once the log has stopped growing for half a second."""
+    size, since = len(proxy.log()), time.monotonic()
+    while time.monotonic() - since < 0.5:
+        time.sleep(0.1)
+        if len(proxy.log()) != size:
+            size, since = len(proxy.log()), time.monotonic()
+    return proxy.log().count(text)
+
+
 def test_uploads_equal_the_vectors_and_download_both_ways(make_proxy, tmp_path: Path) -> None:  # noqa: ANN001
     """Every file goes through Xet here (``hosted_upload_mode: lfs``, as the captures had it), the text ones too."""
     proxy, tokens = _setup(make_proxy, hosted_upload_mode="lfs")
@@ -86,7 +96,7 @@ def test_uploads_equal_the_vectors_and_download_both_ways(make_proxy, tmp_path: 
     for extra, through_xet in (({}, True), ({"HF_HUB_DISABLE_XET": "1"}, False),
                                ({"HF_XET_RECONSTRUCTION_MIN_RECONSTRUCTION_FETCH_SIZE": "1mb",
                                  "HF_XET_RECONSTRUCTION_MAX_RECONSTRUCTION_FETCH_SIZE": "1mb"}, True)):
-        before = proxy.log().count("/v1/reconstructions/")
+        before = _settled_count(proxy, "/v1/reconstructions/")  # the previous pull's lines are all written
         env = client_env(proxy.url, tmp_path / f"pull{len(extra)}{through_xet}", tokens["alice"], **extra)
         assert run_client("", env, args=["python", "-c", PULL, str(folder)]).stdout.strip().endswith("True")
         wait_until(lambda b=before: proxy.log().count("/v1/reconstructions/") > b, timeout=3)

@@ -45,6 +45,23 @@ class BlobHasher:
         return self._h.hexdigest()
 
 
+class Upload(Protocol):
+    """A blob being uploaded while it is filled: parts in any order, then ``complete`` (only once verified) or
+    ``abort``. Until ``complete`` the blob does not exist in the store."""
+
+    #: Bytes per part (every part but the last has exactly this size).
+    part_bytes: int
+
+    def put_part(self, number: int, path: str, offset: int, length: int) -> None:
+        """Upload bytes ``[offset, offset + length)`` of the file at ``path`` as part ``number`` (from 1)."""
+
+    def complete(self) -> None:
+        """Make the uploaded parts the stored blob."""
+
+    def abort(self) -> None:
+        """Drop every uploaded part; nothing is stored."""
+
+
 class BlobStore(Protocol):
     """Where verified blobs live. Blocking methods are called from worker threads."""
 
@@ -56,6 +73,10 @@ class BlobStore(Protocol):
 
     def ingest(self, key: str, path: str) -> None:
         """Make the verified file at ``path`` the stored blob ``key`` (the file may be moved away)."""
+
+    def start_upload(self, key: str, size: int) -> Upload | None:
+        """An upload to feed while the blob fills, for stores where storing a file costs a copy (S3); None
+        where ``ingest`` is cheap (a rename on local disk)."""
 
     def quarantine(self, key: str) -> None:
         """Move a blob that no longer matches its name out of the blob namespace, kept for inspection."""

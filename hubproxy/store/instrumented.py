@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 from hubproxy.observability import metrics, tracing
-from hubproxy.store.base import BlobStore, StoreUnavailable
+from hubproxy.store.base import BlobStore, StoreUnavailable, Upload
 
 T = TypeVar("T")
 
@@ -66,6 +66,10 @@ class InstrumentedStore:
     def ingest(self, key: str, path: str) -> None:
         self._call("ingest", lambda: self.driver.ingest(key, path))
 
+    def start_upload(self, key: str, size: int) -> Upload | None:
+        upload = self._call("start_upload", lambda: self.driver.start_upload(key, size))
+        return None if upload is None else _InstrumentedUpload(self, upload)
+
     def delete(self, key: str) -> None:
         self._call("delete", lambda: self.driver.delete(key))
 
@@ -83,3 +87,21 @@ class InstrumentedStore:
 
     def __getattr__(self, name: str) -> Any:  # driver details for tests and benchmarks (bucket, root, ...)
         return getattr(self.driver, name)
+
+
+class _InstrumentedUpload:
+    """An ``Upload`` whose operations are mapped and counted like the store's."""
+
+    def __init__(self, store: InstrumentedStore, upload: Upload) -> None:
+        self.store = store
+        self.upload = upload
+        self.part_bytes = upload.part_bytes
+
+    def put_part(self, number: int, path: str, offset: int, length: int) -> None:
+        self.store._call("upload_part", lambda: self.upload.put_part(number, path, offset, length))
+
+    def complete(self) -> None:
+        self.store._call("complete_upload", self.upload.complete)
+
+    def abort(self) -> None:
+        self.store._call("abort_upload", self.upload.abort)

@@ -51,6 +51,9 @@ class LocalBlobStore:
         finally:
             os.close(dir_fd)
 
+    def start_upload(self, key: str, size: int) -> None:
+        return None  # ingest is a rename
+
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(key))

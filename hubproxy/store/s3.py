@@ -1,8 +1,10 @@
 """Blobs in S3 or an S3-compatible store (boto3): ``<prefix>blobs/<k[:2]>/<key>`` in a bucket.
 
-A verified fill is ingested by uploading the spool file (multipart above 8 MiB, which boto3 aborts if a
-part fails), so an object exists complete or not at all. Reads stream ranges; ``presign`` gives a
-short-lived URL for ``s3_redirect``.
+A fill uploads its parts while it fills (``start_upload``: a multipart upload completed only once the
+blob is verified, aborted otherwise); other verified files are ingested by uploading them (multipart
+above 8 MiB, which boto3 aborts if a part fails). Either way an object exists complete or not at all.
+Reads of large ranges run several ranged GETs ahead of the client (``ranged_read.py``); ``presign``
+gives a short-lived URL for ``s3_redirect``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from botocore.exceptions import ClientError
 
 from hubproxy.config import Settings
 from hubproxy.store.base import is_blob_key
+from hubproxy.store.ranged_read import PIECE_BYTES, windowed
 
 PART_SIZE = 8 * 1024 * 1024
+#: Parts of an upload made while filling (S3 allows 10,000 parts; larger blobs get larger parts).
+FILL_PART_SIZE = 16 * 1024 * 1024
+MAX_PARTS = 10_000
 
 
 def is_missing(exc: BaseException) -> bool:
@@ -69,6 +75,14 @@ class S3BlobStore:
         return int(head["ContentLength"])
 
     async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
+        if end - start > 2 * PIECE_BYTES:  # large: several ranged GETs ahead of the reader
+            try:
+                first = await asyncio.to_thread(self._get, key, start, start + PIECE_BYTES)
+            except ClientError as exc:
+                if is_missing(exc):
+                    return None
+                raise
+            return windowed(lambda a, b: self._get(key, a, b), start, end, first)
         try:
             resp = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.object_key(key),
                                            Range=f"bytes={start}-{end - 1}")
@@ -78,9 +92,25 @@ class S3BlobStore:
             raise
         return _stream(resp["Body"], chunk)
 
+    def _get(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a stored blob, in one ranged GET."""
+        body = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key), Range=f"bytes={start}-{end - 1}")
+        data = body["Body"].read()
+        if len(data) != end - start:
+            raise OSError(f"S3 answered {len(data)} of {end - start} bytes")
+        return data
+
     def ingest(self, key: str, path: str) -> None:
         self.client.upload_file(path, self.bucket, self.object_key(key), Config=self.transfer,
                                 ExtraArgs={"ContentType": "application/octet-stream"})
+
+    def start_upload(self, key: str, size: int) -> S3Upload | None:
+        if size < 2 * FILL_PART_SIZE:
+            return None  # one PUT after verification is as fast
+        part_bytes = max(FILL_PART_SIZE, -(-size // MAX_PARTS))
+        answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.object_key(key),
+                                                     ContentType="application/octet-stream")
+        return S3Upload(self.client, self.bucket, self.object_key(key), answer["UploadId"], part_bytes)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
@@ -105,6 +135,36 @@ class S3BlobStore:
 
     def ping(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
+
+
+class S3Upload:
+    """A multipart upload of one blob (see ``store.base.Upload``)."""
+
+    def __init__(self, client: Any, bucket: str, key: str, upload_id: str, part_bytes: int) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.upload_id = upload_id
+        self.part_bytes = part_bytes
+        self.etags: dict[int, str] = {}
+
+    def put_part(self, number: int, path: str, offset: int, length: int) -> None:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length:
+            raise OSError(f"part {number}: the file holds {len(data)} of {length} bytes")
+        answer = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                         PartNumber=number, Body=data)
+        self.etags[number] = answer["ETag"]
+
+    def complete(self) -> None:
+        parts = [{"PartNumber": n, "ETag": self.etags[n]} for n in sorted(self.etags)]
+        self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                              MultipartUpload={"Parts": parts})
+
+    def abort(self) -> None:
+        self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
 
 
 async def _stream(body: Any, chunk: int) -> AsyncIterator[bytes]:

@@ -1,0 +1,75 @@
+"""Filling into the S3 store: parts are uploaded while the blob fills, completed only once it is verified."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import time
+from pathlib import Path
+
+import pytest
+from huggingface_hub import hf_hub_download
+
+from tests.fakehub import FakeHub
+from tests.helpers import request
+
+MIB = 1024 * 1024
+
+
+def _s3_settings(s3_endpoint: str, name: str) -> dict[str, str]:
+    return {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
+            "s3_path_style": "true", "fill_part_bytes": str(4 * MIB)}
+
+
+def _wait_object(client, name: str, key: str) -> dict | None:  # noqa: ANN001
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            return client.head_object(Bucket=name, Key=key)
+        except client.exceptions.ClientError:
+            time.sleep(0.1)
+    return None
+
+
+def test_a_large_blob_is_uploaded_in_parts_while_it_fills(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                          s3_endpoint: str, bucket) -> None:  # noqa: ANN001
+    name, client = bucket
+    proxy = make_proxy(**_s3_settings(s3_endpoint, name))
+    data = os.urandom(40 * MIB + 77)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/s3big", {"w.safetensors": data})
+    local = hf_hub_download("alice/s3big", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert Path(local).read_bytes() == data
+    key = f"hubproxy/blobs/{sha[:2]}/{sha}"
+    head = _wait_object(client, name, key)
+    assert head is not None and head["ContentLength"] == len(data)
+    assert head["ETag"].strip('"').endswith("-3")  # a multipart upload of three 16 MiB parts
+    assert client.get_object(Bucket=name, Key=key)["Body"].read() == data
+    assert not client.list_multipart_uploads(Bucket=name).get("Uploads")
+    # Served back from the bucket by several ranged GETs at once, in order.
+    status, _, body = request("GET", proxy.url + "/alice/s3big/resolve/main/w.safetensors",
+                              {"Range": f"bytes=1000-{len(data) - 1000}"})
+    assert status == 206 and body == data[1000:len(data) - 999]
+    assert hf_hub_download("alice/s3big", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "again",
+                           force_download=True)
+
+
+def test_a_blob_that_fails_verification_is_never_in_the_bucket(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                               s3_endpoint: str, bucket) -> None:  # noqa: ANN001
+    name, client = bucket
+    proxy = make_proxy(**_s3_settings(s3_endpoint, name))
+    data = os.urandom(36 * MIB)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/s3bad", {"w.safetensors": data})
+    fakehub.faults.corrupt_next[sha] = 1  # the part holding the middle byte comes wrong once
+    with pytest.raises(http.client.IncompleteRead):  # cut before the end
+        request("GET", proxy.url + "/alice/s3bad/resolve/main/w.safetensors")
+    deadline = time.monotonic() + 10
+    while client.list_multipart_uploads(Bucket=name).get("Uploads") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not client.list_multipart_uploads(Bucket=name).get("Uploads")  # aborted: no parts kept
+    assert not client.list_objects_v2(Bucket=name).get("Contents")
+    status, _, body = request("GET", proxy.url + "/alice/s3bad/resolve/main/w.safetensors")
+    assert status == 200 and body == data
+    assert _wait_object(client, name, f"hubproxy/blobs/{sha[:2]}/{sha}") is not None
