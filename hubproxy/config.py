@@ -55,6 +55,9 @@ class Settings:
     fill_connections: int = 8
     #: Bytes per Range request of a parallel fill; blobs under twice this take one stream.
     fill_part_bytes: int = 16 * 1024 * 1024
+    #: A fill's first stream at least this fast (MB/s) is not joined by more connections (the proxy's CPU, not
+    #: the stream, is then the limit); 0: always open fill_connections.
+    fill_single_stream_mbps: float = 300.0
     #: Entries per tree page (the Hub uses 1000, and 50 with expand=true).
     tree_page_size: int = 1000
     tree_expand_page_size: int = 50
@@ -221,7 +224,7 @@ def _validate(s: Settings) -> Settings:
         if p.scheme not in ("http", "https") or not p.netloc:
             raise ConfigError(f"setting 'public_url': {s.public_url!r} is not an http(s) URL")
     for name in ("revision_ttl", "stale_timeout", "upstream_timeout", "maintenance_interval", "cache_max_bytes",
-                 "fill_lease_seconds", "token_cache_seconds", "audit_retention_days", "shutdown_timeout"):
+                 "fill_lease_seconds", "fill_single_stream_mbps", "token_cache_seconds", "audit_retention_days", "shutdown_timeout"):
         if getattr(s, name) < 0:
             raise ConfigError(f"setting {name!r} must not be negative")
     for name in ("tree_page_size", "tree_expand_page_size", "serve_chunk_size", "workers"):

@@ -144,7 +144,8 @@ class Runtime:
         if settings.store == "s3":  # replicas do not share a spool: coordinate fills through the database
             leases = FillLeases(engine, process_name(), advertise_url(settings), settings.fill_lease_seconds)
         secret = await asyncio.to_thread(shared_secret, engine)
-        filler = Filler(upstream, settings.fill_retries, settings.fill_connections, settings.fill_part_bytes)
+        filler = Filler(upstream, settings.fill_retries, settings.fill_connections, settings.fill_part_bytes,
+                        settings.fill_single_stream_mbps)
         fills = FillManager(store, spool, engine, filler, leases)
         cache = BlobCache(settings, store, spool, fills, upstream, Usage(engine), secret)
         index = RepoIndex(engine)

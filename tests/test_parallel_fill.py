@@ -16,8 +16,11 @@ from tests.fakehub import FakeHub
 from tests.helpers import ProxyProcess, request
 
 MIB = 1024 * 1024
-#: Small parts so that test-sized blobs are fetched in many parts by several connections.
-PARALLEL = {"fill_connections": "4", "fill_part_bytes": str(2 * MIB)}
+#: Small parts so that test-sized blobs are fetched in many parts by several connections (always: no
+#: first stream is fast enough to stay alone).
+PARALLEL = {"fill_connections": "4", "fill_part_bytes": str(2 * MIB), "fill_single_stream_mbps": "0"}
+#: A CDN-like limit on each connection (about 50 MB/s): slow enough that a fill opens more of them.
+CDN_STREAM = (512 * 1024, 0.01)
 
 
 def _blob(hub: FakeHub, name: str, size: int) -> tuple[bytes, str]:
@@ -76,6 +79,7 @@ def test_a_dropped_part_resumes_on_its_own(make_proxy, fakehub: FakeHub, tmp_pat
     data, sha = _blob(fakehub, "droppart", size)
     cut = 9 * MIB + 4321  # inside the fifth part
     fakehub.faults.drop_after[sha] = [cut, 1]
+    fakehub.faults.trickle[sha] = CDN_STREAM
     fakehub.reset_counts()
     local = hf_hub_download("alice/droppart", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
     assert Path(local).read_bytes() == data
@@ -84,6 +88,19 @@ def test_a_dropped_part_resumes_on_its_own(make_proxy, fakehub: FakeHub, tmp_pat
     resumed = [r for r in ranges if 8 * MIB < r[0] < 10 * MIB]
     assert len(resumed) == 1 and resumed[0][1] == 10 * MIB  # only its rest was asked again
     assert fakehub.blob_bytes[sha] <= 1.02 * size
+    assert fakehub.peak_streams[sha] == 4
+
+
+def test_a_fast_upstream_keeps_one_stream(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    """Unthrottled loopback: the probe's stream is faster than more connections would help, so the rest of
+    the blob comes in one more answer (the proxy's CPU is the limit there, not the stream)."""
+    proxy = make_proxy(**{**PARALLEL, "fill_single_stream_mbps": "0.001"})  # any stream counts as fast
+    size = 24 * MIB
+    data, sha = _blob(fakehub, "fastone", size)
+    fakehub.reset_counts()
+    status, _, body = request("GET", proxy.url + "/alice/fastone/resolve/main/w.safetensors")
+    assert status == 200 and body == data
+    assert _ranges(fakehub, sha) == [(0, 2 * MIB), (2 * MIB, size)] and fakehub.peak_streams[sha] == 1
 
 
 def test_a_corrupt_byte_in_one_part_never_completes_a_file(make_proxy, fakehub: FakeHub,  # noqa: ANN001

@@ -78,7 +78,8 @@ def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHu
     name, client = bucket
     s3 = {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
           "s3_path_style": "true", "database_url": pg_url, "fill_lease_seconds": "30",
-          "fill_connections": "2", "fill_part_bytes": str(4 * 1024 * 1024)}  # a's parallel fill is cut midway
+          "fill_connections": "2", "fill_part_bytes": str(4 * 1024 * 1024),
+          "fill_single_stream_mbps": "0"}  # a's parallel fill is cut midway
     a = make_proxy(data_dir=tmp_path / "spool-a", **s3)
     b = make_proxy(data_dir=tmp_path / "spool-b", **s3)  # separate spools: only the lease coordinates them
     data = os.urandom(10 * 1024 * 1024)

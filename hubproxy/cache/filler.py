@@ -1,8 +1,9 @@
 """Filling one blob: download it into its spool file (``parts.py``), hash it as it grows, verify it.
 
-The download advances ``fill.written``, the prefix of the blob that is all on disk; a hashing task
-follows that prefix, reading it back from the spool file in a worker thread, so sha256 runs on the
-other core while bytes still arrive and the event loop never hashes. A filler that takes over a dead
+The download advances ``fill.written``, the prefix of the blob that is all on disk, and the hash
+follows that prefix in worker threads, never on the event loop: bytes written right at the hashed end
+(one stream, or the first part of a parallel fill) are hashed from memory by the thread that writes
+them; parts that landed ahead are read back from the spool file once the prefix reaches them. A filler that takes over a dead
 one's spool file re-hashes the prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes
 reach readers only once the whole blob hashed to its name (``fill.py``).
 """
@@ -38,11 +39,12 @@ class Filler:
     """Downloads a fill's bytes into its spool file and proves they hash to the blob's name."""
 
     def __init__(self, upstream: UpstreamClient, retries: int, connections: int = 1,
-                 part_bytes: int = 16 * 1024 * 1024) -> None:
+                 part_bytes: int = 16 * 1024 * 1024, fast_stream_mbps: float = 300.0) -> None:
         self.upstream = upstream
         self.retries = retries
         self.connections = connections
         self.part_bytes = part_bytes
+        self.fast_bps = fast_stream_mbps * 1e6
 
     async def fill(self, fill: Fill, spool: SpoolFile) -> None:
         """Every byte of the blob in ``spool``, hashed; raises ``BlobMismatch`` or ``FillError``."""
@@ -53,9 +55,12 @@ class Filler:
             fill.written = held
             fill.notify()
             log.info("continuing the fill of %s from the %d bytes a stopped filler left", fill.key, held)
-        hashing = asyncio.create_task(_hash_prefix(fill, spool.path))
+        await asyncio.to_thread(spool.reserve, fill.size)
+        hasher = PrefixHasher(fill, spool.path)
+        hashing = asyncio.create_task(hasher.run())
         try:
-            download = PartedDownload(self.upstream, fill, spool, self.retries, self.connections, self.part_bytes)
+            download = PartedDownload(self.upstream, fill, spool, hasher, self.retries, self.connections,
+                                      self.part_bytes, self.fast_bps)
             await download.run()
             if fill.written != fill.size:
                 raise FillError(f"upstream sent {fill.written} bytes, expected {fill.size}")
@@ -66,20 +71,48 @@ class Filler:
             raise BlobMismatch(f"blob {fill.key} failed verification (got {digest})")
 
 
-async def _hash_prefix(fill: Fill, path: str) -> str:
-    """Hash the spool file's bytes as the written prefix grows; the digest once all ``fill.size`` are hashed."""
-    hasher = BlobHasher(fill.key, fill.size)
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
-    try:
-        hashed = 0
-        while hashed < fill.size:
-            if fill.written > hashed:
-                hashed = await asyncio.to_thread(_hash_range, fd, hasher, hashed, fill.written)
-            else:
-                await fill.changed()
-        return hasher.hexdigest()
-    finally:
-        os.close(fd)
+class PrefixHasher:
+    """Hashes the blob's prefix as it grows: batches written right at the hashed end are hashed from memory by
+    the thread that writes them (``claim``/``advance``); anything else is read back from the spool file."""
+
+    def __init__(self, fill: Fill, path: str) -> None:
+        self.fill = fill
+        self.path = path
+        self.hasher = BlobHasher(fill.key, fill.size)
+        self.hashed = 0
+        self._busy = False  # a thread is feeding the hasher
+
+    def claim(self, offset: int) -> bool:
+        """(Event loop.) Whether the caller may hash the bytes it writes at ``offset`` itself (then it must
+        call ``advance``, also when it fails)."""
+        if self._busy or offset != self.hashed:
+            return False
+        self._busy = True
+        return True
+
+    def advance(self, hashed: int) -> None:
+        """(Event loop.) The claimed bytes were hashed: ``hashed`` more of them (0 if hashing failed)."""
+        self.hashed += hashed
+        self._busy = False
+        self.fill.notify()
+
+    async def run(self) -> str:
+        """Hash what the written prefix holds beyond what is hashed; the digest once the whole blob is."""
+        fd = await asyncio.to_thread(os.open, self.path, os.O_RDONLY)
+        try:
+            while self.hashed < self.fill.size:
+                if self.fill.written > self.hashed and not self._busy:
+                    self._busy = True
+                    try:
+                        end = await asyncio.to_thread(_hash_range, fd, self.hasher, self.hashed, self.fill.written)
+                    finally:
+                        self._busy = False
+                    self.hashed = end
+                else:
+                    await self.fill.changed()
+            return self.hasher.hexdigest()
+        finally:
+            os.close(fd)
 
 
 def _hash_range(fd: int, hasher: BlobHasher, start: int, end: int) -> int:

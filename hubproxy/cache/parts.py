@@ -1,9 +1,12 @@
 """Downloading a blob's bytes into its spool file: one stream, or parts fetched by concurrent Range requests.
 
-The first request (the probe) asks for the first part. If the upstream answers 206, more connections
-start and each takes the next part not yet taken, so the bytes from 0 that are all written (the prefix,
-``fill.written``) grow steadily and readers get them in order. If it answers 200 (it ignores Range),
-that one answer streams the whole blob and no other request is made. A part cut short resumes with
+The first request (the probe) asks for the first part. If the upstream answers 206 and its stream is
+slower than ``fast_bps`` (a CDN limits each connection), more connections start and each takes
+the next part not yet taken, so the bytes from 0 that are all written (the prefix, ``fill.written``)
+grow steadily and readers get them in order. A stream faster than that (a nearby upstream, another
+hubproxy) keeps one connection: then the proxy's own CPU is the limit, and more streams only cost
+more of it. If the upstream answers 200 (it ignores Range), that one answer streams the whole blob
+and no other request is made. A part cut short resumes with
 a Range from its last written byte, so each byte crosses the network about once. Later parts go to
 the URL the probe was redirected to (a CDN), as Hub clients do; if that URL stops working they go
 through the upstream again.
@@ -25,6 +28,7 @@ from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable
 
 if TYPE_CHECKING:
     from hubproxy.cache.fill import Fill
+    from hubproxy.cache.filler import PrefixHasher
     from hubproxy.cache.spool import SpoolFile
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Write to disk in batches of this size, or every FLUSH_INTERVAL seconds (readers see bytes that soon).
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL = 0.05
+#: Bytes of the probe's answer that measure its stream's speed.
+RAMP_BYTES = 4 * 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
 
 
@@ -62,11 +68,13 @@ def plan(start: int, size: int, part_bytes: int, connections: int) -> list[Part]
 class PartedDownload:
     """Fetches every part of one fill, ``connections`` at a time, advancing ``fill.written`` as the prefix grows."""
 
-    def __init__(self, upstream: UpstreamClient, fill: Fill, spool: SpoolFile, retries: int, connections: int,
-                 part_bytes: int) -> None:
+    def __init__(self, upstream: UpstreamClient, fill: Fill, spool: SpoolFile, hasher: PrefixHasher, retries: int,
+                 connections: int, part_bytes: int, fast_bps: float) -> None:
         self.upstream = upstream
         self.fill = fill
         self.spool = spool
+        self.hasher = hasher
+        self.fast_bps = fast_bps
         self.retries = retries
         self.parts = plan(fill.written, fill.size, part_bytes, connections)
         self.connections = min(connections, len(self.parts))
@@ -74,6 +82,8 @@ class PartedDownload:
         self._head = 0  # index of the first part not complete
         #: Set once the probe's answer says whether the upstream serves ranges.
         self._decided = asyncio.Event()
+        #: Set when more connections should start (the probe's stream is slow), or nothing is left for them.
+        self._widen = asyncio.Event()
         #: Where later parts are requested: the probe's final URL once known.
         self.url = fill.source_path
 
@@ -91,11 +101,19 @@ class PartedDownload:
 
     async def _work(self, probe: bool) -> None:
         if not probe:
-            await self._decided.wait()
-        while self._next < len(self.parts):
-            part = self.parts[self._next]
-            self._next += 1
-            await self._fetch(part)
+            await self._widen.wait()
+        try:
+            while self._next < len(self.parts):
+                part = self.parts[self._next]
+                self._next += 1
+                await self._fetch(part)
+                if probe and not self._widen.is_set() and self._next < len(self.parts):
+                    # The probe's stream was fast: the rest of the blob comes in one more answer.
+                    rest = self.parts[self._next]
+                    self.parts[self._next:] = [Part(rest.start, self.fill.size, rest.start)]
+        finally:
+            if probe:
+                self._widen.set()  # the others start, or see that nothing is left
 
     async def _fetch(self, part: Part) -> None:
         """Every byte of ``part``, resuming after drops."""
@@ -140,21 +158,24 @@ class PartedDownload:
                 raise _Retryable(f"the redirected URL answered {resp.status}")
             else:
                 raise FillError(f"upstream answered {resp.status} for the blob")
+            measure = not self._decided.is_set() and len(self.parts) > 1
             self._decided.set()
             self.fill.answered = True
             self.fill.notify()
-            await self._receive(resp, part, skip)
+            await self._receive(resp, part, skip, measure)
         finally:
             if part.pos < part.end or resp.status == 200:
                 resp.close()  # a cut or longer-than-needed answer: this connection cannot be reused
             else:
                 resp.release()
 
-    async def _receive(self, resp: aiohttp.ClientResponse, part: Part, skip: int) -> None:
-        """Write the answer's body into ``part`` in batches; what arrived before a drop is kept."""
+    async def _receive(self, resp: aiohttp.ClientResponse, part: Part, skip: int, measure: bool = False) -> None:
+        """Write the answer's body into ``part`` in batches; what arrived before a drop is kept. ``measure``: the
+        probe's answer, whose speed over its first ``RAMP_BYTES`` decides whether more connections start."""
         batch: list[bytes] = []
         held = 0
-        last = time.monotonic()
+        last = started = time.monotonic()
+        start_pos = part.pos
         try:
             async for chunk in resp.content.iter_any():
                 if skip:
@@ -170,17 +191,41 @@ class PartedDownload:
                 batch.append(chunk)
                 held += len(chunk)
                 now = time.monotonic()
+                if measure and part.pos + held - start_pos >= RAMP_BYTES:
+                    measure = False
+                    self._judge(part.pos + held - start_pos, now - started)
                 if held >= FLUSH_BYTES or now - last >= FLUSH_INTERVAL or held == part.end - part.pos:
                     await self._write(part, batch, held)
                     batch, held, last = [], 0, now
                     if part.pos == part.end:
-                        return
+                        break
         finally:
             if held:
                 await self._write(part, batch, held)
+        if measure:  # a probe part smaller than RAMP_BYTES: judged on all of it
+            self._judge(part.pos - start_pos, time.monotonic() - started)
+
+    def _hash(self, batch: list[bytes]) -> None:
+        """(In a thread, beside the one writing the batch.)"""
+        for data in batch:
+            self.hasher.hasher.update(data)
+
+    def _judge(self, received: int, seconds: float) -> None:
+        """Start the other connections if the probe's stream is slow."""
+        if not self.fast_bps or received / max(seconds, 1e-6) < self.fast_bps:
+            self._widen.set()
 
     async def _write(self, part: Part, batch: list[bytes], size: int) -> None:
-        await asyncio.to_thread(self.spool.write_at, batch, part.pos)
+        if self.hasher.claim(part.pos):  # at the hashed end: hash these bytes while they are in memory
+            hashed = 0
+            try:
+                await asyncio.gather(asyncio.to_thread(self.spool.write_at, batch, part.pos),
+                                     asyncio.to_thread(self._hash, batch))
+                hashed = size
+            finally:
+                self.hasher.advance(hashed)
+        else:
+            await asyncio.to_thread(self.spool.write_at, batch, part.pos)
         metrics.UPSTREAM_BYTES.inc(size)
         part.pos += size
         while self._head < len(self.parts) and self.parts[self._head].pos == self.parts[self._head].end:

@@ -13,6 +13,9 @@ Whatever the store (local disk, NFS, S3), fills spool here: readers follow a gro
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -74,6 +77,11 @@ class SpoolFile:
             if n:
                 views[0] = views[0][n:]
 
+    def reserve(self, size: int) -> None:
+        """Allocate the file's ``size`` bytes on disk up front, where the filesystem can (ext4, xfs): writing
+        into allocated blocks costs a fraction of allocating them write by write, and a full disk shows now."""
+        reserve_space(self._fd, size)
+
     def publish(self, prefix: int) -> None:
         """Tell followers that bytes ``[0, prefix)`` are written."""
         os.pwrite(self._lock_fd, b"%020d" % prefix, 0)
@@ -103,6 +111,21 @@ class SpoolFile:
                 os.unlink(self.spool.lock_path(self.key))
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def reserve_space(fd: int, size: int) -> None:
+    """``fallocate(2)`` the first ``size`` bytes of ``fd``; nothing where the filesystem cannot (NFS, tmpfs on
+    old kernels). Raises ``OSError`` (ENOSPC) if the disk cannot hold them."""
+    if size <= 0 or _libc.fallocate(fd, 0, 0, size) == 0:
+        return
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return
+    raise OSError(err, os.strerror(err))
 
 
 def _read_prefix(fd: int) -> int:
