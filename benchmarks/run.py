@@ -53,6 +53,7 @@ print(time.monotonic() - t)
 def hf_transfer_time(python: Path, upstream_url: str, cache_dir: Path) -> float:
     """huggingface_hub 0.36 with hf_transfer downloading the big file straight from ``upstream_url``."""
     env = {**os.environ, "HF_ENDPOINT": upstream_url, "HF_HUB_ENABLE_HF_TRANSFER": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HUB_DISABLE_XET": "1",  # the fake hub announces Xet; hf_transfer is the plain-HTTP path
            "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     shutil.rmtree(cache_dir, ignore_errors=True)
     try:

@@ -61,7 +61,7 @@ from hubproxy.xet.files import XetFiles
 log = logging.getLogger(__name__)
 
 #: Worker threads of the event loop's default executor.
-WORKER_THREADS = 64
+WORKER_THREADS = 32
 
 
 def advertise_url(settings: Settings) -> str:
