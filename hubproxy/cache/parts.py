@@ -119,10 +119,12 @@ class PartedDownload:
         """Every byte of ``part``, resuming after drops."""
         attempts = 0
         while part.pos < part.end:
+            before = part.pos
             try:
                 await self._fetch_once(part)
-                if part.pos < part.end:
+                if part.pos < part.end and (part.pos == before or part.end == self.fill.size and len(self.parts) == 1):
                     raise FillError(f"upstream ended the body at {part.pos} of {part.end} bytes")
+                # A range answered shorter than asked (some servers cap ranges): ask for the rest.
             except (UpstreamUnavailable, aiohttp.ClientError, asyncio.TimeoutError, _Retryable) as exc:
                 attempts += 1
                 # An upstream that cannot be reached at all gets one more try: a client waits on the first byte.

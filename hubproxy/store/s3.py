@@ -3,8 +3,8 @@
 A fill uploads its parts while it fills (``start_upload``: a multipart upload completed only once the
 blob is verified, aborted otherwise); other verified files are ingested by uploading them (multipart
 above 8 MiB, which boto3 aborts if a part fails). Either way an object exists complete or not at all.
-Reads of large ranges run several ranged GETs ahead of the client (``ranged_read.py``); ``presign``
-gives a short-lived URL for ``s3_redirect``.
+Large reads run ahead of the client in a worker thread (``readahead.py``); ``presign`` gives a
+short-lived URL for ``s3_redirect``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from hubproxy.config import Settings
 from hubproxy.store.base import is_blob_key
-from hubproxy.store.ranged_read import PIECE_BYTES, windowed
+from hubproxy.store.readahead import PIECE_BYTES, read_ahead
 
 PART_SIZE = 8 * 1024 * 1024
 #: Parts of an upload made while filling (S3 allows 10,000 parts; larger blobs get larger parts).
@@ -75,14 +75,6 @@ class S3BlobStore:
         return int(head["ContentLength"])
 
     async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
-        if end - start > 2 * PIECE_BYTES:  # large: several ranged GETs ahead of the reader
-            try:
-                first = await asyncio.to_thread(self._get, key, start, start + PIECE_BYTES)
-            except ClientError as exc:
-                if is_missing(exc):
-                    return None
-                raise
-            return windowed(lambda a, b: self._get(key, a, b), start, end, first)
         try:
             resp = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.object_key(key),
                                            Range=f"bytes={start}-{end - 1}")
@@ -90,15 +82,9 @@ class S3BlobStore:
             if is_missing(exc):
                 return None
             raise
+        if end - start > 2 * PIECE_BYTES:  # large: read ahead of the client
+            return read_ahead(resp["Body"])
         return _stream(resp["Body"], chunk)
-
-    def _get(self, key: str, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of a stored blob, in one ranged GET."""
-        body = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key), Range=f"bytes={start}-{end - 1}")
-        data = body["Body"].read()
-        if len(data) != end - start:
-            raise OSError(f"S3 answered {len(data)} of {end - start} bytes")
-        return data
 
     def ingest(self, key: str, path: str) -> None:
         self.client.upload_file(path, self.bucket, self.object_key(key), Config=self.transfer,
