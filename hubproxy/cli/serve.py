@@ -54,7 +54,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from hubproxy.limits import BoundedHttpToolsProtocol
+    from hubproxy.keepalive import HubproxyHttpProtocol
     from hubproxy.observability.logs import setup_logging
 
     limit_malloc_arenas()
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, overrides)
     setup_logging(settings.log_level, settings.log_format)
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "loop": "uvloop",
-              "http": BoundedHttpToolsProtocol, "timeout_keep_alive": 30, "server_header": False,
+              "http": HubproxyHttpProtocol, "timeout_keep_alive": 30, "server_header": False,
               "proxy_headers": False,  # X-Forwarded-* are judged by trusted_proxies, not uvicorn
               "log_config": None, "access_log": False,  # our logging setup; our own access log, with request ids
               "timeout_graceful_shutdown": settings.shutdown_timeout,
