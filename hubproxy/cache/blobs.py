@@ -25,6 +25,7 @@ from hubproxy.config import Settings
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.relay import HEADER, PATH, sign
 from hubproxy.store.base import BlobStore, is_blob_key
+from hubproxy.store.bodies import WrappedBody
 from hubproxy.upstream.answers import unavailable_error
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
 
@@ -112,18 +113,17 @@ class BlobCache:
             return None
         return self._track(key, body)
 
-    async def _track(self, key: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    def _track(self, key: str, body: AsyncIterator[bytes]) -> WrappedBody:
         self.serving[key] = self.serving.get(key, 0) + 1
-        try:
-            async for chunk in body:
-                yield chunk
-        finally:
-            await body.aclose()  # type: ignore[attr-defined]
+
+        def done() -> None:
             left = self.serving[key] - 1
             if left:
                 self.serving[key] = left
             else:
                 del self.serving[key]
+
+        return WrappedBody(body, close=done)
 
     # -- serving ---------------------------------------------------------------------------
     async def serve(self, want: Wanted, start: int, end: int) -> Served:

@@ -54,7 +54,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from hubproxy.keepalive import HubproxyHttpProtocol
+    from hubproxy.http_protocol import HubproxyHttpProtocol
     from hubproxy.observability.logs import setup_logging
 
     limit_malloc_arenas()

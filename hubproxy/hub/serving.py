@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
+from hubproxy.http_protocol import EXTENSION
 from hubproxy.hub.errors import HubError
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -107,9 +108,14 @@ class BodyResponse:
                     disconnected.set()
                     return
 
-        watcher = asyncio.create_task(watch())
         length = self.headers.get("Content-Length")
         expected = int(length) if length is not None else None
+        zero_copy = scope.get("extensions", {}).get(EXTENSION)
+        file = getattr(self.body, "file", None)
+        if zero_copy is not None and file is not None and expected == file[2] - file[1]:
+            await self._send_file(zero_copy, file, send)
+            return
+        watcher = asyncio.create_task(watch())
         sent = 0
         reported = False
         try:
@@ -132,6 +138,21 @@ class BodyResponse:
             await self.body.aclose()  # type: ignore[attr-defined]
             if not reported:
                 self._report(sent, False)
+
+    async def _send_file(self, zero_copy: Callable[[int, int, int], Awaitable[int]], file: tuple[int, int, int],
+                         send: Send) -> None:
+        """The body straight from its open file to the socket (``http_protocol.py``)."""
+        fd, start, end = file
+        sent = 0
+        try:
+            sent = await zero_copy(fd, start, end - start)
+            if sent == end - start:
+                self._report(sent, True)
+                await send({"type": "http.response.body", "body": b""})
+                return
+        finally:
+            await self.body.aclose()  # type: ignore[union-attr]
+        self._report(sent, False)
 
     def _report(self, sent: int, complete: bool) -> None:
         if self.on_done is not None:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore, StoreUnavailable, Upload
+from hubproxy.store.bodies import WrappedBody
 
 T = TypeVar("T")
 
@@ -52,16 +53,13 @@ class InstrumentedStore:
         metrics.STORE_SECONDS.labels("read").observe(time.perf_counter() - started)
         return None if body is None else self._mapped(body)
 
-    async def _mapped(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in body:
-                yield chunk
-        except (OSError, ValueError):
-            raise
-        except Exception as exc:
-            raise StoreUnavailable(f"{self.kind} store: reading failed: {exc.__class__.__name__}") from exc
-        finally:
-            await body.aclose()  # type: ignore[attr-defined]
+    def _mapped(self, body: AsyncIterator[bytes]) -> WrappedBody:
+        def mapped(exc: Exception) -> Exception | None:
+            if isinstance(exc, (OSError, ValueError)):
+                return None
+            return StoreUnavailable(f"{self.kind} store: reading failed: {exc.__class__.__name__}")
+
+        return WrappedBody(body, errors=mapped)
 
     def ingest(self, key: str, path: str) -> None:
         self._call("ingest", lambda: self.driver.ingest(key, path))

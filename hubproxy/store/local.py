@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from hubproxy.store.base import StoreUnavailable, is_blob_key
+from hubproxy.store.bodies import FileRange
 
 
 class LocalBlobStore:
@@ -34,7 +35,7 @@ class LocalBlobStore:
         except FileNotFoundError:
             return None
 
-    async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
+    async def read(self, key: str, start: int, end: int, chunk: int) -> FileRange | None:
         try:
             fd = await asyncio.to_thread(os.open, self.path(key), os.O_RDONLY)
         except FileNotFoundError:
@@ -79,15 +80,6 @@ class LocalBlobStore:
             raise StoreUnavailable(f"{self.blob_dir} is not readable and writable")
 
 
-async def read_fd_range(fd: int, start: int, end: int, chunk_size: int) -> AsyncIterator[bytes]:
-    """Yield bytes ``[start, end)`` of an open file, reading in worker threads; closes ``fd``."""
-    try:
-        pos = start
-        while pos < end:
-            data = await asyncio.to_thread(os.pread, fd, min(chunk_size, end - pos), pos)
-            if not data:
-                raise OSError("stored blob is shorter than its index entry")
-            pos += len(data)
-            yield data
-    finally:
-        os.close(fd)
+def read_fd_range(fd: int, start: int, end: int, chunk_size: int) -> FileRange:
+    """Bytes ``[start, end)`` of an open file, read in worker threads (or sent zero-copy); closes ``fd``."""
+    return FileRange(fd, start, end, chunk_size)

@@ -1,0 +1,105 @@
+"""hubproxy's HTTP protocol under uvicorn: bounded headers, HTTP/1.0 keep-alive, zero-copy file bodies.
+
+- Headers are bounded by ``limits.py`` (431 past ``MAX_HEADER_BYTES``).
+- HTTP/1.0 keep-alive: uvicorn closes every HTTP/1.0 connection after one answer, even when the request
+  says ``Connection: keep-alive``. Clients and tools that speak HTTP/1.0 that way (ApacheBench, some
+  health checkers and proxies) then pay a new TCP connection per request, which costs more than
+  answering a cached HEAD. Such a connection is kept and the answer says ``Connection: keep-alive``, as
+  HTTP/1.0 requires; hubproxy's answers carry a Content-Length, so the client knows where each ends.
+- Zero-copy: on a plain (not TLS) connection the request's scope carries a ``hubproxy.sendfile``
+  extension, ``await sendfile(fd, offset, count) -> sent``, that hands bytes of an open file to the
+  kernel (``sendfile(2)``) once the answer's headers have left. ``BodyResponse`` uses it for stored
+  blobs on local disk: no copy through Python and no buffer per client, as nginx serves files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+from typing import Any
+
+from hubproxy.limits import BoundedHttpToolsProtocol
+
+#: Bytes handed to the kernel per worker-thread call (between calls the answer can be given up).
+SENDFILE_STEP = 16 * 1024 * 1024
+#: Seconds a client may take to accept more bytes before the answer is given up.
+STALL_SECONDS = 60.0
+EXTENSION = "hubproxy.sendfile"
+
+
+class HubproxyHttpProtocol(BoundedHttpToolsProtocol):
+    """uvicorn's httptools protocol with bounded headers, HTTP/1.0 keep-alive and a zero-copy extension."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._asks_keep_alive = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._asks_keep_alive = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        if name.lower() == b"connection" and b"keep-alive" in value.lower():
+            self._asks_keep_alive = True
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is None:
+            return
+        if self._asks_keep_alive and self.parser.get_http_version() == "1.0" and not cycle.keep_alive:
+            cycle.keep_alive = True
+            cycle.default_headers = [*cycle.default_headers, (b"connection", b"keep-alive")]
+        if self.transport.get_extra_info("sslcontext") is None and self.transport.get_extra_info("socket"):
+            self.scope.setdefault("extensions", {})[EXTENSION] = _ZeroCopy(self, cycle)
+
+
+class _ZeroCopy:
+    """``await sendfile(fd, offset, count)`` for one request's answer; returns the bytes the client got."""
+
+    def __init__(self, protocol: HubproxyHttpProtocol, cycle: Any) -> None:
+        self.protocol = protocol
+        self.cycle = cycle
+
+    async def __call__(self, fd: int, offset: int, count: int) -> int:
+        transport = self.protocol.transport
+        while transport.get_write_buffer_size() and not transport.is_closing():
+            await asyncio.sleep(0.001)  # the headers (and anything before) leave first, in order
+        if transport.is_closing():
+            return 0
+        sock = transport.get_extra_info("socket").fileno()
+        sent = 0
+        try:
+            while sent < count and not transport.is_closing():
+                n = await asyncio.to_thread(_send_step, sock, fd, offset + sent, min(SENDFILE_STEP, count - sent))
+                if n == 0:
+                    break
+                sent += n
+        finally:
+            # uvicorn counts the body against Content-Length; these bytes did not pass through it.
+            self.cycle.expected_content_length -= sent
+        return sent
+
+
+def _send_step(sock: int, fd: int, offset: int, count: int) -> int:
+    """(In a thread.) Send up to ``count`` bytes of ``fd`` to the non-blocking socket, waiting while it is full.
+    Returns what was sent; 0 if the client is gone or stalled."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(sock, fd, offset + sent, count - sent)
+        except BlockingIOError:
+            events = poller.poll(STALL_SECONDS * 1000)
+            if not events or events[0][1] & (select.POLLERR | select.POLLHUP):
+                break
+            continue
+        except OSError:  # the client went away (EPIPE, ECONNRESET)
+            break
+        if n == 0:
+            break  # the file is shorter than asked
+        sent += n
+    return sent

@@ -1,0 +1,90 @@
+"""Blob bodies: async iterators of bytes that may also say "I am bytes [start, end) of this open file".
+
+A stored blob on local disk is read as a ``FileRange``. Whoever sends it to a client can then hand the
+file to the kernel (``sendfile``: no copy through Python, no buffer per client) instead of iterating
+it; every layer between the store and the answer wraps the body with ``WrappedBody``, which keeps that
+``file`` visible and runs its own work on the bytes that do pass through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+
+class FileRange:
+    """Bytes ``[start, end)`` of an open file descriptor, read in ``chunk``-sized pieces in worker threads.
+    Owns the descriptor: ``aclose`` closes it."""
+
+    def __init__(self, fd: int, start: int, end: int, chunk: int) -> None:
+        self.file: tuple[int, int, int] | None = (fd, start, end)
+        self._fd = fd
+        self._pos = start
+        self._end = end
+        self._chunk = chunk
+
+    def __aiter__(self) -> FileRange:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._pos >= self._end or self._fd < 0:
+            raise StopAsyncIteration
+        data = await asyncio.to_thread(os.pread, self._fd, min(self._chunk, self._end - self._pos), self._pos)
+        if not data:
+            raise OSError("stored blob is shorter than its index entry")
+        self._pos += len(data)
+        return data
+
+    async def aclose(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self.file = None
+
+
+class WrappedBody:
+    """``body`` with ``each`` applied to every chunk that passes (it may raise), ``close`` run once at the end,
+    and the inner body's ``file`` (if any) still visible for zero-copy sending."""
+
+    def __init__(self, body: AsyncIterator[bytes], each: Callable[[bytes], None] | None = None,
+                 close: Callable[[], Awaitable[None] | None] | None = None,
+                 errors: Callable[[Exception], Exception | None] | None = None) -> None:
+        self._body = body
+        self._each = each
+        self._close = close
+        self._errors = errors
+        self._closed = False
+
+    @property
+    def file(self) -> tuple[int, int, int] | None:
+        return getattr(self._body, "file", None)
+
+    def __aiter__(self) -> WrappedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._body.__anext__()
+        except StopAsyncIteration:
+            raise
+        except Exception as exc:
+            mapped = self._errors(exc) if self._errors is not None else None
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if self._each is not None:
+            self._each(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._body.aclose()  # type: ignore[attr-defined]
+        finally:
+            if self._close is not None:
+                result = self._close()
+                if result is not None:
+                    await result
