@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import time
 from typing import Any
 
 from hubproxy.limits import BoundedHttpToolsProtocol
@@ -31,29 +32,21 @@ EXTENSION = "hubproxy.sendfile"
 class HubproxyHttpProtocol(BoundedHttpToolsProtocol):
     """uvicorn's httptools protocol with bounded headers, HTTP/1.0 keep-alive and a zero-copy extension."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._asks_keep_alive = False
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._asks_keep_alive = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        if name.lower() == b"connection" and b"keep-alive" in value.lower():
-            self._asks_keep_alive = True
-
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is None:
             return
-        if self._asks_keep_alive and self.parser.get_http_version() == "1.0" and not cycle.keep_alive:
+        if not cycle.keep_alive and self.parser.get_http_version() == "1.0" and _asks_keep_alive(self.headers):
             cycle.keep_alive = True
             cycle.default_headers = [*cycle.default_headers, (b"connection", b"keep-alive")]
         if self.transport.get_extra_info("sslcontext") is None and self.transport.get_extra_info("socket"):
             self.scope.setdefault("extensions", {})[EXTENSION] = _ZeroCopy(self, cycle)
+
+
+def _asks_keep_alive(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's headers (names lower-cased) ask to keep the connection."""
+    return any(name == b"connection" and b"keep-alive" in value.lower() for name, value in headers)
 
 
 class _ZeroCopy:
@@ -65,7 +58,11 @@ class _ZeroCopy:
 
     async def __call__(self, fd: int, offset: int, count: int) -> int:
         transport = self.protocol.transport
+        deadline = time.monotonic() + STALL_SECONDS
         while transport.get_write_buffer_size() and not transport.is_closing():
+            if time.monotonic() > deadline:
+                transport.close()  # a client that takes no bytes at all
+                return 0
             await asyncio.sleep(0.001)  # the headers (and anything before) leave first, in order
         if transport.is_closing():
             return 0

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,7 +22,7 @@ def request_id(scope: Scope) -> str:
             text = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(text) and redact(text) == text:
                 return text
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4, without building a UUID object
 
 
 class ObservabilityMiddleware:
