@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -184,6 +185,24 @@ def upstream_bytes(hub_url: str) -> dict[str, int]:
     """Bytes the fake hub has sent of each blob so far."""
     with urllib.request.urlopen(hub_url + "/_fake/blob-bytes", timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def sampled_peak(pid: int, run):  # noqa: ANN001, ANN201
+    """Run ``run()`` while sampling the RSS of ``pid`` and its children; returns (its result, peak bytes)."""
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_of_tree(pid))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        return run(), peak[0]
+    finally:
+        stop.set()
+        thread.join()
 
 
 def pairs(label: str, ours, ref, rounds: int, higher_is_better: bool) -> dict:  # noqa: ANN001

@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from common import (  # noqa: E402
     curl_time,
     pairs,
     parallel_curls,
-    rss_of_tree,
+    sampled_peak,
     save_results,
     start_fakehub,
     start_hubproxy,
@@ -62,25 +61,6 @@ def hf_transfer_time(python: Path, upstream_url: str, cache_dir: Path) -> float:
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     return float(out.split()[-1])
-
-
-def peak_rss_during(pid: int, fn):  # noqa: ANN001, ANN201
-    """Run ``fn()`` while sampling the RSS of ``pid`` and its children; returns (result, peak bytes)."""
-    peak = [0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_of_tree(pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        return fn(), peak[0]
-    finally:
-        stop.set()
-        sampler.join()
 
 
 def main() -> int:  # noqa: C901, PLR0915 - one row after another
@@ -130,7 +110,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
                 continue
             ours_url, ref_url = f"{hp_url}/{REPO}/resolve/main/{name}", f"{nginx_url}/{name}"
             total = n * mib * 1024 * 1024
-            row_result, peak = peak_rss_during(hp.p.pid, lambda n=n, o=ours_url, r=ref_url, t=total: pairs(
+            row_result, peak = sampled_peak(hp.p.pid, lambda n=n, o=ours_url, r=ref_url, t=total: pairs(
                 f"hot, {n} clients, aggregate throughput (x nginx)", lambda: t / parallel_curls(o, n),
                 lambda: t / parallel_curls(r, n), args.rounds, True))
             row_result["hubproxy_peak_rss_mb"] = peak / 1e6

@@ -19,12 +19,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Proc, free_port, rss_of_tree, save_results, wait_http  # noqa: E402
+from common import ROOT, Proc, free_port, sampled_peak, save_results, wait_http  # noqa: E402
 
 UPLOAD = r"""
 import sys, time
@@ -82,23 +81,6 @@ def minimum_work(path: Path, store_dir: Path) -> float:
     elapsed = time.monotonic() - t0
     target.unlink()
     return elapsed
-
-
-def sampled_peak(pid: int, run: callable) -> tuple[float, int]:  # type: ignore[valid-type]
-    peak, stop = [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_of_tree(pid))
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        return run(), peak[0]
-    finally:
-        stop.set()
-        thread.join()
 
 
 def random_file(path: Path, mib: int) -> Path:

@@ -19,8 +19,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Proc, save_results  # noqa: E402
-from upload import client, fresh, random_file, sampled_peak, start, timed_client  # noqa: E402
+from common import (  # noqa: E402
+    Proc,
+    sampled_peak,  # noqa: E402
+    save_results,
+)
+from upload import client, fresh, random_file, start, timed_client  # noqa: E402
 
 DOWNLOAD = r"""
 import sys, time
