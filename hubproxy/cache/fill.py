@@ -97,35 +97,77 @@ class Fill:
             await self._event.wait()
 
 
-async def read_fill(fill: Fill, start: int, end: int, chunk_size: int) -> AsyncIterator[bytes]:
-    """Yield bytes ``[start, end)`` of a fill as they become readable (verified at the tail).
+class FillBody:
+    """Bytes ``[start, end)`` of a fill as they become readable (the tail only once verified): iterated in chunks,
+    or as ``spans()`` of the spool file for zero-copy sending (``store/bodies.py``).
 
-    A fill already verified and handed to the store may have left the spool: then the store serves it.
+    A fill already verified and handed to the store may have left the spool: then the store serves it
+    (and there are no spans).
     """
-    try:
-        fd = os.open(fill.spool_path, os.O_RDONLY)
-    except FileNotFoundError:
-        await fill.wait_readable(fill.size)  # raises if it failed; returns once verified
-        body = await fill.store.read(fill.key, start, end, chunk_size)
-        if body is None:
-            raise FillError("the blob left the spool and is not in the store") from None
-        async for data in body:
-            yield data
-        return
-    try:
-        pos = start
-        while pos < end:
+
+    def __init__(self, fill: Fill, start: int, end: int, chunk_size: int) -> None:
+        self.fill = fill
+        self.start = start
+        self.end = end
+        self.chunk_size = chunk_size
+        try:
+            self._fd = os.open(fill.spool_path, os.O_RDONLY)
+        except FileNotFoundError:
+            self._fd = -1
+            self.spans = None  # type: ignore[assignment]
+        self._chunks = self._read()
+
+    def __aiter__(self) -> FillBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._chunks.__anext__()
+
+    async def spans(self) -> AsyncIterator[tuple[int, int, int]]:
+        fill, pos = self.fill, self.start
+        while pos < self.end:
             await fill.wait_readable(pos)
-            limit = min(end, fill.readable())
-            data = await asyncio.to_thread(os.pread, fd, min(limit - pos, chunk_size), pos)
+            limit = min(self.end, fill.readable())
+            yield self._fd, pos, limit
+            pos = limit
+        if self.end >= fill.size and not fill.verified:
+            await fill.wait_readable(fill.size)
+
+    async def _read(self) -> AsyncIterator[bytes]:
+        fill = self.fill
+        if self._fd < 0:
+            await fill.wait_readable(fill.size)  # raises if it failed; returns once verified
+            body = await fill.store.read(fill.key, self.start, self.end, self.chunk_size)
+            if body is None:
+                raise FillError("the blob left the spool and is not in the store")
+            try:
+                async for data in body:
+                    yield data
+            finally:
+                await body.aclose()  # type: ignore[attr-defined]
+            return
+        pos = self.start
+        while pos < self.end:
+            await fill.wait_readable(pos)
+            limit = min(self.end, fill.readable())
+            data = await asyncio.to_thread(os.pread, self._fd, min(limit - pos, self.chunk_size), pos)
             if not data:
                 raise FillError("fill data vanished")
             pos += len(data)
             yield data
-        if end >= fill.size and not fill.verified:
+        if self.end >= fill.size and not fill.verified:
             await fill.wait_readable(fill.size)
-    finally:
-        os.close(fd)
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()  # type: ignore[attr-defined]
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def read_fill(fill: Fill, start: int, end: int, chunk_size: int) -> FillBody:
+    """Bytes ``[start, end)`` of a fill as they become readable (verified at the tail)."""
+    return FillBody(fill, start, end, chunk_size)
 
 
 class FillManager:

@@ -111,9 +111,9 @@ class BodyResponse:
         length = self.headers.get("Content-Length")
         expected = int(length) if length is not None else None
         zero_copy = scope.get("extensions", {}).get(EXTENSION)
-        file = getattr(self.body, "file", None)
-        if zero_copy is not None and file is not None and expected == file[2] - file[1]:
-            await self._send_file(zero_copy, file, send)
+        spans = getattr(self.body, "spans", None)
+        if zero_copy is not None and spans is not None and expected is not None:
+            await self._send_spans(zero_copy, spans, expected, send)
             return
         watcher = asyncio.create_task(watch())
         sent = 0
@@ -139,20 +139,27 @@ class BodyResponse:
             if not reported:
                 self._report(sent, False)
 
-    async def _send_file(self, zero_copy: Callable[[int, int, int], Awaitable[int]], file: tuple[int, int, int],
-                         send: Send) -> None:
-        """The body straight from its open file to the socket (``http_protocol.py``)."""
-        fd, start, end = file
+    async def _send_spans(self, zero_copy: Callable[[int, int, int], Awaitable[int]],
+                          spans: Callable[[], AsyncIterator[tuple[int, int, int]]], expected: int,
+                          send: Send) -> None:
+        """The body straight from its open files to the socket (``http_protocol.py``), piece by piece."""
         sent = 0
+        pieces = spans()
         try:
-            sent = await zero_copy(fd, start, end - start)
-            if sent == end - start:
+            async for fd, start, end in pieces:
+                done = await zero_copy(fd, start, end - start)
+                sent += done
+                if done < end - start:
+                    break  # the client went away
+            if sent == expected:
                 self._report(sent, True)
                 await send({"type": "http.response.body", "body": b""})
                 return
         finally:
+            await pieces.aclose()  # type: ignore[attr-defined]
             await self.body.aclose()  # type: ignore[union-attr]
-        self._report(sent, False)
+            if sent != expected:
+                self._report(sent, False)
 
     def _report(self, sent: int, complete: bool) -> None:
         if self.on_done is not None:

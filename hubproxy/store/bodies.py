@@ -1,9 +1,11 @@
-"""Blob bodies: async iterators of bytes that may also say "I am bytes [start, end) of this open file".
+"""Blob bodies: async iterators of bytes that may also offer ``spans()``: the same bytes as pieces of open files.
 
-A stored blob on local disk is read as a ``FileRange``. Whoever sends it to a client can then hand the
-file to the kernel (``sendfile``: no copy through Python, no buffer per client) instead of iterating
-it; every layer between the store and the answer wraps the body with ``WrappedBody``, which keeps that
-``file`` visible and runs its own work on the bytes that do pass through it.
+``spans()`` yields ``(fd, start, end)`` in order, each piece as soon as it may be sent (a stored blob
+on local disk: one span, ``FileRange``; a blob being filled: the readable prefix as it grows,
+``cache.fill.FillBody``). Whoever sends the body to a client can then hand those pieces to the kernel
+(``sendfile``: no copy through Python, no buffer per client) instead of iterating it. Every layer
+between the store and the answer wraps the body with ``WrappedBody``, which keeps ``spans`` reachable
+and runs its own work on the bytes that do pass through it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ class FileRange:
     Owns the descriptor: ``aclose`` closes it."""
 
     def __init__(self, fd: int, start: int, end: int, chunk: int) -> None:
-        self.file: tuple[int, int, int] | None = (fd, start, end)
         self._fd = fd
         self._pos = start
         self._end = end
@@ -26,6 +27,10 @@ class FileRange:
 
     def __aiter__(self) -> FileRange:
         return self
+
+    async def spans(self) -> AsyncIterator[tuple[int, int, int]]:
+        if self._fd >= 0 and self._pos < self._end:
+            yield self._fd, self._pos, self._end
 
     async def __anext__(self) -> bytes:
         if self._pos >= self._end or self._fd < 0:
@@ -40,12 +45,11 @@ class FileRange:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-            self.file = None
 
 
 class WrappedBody:
     """``body`` with ``each`` applied to every chunk that passes (it may raise), ``close`` run once at the end,
-    and the inner body's ``file`` (if any) still visible for zero-copy sending."""
+    and the inner body's ``spans`` (if any) still reachable for zero-copy sending."""
 
     def __init__(self, body: AsyncIterator[bytes], each: Callable[[bytes], None] | None = None,
                  close: Callable[[], Awaitable[None] | None] | None = None,
@@ -57,8 +61,8 @@ class WrappedBody:
         self._closed = False
 
     @property
-    def file(self) -> tuple[int, int, int] | None:
-        return getattr(self._body, "file", None)
+    def spans(self) -> Callable[[], AsyncIterator[tuple[int, int, int]]] | None:
+        return getattr(self._body, "spans", None)
 
     def __aiter__(self) -> WrappedBody:
         return self

@@ -1,4 +1,4 @@
-"""Blob bodies in-process: a file range iterates its bytes, and wrappers keep it sendable zero-copy."""
+"""Blob bodies in-process: a file range iterates its bytes or offers its span, and wrappers keep that reachable."""
 
 from __future__ import annotations
 
@@ -16,24 +16,24 @@ def _range(path: Path, start: int, end: int) -> FileRange:
     return FileRange(os.open(path, os.O_RDONLY), start, end, 4)
 
 
-def test_a_file_range_iterates_its_bytes_and_names_its_file(tmp_path: Path) -> None:
+def test_a_file_range_iterates_its_bytes_and_offers_its_span(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(b"0123456789")
 
     async def run() -> None:
         body = _range(path, 2, 9)
-        assert body.file is not None and body.file[1:] == (2, 9)
+        [(fd, start, end)] = [span async for span in body.spans()]
+        assert (start, end) == (2, 9) and os.pread(fd, end - start, start) == b"2345678"
         assert b"".join([chunk async for chunk in body]) == b"2345678"
-        fd = body.file[0]
         await body.aclose()
-        assert body.file is None
+        assert [span async for span in body.spans()] == []
         with pytest.raises(OSError):
             os.fstat(fd)  # closed once, by the body
 
     asyncio.run(run())
 
 
-def test_wrappers_keep_the_file_and_do_their_work(tmp_path: Path) -> None:
+def test_wrappers_keep_the_spans_and_do_their_work(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(b"abcdefgh")
     seen: list[bytes] = []
@@ -43,7 +43,7 @@ def test_wrappers_keep_the_file_and_do_their_work(tmp_path: Path) -> None:
         inner = _range(path, 0, 8)
         body = WrappedBody(WrappedBody(inner, close=lambda: closed.append("inner")), each=seen.append,
                            close=lambda: closed.append("outer"))
-        assert body.file == inner.file
+        assert body.spans == inner.spans
         assert b"".join([chunk async for chunk in body]) == b"abcdefgh" and seen == [b"abcd", b"efgh"]
         await body.aclose()
         await body.aclose()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
 from hubproxy.cache import mismatch
+from hubproxy.cache.fill import Fill, FillBody
 from hubproxy.cache.mismatch import Mismatches
 from hubproxy.cache.parts import plan
 from hubproxy.cache.spool import Spool
@@ -60,3 +62,29 @@ def test_a_blob_that_keeps_failing_is_not_refetched_at_once(monkeypatch: pytest.
     assert known.refill_wait(KEY) == mismatch.REFILL_MAX_SECONDS
     known.verified(KEY)
     assert known.refill_wait(KEY) == 0
+
+
+def test_a_fill_offers_its_readable_prefix_as_spans_and_the_last_byte_only_once_verified(tmp_path: Path) -> None:
+    part = tmp_path / "blob.part"
+    part.write_bytes(b"0123456789")
+
+    async def run() -> None:
+        fill = Fill(KEY, 10, str(part), "/resolve", store=None)  # type: ignore[arg-type]
+        fill.written = 6
+        body = FillBody(fill, 0, 10, 4)
+        spans = body.spans()
+        assert (await spans.__anext__())[1:] == (0, 6)
+        fill.written = 10
+        fill.notify()
+        assert (await spans.__anext__())[1:] == (6, 9)  # all but the held-back last byte
+        last = asyncio.ensure_future(spans.__anext__())
+        await asyncio.sleep(0.01)
+        assert not last.done()  # not before the hash matched
+        fill.verified = True
+        fill.notify()
+        fd, start, end = await last
+        assert (start, end) == (9, 10) and os.pread(fd, 1, 9) == b"9"
+        await spans.aclose()
+        await body.aclose()
+
+    asyncio.run(run())
