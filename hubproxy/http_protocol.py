@@ -8,8 +8,10 @@
   HTTP/1.0 requires; hubproxy's answers carry a Content-Length, so the client knows where each ends.
 - Zero-copy: on a plain (not TLS) connection the request's scope carries a ``hubproxy.sendfile``
   extension, ``await sendfile(fd, offset, count) -> sent``, that hands bytes of an open file to the
-  kernel (``sendfile(2)``) once the answer's headers have left. ``BodyResponse`` uses it for stored
-  blobs on local disk: no copy through Python and no buffer per client, as nginx serves files.
+  kernel (``sendfile(2)``) once the answer's headers have left. ``BodyResponse`` uses it for blobs on
+  local disk (stored or being filled): no copy through Python and no buffer per client, as nginx serves
+  files. Those bytes never pass ``send``, so it reports them to middleware in empty body messages
+  carrying ``DIRECT_BYTES`` (the access log and metrics count them like any other).
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import time
 from typing import Any
 
 from hubproxy.limits import BoundedHttpToolsProtocol
+from hubproxy.observability import metrics
 
 #: Bytes handed to the kernel per worker-thread call (between calls the answer can be given up).
 SENDFILE_STEP = 16 * 1024 * 1024
 #: Seconds a client may take to accept more bytes before the answer is given up.
 STALL_SECONDS = 60.0
 EXTENSION = "hubproxy.sendfile"
+#: Key of an (empty) ``http.response.body`` message that tells middleware how many bytes went out zero-copy
+#: (0 just before the first ones leave: the time to first byte).
+DIRECT_BYTES = "hubproxy.direct_bytes"
 
 
 class HubproxyHttpProtocol(BoundedHttpToolsProtocol):
@@ -77,6 +83,7 @@ class _ZeroCopy:
         finally:
             # uvicorn counts the body against Content-Length; these bytes did not pass through it.
             self.cycle.expected_content_length -= sent
+            metrics.ZERO_COPY_BYTES.inc(sent)
         return sent
 
 

@@ -60,6 +60,7 @@ def test_metrics_ready_and_logs(make_proxy, fakehub: FakeHub) -> None:  # noqa: 
     assert value(after, "hubproxy_requests_total", route="resolve", method="GET", status="404") >= 1
     assert value(after, "hubproxy_served_bytes_total", cache="miss") == size
     assert value(after, "hubproxy_served_bytes_total", cache="hit") == size
+    assert value(after, "hubproxy_zero_copy_bytes_total") == 2 * size  # the fill's bytes and the stored ones
     assert value(after, "hubproxy_upstream_bytes_total") >= size
     assert value(after, "hubproxy_fill_duration_seconds_count", result="ok") == 1
     assert value(after, "hubproxy_fills_in_flight") == 0
@@ -76,6 +77,10 @@ def test_metrics_ready_and_logs(make_proxy, fakehub: FakeHub) -> None:  # noqa: 
     access = [e for e in lines if e["logger"] == "hubproxy.access" and e.get("request_id") == "trace-me-42"]
     assert access and access[0]["status"] == 404 and access[0]["path"].endswith("missing.txt")
     assert all(e.get("request_id") for e in lines if e["logger"] == "hubproxy.access")
+    # Bytes sent zero-copy are counted in the access log like any others, with a time to first byte.
+    gets = [e for e in lines if e["logger"] == "hubproxy.access" and e["path"].endswith(path) and e["method"] == "GET"]
+    assert [(e["status"], e["bytes"], e["cache"]) for e in gets] == [(200, size, "miss"), (200, size, "hit")]
+    assert all(0 < e["ttfb_ms"] <= e["duration_ms"] for e in gets)
     assert unknown_token not in proxy.log() and "hf_upstream_secret_token" not in proxy.log()
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
-from hubproxy.http_protocol import EXTENSION
+from hubproxy.http_protocol import DIRECT_BYTES, EXTENSION
 from hubproxy.hub.errors import HubError
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -147,8 +147,11 @@ class BodyResponse:
         pieces = spans()
         try:
             async for fd, start, end in pieces:
+                if not sent:  # the first bytes leave now (middleware times the first byte from here)
+                    await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: 0})
                 done = await zero_copy(fd, start, end - start)
                 sent += done
+                await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: done})
                 if done < end - start:
                     break  # the client went away
             if sent == expected:

@@ -37,6 +37,8 @@ DURATION = Histogram("hubproxy_request_duration_seconds", "Seconds from a reques
 SERVED_BYTES = Counter("hubproxy_served_bytes_total",
                        "File bytes sent to clients, by where they came from (hit, miss, relay, passthrough)",
                        ["cache"])
+ZERO_COPY_BYTES = Counter("hubproxy_zero_copy_bytes_total",
+                          "File bytes sent with sendfile(2), straight from the page cache (a subset of served bytes)")
 UPSTREAM_BYTES = Counter("hubproxy_upstream_bytes_total", "File bytes received from the upstream")
 UPSTREAM_ERRORS = Counter("hubproxy_upstream_errors_total",
                           "Upstream failures: unreachable, timeout, 5xx answers, bytes that failed verification",

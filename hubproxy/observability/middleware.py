@@ -8,6 +8,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hubproxy.http_protocol import DIRECT_BYTES
 from hubproxy.observability import metrics, tracing
 from hubproxy.observability.access import AccessLog
 from hubproxy.observability.logs import REQUEST_ID, redact
@@ -54,9 +55,10 @@ class ObservabilityMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid_bytes)]
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
-                if state["ttfb"] is None and (body or not message.get("more_body", False)):
+                direct = message.get(DIRECT_BYTES)  # bytes that went out zero-copy (http_protocol.py)
+                if state["ttfb"] is None and (body or direct is not None or not message.get("more_body", False)):
                     state["ttfb"] = time.perf_counter() - started
-                state["bytes"] += len(body)
+                state["bytes"] += len(body) + (direct or 0)
             await send(message)
 
         try:
