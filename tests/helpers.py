@@ -116,6 +116,34 @@ def request(method: str, url: str, headers: dict[str, str] | None = None, body: 
         conn.close()
 
 
+def get_cut_before_the_end(port: int, path: str, size: int) -> int:
+    """GET a file whose fill fails verification: the answer promises ``size`` bytes and is cut before the last
+    one. Returns how many bytes arrived."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200 and int(resp.headers["Content-Length"]) == size
+        try:
+            resp.read()
+        except http.client.IncompleteRead as exc:
+            assert len(exc.partial) < size
+            return len(exc.partial)
+        raise AssertionError("a file whose bytes failed verification was answered whole")
+    finally:
+        conn.close()
+
+
+def get_after_refill_wait(url: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """GET ``url``, waiting out the 502s (with ``Retry-After`` of at most 2 s) that a blob which failed
+    verification twice in a row answers until its next fill may start."""
+    deadline = time.monotonic() + timeout
+    while (answer := request("GET", url))[0] == 502:
+        assert 0 < int(answer[1]["retry-after"]) <= 2 and time.monotonic() < deadline
+        time.sleep(0.2)
+    return answer
+
+
 def serve_in_thread(handler: type) -> tuple[Any, str]:
     """A threaded HTTP server on a free loopback port, serving in the background; returns it and its URL."""
     import threading

@@ -14,7 +14,7 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import ProxyProcess, request
+from tests.helpers import ProxyProcess, get_after_refill_wait, get_cut_before_the_end, request
 
 
 def _big(hub: FakeHub, name: str, size: int) -> tuple[bytes, str]:
@@ -116,25 +116,15 @@ def test_wrong_bytes_are_never_served_whole_nor_kept(proxy: ProxyProcess, fakehu
     data, sha = _big(fakehub, "corrupt", size)
     fakehub.faults.corrupt.add(sha)
     url = proxy.url + "/alice/corrupt/resolve/main/big.safetensors"
-    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
-    conn.request("GET", "/alice/corrupt/resolve/main/big.safetensors")
-    resp = conn.getresponse()
-    assert resp.status == 200 and int(resp.headers["Content-Length"]) == size
-    with pytest.raises(http.client.IncompleteRead) as exc:
-        resp.read()
-    assert len(exc.value.partial) < size
-    conn.close()
+    get_cut_before_the_end(proxy.port, "/alice/corrupt/resolve/main/big.safetensors", size)
     with pytest.raises(Exception):  # noqa: B017 - the client must fail, whatever it calls it
         hf_hub_download("alice/corrupt", "big.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
     time.sleep(0.5)
     blobs, tmp = _store_files(proxy)
     assert blobs == [] and tmp == []
     fakehub.faults.corrupt.discard(sha)
-    deadline = time.monotonic() + 10
-    while (answer := request("GET", url))[0] == 502:  # failed twice in a row: the next fill waits a moment
-        assert "retry-after" in answer[1] and time.monotonic() < deadline
-        time.sleep(0.2)
-    assert answer[0] == 200 and answer[2] == data
+    status, _, body = get_after_refill_wait(url)  # failed twice in a row: the next fill waits a moment
+    assert status == 200 and body == data
 
 
 def test_upstream_down_serves_cache_including_metadata(make_proxy, fakehub: FakeHub, tmp_path: Path) -> None:  # noqa: ANN001

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,7 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import ProxyProcess, request
+from tests.helpers import ProxyProcess, get_after_refill_wait, get_cut_before_the_end, request
 
 MIB = 1024 * 1024
 #: Small parts so that test-sized blobs are fetched in many parts by several connections (always: no
@@ -109,25 +108,15 @@ def test_a_corrupt_byte_in_one_part_never_completes_a_file(make_proxy, fakehub: 
     size = 12 * MIB
     data, sha = _blob(fakehub, "corruptpart", size)
     fakehub.faults.corrupt.add(sha)  # flips the middle byte, which lies in one part
-    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
-    conn.request("GET", "/alice/corruptpart/resolve/main/w.safetensors")
-    resp = conn.getresponse()
-    assert resp.status == 200 and int(resp.headers["Content-Length"]) == size
-    with pytest.raises(http.client.IncompleteRead) as exc:
-        resp.read()
-    assert len(exc.value.partial) < size
-    conn.close()
+    get_cut_before_the_end(proxy.port, "/alice/corruptpart/resolve/main/w.safetensors", size)
     with pytest.raises(Exception):  # noqa: B017 - the client must fail, whatever it calls it
         hf_hub_download("alice/corruptpart", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
     assert not list(tmp_path.rglob("w.safetensors"))  # no client kept a file
     assert not _stored(proxy, sha).exists()
     assert fakehub.blob_bytes[sha] <= 2 * size  # two failed fills in a row: the next one waits
     fakehub.faults.corrupt.discard(sha)
-    deadline = time.monotonic() + 10
-    while (answer := request("GET", proxy.url + "/alice/corruptpart/resolve/main/w.safetensors"))[0] == 502:
-        assert 0 < int(answer[1]["Retry-After"]) <= 2 and time.monotonic() < deadline  # the refill waits
-        time.sleep(0.2)
-    assert answer[0] == 200 and answer[2] == data
+    status, _, body = get_after_refill_wait(proxy.url + "/alice/corruptpart/resolve/main/w.safetensors")
+    assert status == 200 and body == data
     local = hf_hub_download("alice/corruptpart", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "ok")
     assert Path(local).read_bytes() == data
     assert _stored(proxy, sha).read_bytes() == data

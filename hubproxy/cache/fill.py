@@ -35,7 +35,7 @@ HOLDBACK = 1
 #: Seconds between looks at another process's fill.
 FOLLOW_POLL = 0.02
 
-__all__ = ["BlobMismatch", "Fill", "FillError", "FillManager", "read_fill"]
+__all__ = ["BlobMismatch", "Fill", "FillBody", "FillError", "FillManager"]
 
 
 class Fill:
@@ -163,11 +163,6 @@ class FillBody:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def read_fill(fill: Fill, start: int, end: int, chunk_size: int) -> FillBody:
-    """Bytes ``[start, end)`` of a fill as they become readable (verified at the tail)."""
-    return FillBody(fill, start, end, chunk_size)
 
 
 class FillManager:

@@ -38,8 +38,8 @@ class BlobMismatch(FillError):
 class Filler:
     """Downloads a fill's bytes into its spool file and proves they hash to the blob's name."""
 
-    def __init__(self, upstream: UpstreamClient, retries: int, connections: int = 1,
-                 part_bytes: int = 16 * 1024 * 1024, fast_stream_mbps: float = 300.0) -> None:
+    def __init__(self, upstream: UpstreamClient, retries: int, connections: int, part_bytes: int,
+                 fast_stream_mbps: float) -> None:
         self.upstream = upstream
         self.retries = retries
         self.connections = connections
@@ -89,6 +89,11 @@ class PrefixHasher:
             return False
         self._busy = True
         return True
+
+    def update(self, batch: list[bytes]) -> None:
+        """(Worker thread, between ``claim`` and ``advance``.) Hash the claimed bytes."""
+        for data in batch:
+            self.hasher.update(data)
 
     def advance(self, hashed: int) -> None:
         """(Event loop.) The claimed bytes were hashed: ``hashed`` more of them (0 if hashing failed)."""

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from hubproxy.observability import metrics
-from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable
+from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
 
 if TYPE_CHECKING:
     from hubproxy.cache.fill import Fill
@@ -179,12 +178,7 @@ class PartedDownload:
         last = started = time.monotonic()
         start_pos = part.pos
         try:
-            async for chunk in resp.content.iter_any():
-                if skip:
-                    if len(chunk) <= skip:
-                        skip -= len(chunk)
-                        continue
-                    chunk, skip = chunk[skip:], 0
+            async for chunk in iter_body(resp, skip):
                 room = part.end - part.pos - held
                 if len(chunk) > room:
                     if part.end == self.fill.size:
@@ -207,11 +201,6 @@ class PartedDownload:
         if measure:  # a probe part smaller than RAMP_BYTES: judged on all of it
             self._judge(part.pos - start_pos, time.monotonic() - started)
 
-    def _hash(self, batch: list[bytes]) -> None:
-        """(In a thread, beside the one writing the batch.)"""
-        for data in batch:
-            self.hasher.hasher.update(data)
-
     def _judge(self, received: int, seconds: float) -> None:
         """Start the other connections if the probe's stream is slow."""
         if not self.fast_bps or received / max(seconds, 1e-6) < self.fast_bps:
@@ -222,18 +211,19 @@ class PartedDownload:
             hashed = 0
             try:
                 await asyncio.gather(asyncio.to_thread(self.spool.write_at, batch, part.pos),
-                                     asyncio.to_thread(self._hash, batch))
+                                     asyncio.to_thread(self.hasher.update, batch))
                 hashed = size
             finally:
                 self.hasher.advance(hashed)
         else:
             await asyncio.to_thread(self.spool.write_at, batch, part.pos)
-        metrics.UPSTREAM_BYTES.inc(size)
         part.pos += size
         while self._head < len(self.parts) and self.parts[self._head].pos == self.parts[self._head].end:
             self._head += 1
         prefix = self.parts[self._head].pos if self._head < len(self.parts) else self.fill.size
         if prefix > self.fill.written:
             self.fill.written = prefix
-            self.spool.publish(prefix)
             self.fill.notify()
+            # For followers; a thread, as the spool may be on NFS. Out of order is harmless: any value
+            # published was a true prefix when it was computed.
+            await asyncio.to_thread(self.spool.publish, prefix)

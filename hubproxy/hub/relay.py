@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
 from hubproxy import signing
-from hubproxy.cache.fill import read_fill
+from hubproxy.cache.fill import FillBody
 from hubproxy.db import upsert
 from hubproxy.db.models import cluster_secrets
 from hubproxy.hub.errors import HubError
@@ -77,7 +77,7 @@ class RelayRoute:
         if request.method == "HEAD":
             return BodyResponse(status, headers)
         if fill is not None and size is not None:
-            body = read_fill(fill, start, end, self.chunk)
+            body = FillBody(fill, start, end, self.chunk)
         else:
             stored = await self.cache.stored_body(key, start, end)
             if stored is None:

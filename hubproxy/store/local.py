@@ -40,7 +40,7 @@ class LocalBlobStore:
             fd = await asyncio.to_thread(os.open, self.path(key), os.O_RDONLY)
         except FileNotFoundError:
             return None
-        return read_fd_range(fd, start, end, chunk)
+        return FileRange(fd, start, end, chunk)
 
     def ingest(self, key: str, path: str) -> None:
         final = self.path(key)
@@ -78,8 +78,3 @@ class LocalBlobStore:
     def ping(self) -> None:
         if not os.access(self.blob_dir, os.R_OK | os.W_OK | os.X_OK):
             raise StoreUnavailable(f"{self.blob_dir} is not readable and writable")
-
-
-def read_fd_range(fd: int, start: int, end: int, chunk_size: int) -> FileRange:
-    """Bytes ``[start, end)`` of an open file, read in worker threads (or sent zero-copy); closes ``fd``."""
-    return FileRange(fd, start, end, chunk_size)

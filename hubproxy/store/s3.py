@@ -3,14 +3,13 @@
 A fill uploads its parts while it fills (``start_upload``: a multipart upload completed only once the
 blob is verified, aborted otherwise); other verified files are ingested by uploading them (multipart
 above 8 MiB, which boto3 aborts if a part fails). Either way an object exists complete or not at all.
-Large reads run ahead of the client in a worker thread (``readahead.py``); ``presign`` gives a
+Reads run ahead of the client in a worker thread (``readahead.py``); ``presign`` gives a
 short-lived URL for ``s3_redirect``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from hubproxy.config import Settings
 from hubproxy.store.base import is_blob_key
-from hubproxy.store.readahead import PIECE_BYTES, read_ahead
+from hubproxy.store.readahead import read_ahead
 
 PART_SIZE = 8 * 1024 * 1024
 #: Parts of an upload made while filling (S3 allows 10,000 parts; larger blobs get larger parts).
@@ -82,9 +81,7 @@ class S3BlobStore:
             if is_missing(exc):
                 return None
             raise
-        if end - start > 2 * PIECE_BYTES:  # large: read ahead of the client
-            return read_ahead(resp["Body"])
-        return _stream(resp["Body"], chunk)
+        return read_ahead(resp["Body"])
 
     def ingest(self, key: str, path: str) -> None:
         self.client.upload_file(path, self.bucket, self.object_key(key), Config=self.transfer,
@@ -151,12 +148,3 @@ class S3Upload:
 
     def abort(self) -> None:
         self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
-
-
-async def _stream(body: Any, chunk: int) -> AsyncIterator[bytes]:
-    try:
-        while data := await asyncio.to_thread(body.read, chunk):
-            yield data
-    finally:
-        with contextlib.suppress(Exception):
-            body.close()
