@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from huggingface_hub import hf_hub_download
@@ -20,26 +21,39 @@ def _s3_settings(s3_endpoint: str, name: str) -> dict[str, str]:
             "s3_path_style": "true", "fill_part_bytes": str(4 * MIB)}
 
 
-def _wait_object(client, name: str, key: str) -> dict | None:  # noqa: ANN001
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+def _wait_object(client, name: str, key: str, timeout: float = 20) -> dict | None:  # noqa: ANN001
+    """The object's HEAD once it exists (None if it does not within ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
             return client.head_object(Bucket=name, Key=key)
         except client.exceptions.ClientError:
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(0.1)
-    return None
 
 
 def test_a_large_blob_is_uploaded_in_parts_while_it_fills(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
                                                           s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     name, client = bucket
-    proxy = make_proxy(**_s3_settings(s3_endpoint, name))
+    proxy = make_proxy(**_s3_settings(s3_endpoint, name), fill_connections="1")  # one stream: a fill of ~2 s
     data = os.urandom(40 * MIB + 77)
     sha = hashlib.sha256(data).hexdigest()
-    fakehub.add_commit("model", "alice/s3big", {"w.safetensors": data})
-    local = hf_hub_download("alice/s3big", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
-    assert Path(local).read_bytes() == data
     key = f"hubproxy/blobs/{sha[:2]}/{sha}"
+    fakehub.add_commit("model", "alice/s3big", {"w.safetensors": data})
+    fakehub.faults.trickle[sha] = (1024 * 1024, 0.05)
+    with ThreadPoolExecutor(1) as pool:
+        download = pool.submit(hf_hub_download, "alice/s3big", "w.safetensors", endpoint=proxy.url,
+                               cache_dir=tmp_path)
+        parts_before_the_end = 0
+        while not download.done() and not parts_before_the_end:
+            for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+                listed = client.list_parts(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+                if listed.get("Parts") and _wait_object(client, name, key, timeout=0) is None:
+                    parts_before_the_end = len(listed["Parts"])  # uploaded while the blob was still filling
+            time.sleep(0.05)
+        assert Path(download.result()).read_bytes() == data
+    assert parts_before_the_end >= 1
     head = _wait_object(client, name, key)
     assert head is not None and head["ContentLength"] == len(data)
     assert head["ETag"].strip('"').endswith("-3")  # a multipart upload of three 16 MiB parts
@@ -49,8 +63,8 @@ def test_a_large_blob_is_uploaded_in_parts_while_it_fills(make_proxy, fakehub: F
     status, _, body = request("GET", proxy.url + "/alice/s3big/resolve/main/w.safetensors",
                               {"Range": f"bytes=1000-{len(data) - 1000}"})
     assert status == 206 and body == data[1000:len(data) - 999]
-    assert hf_hub_download("alice/s3big", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "again",
-                           force_download=True)
+    again = hf_hub_download("alice/s3big", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "again")
+    assert Path(again).read_bytes() == data
 
 
 def test_a_blob_that_fails_verification_is_never_in_the_bucket(make_proxy, fakehub: FakeHub,  # noqa: ANN001
