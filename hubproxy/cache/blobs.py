@@ -165,7 +165,7 @@ class BlobCache:
             raise _fill_failure(exc, want.what) from None
         if start > fill.written + FOLLOW_WINDOW:
             return Served(await self.passthrough(want, start, end), "passthrough")
-        return Served(FillBody(fill, start, end, self.settings.serve_chunk_size), "miss")
+        return Served(await FillBody.open(fill, start, end, self.settings.serve_chunk_size), "miss")
 
     async def _room_for(self, size: int) -> bool:
         """Whether the spool's filesystem can take a blob of ``size`` bytes (with a little to spare)."""
@@ -209,7 +209,7 @@ class BlobCache:
             return Served(await self.passthrough(want, start, end, url=fill.url + PATH + want.key,
                                                  headers={HEADER: sign(self.relay_secret, want.key)}), "relay")
         if isinstance(fill, Fill):
-            return Served(FillBody(fill, start, end, self.settings.serve_chunk_size), "miss")
+            return Served(await FillBody.open(fill, start, end, self.settings.serve_chunk_size), "miss")
         if fill is None:
             stored = await self.stored_body(want.key, start, end)
             if stored is not None:

@@ -105,17 +105,24 @@ class FillBody:
     (and there are no spans).
     """
 
-    def __init__(self, fill: Fill, start: int, end: int, chunk_size: int) -> None:
+    def __init__(self, fill: Fill, start: int, end: int, chunk_size: int, fd: int) -> None:
         self.fill = fill
         self.start = start
         self.end = end
         self.chunk_size = chunk_size
-        try:
-            self._fd = os.open(fill.spool_path, os.O_RDONLY)
-        except FileNotFoundError:
-            self._fd = -1
+        self._fd = fd
+        if fd < 0:
             self.spans = None  # type: ignore[assignment]
         self._chunks = self._read()
+
+    @classmethod
+    async def open(cls, fill: Fill, start: int, end: int, chunk_size: int) -> FillBody:
+        """The body, with the spool file opened in a worker thread (the spool may be on NFS)."""
+        try:
+            fd = await asyncio.to_thread(os.open, fill.spool_path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = -1
+        return cls(fill, start, end, chunk_size, fd)
 
     def __aiter__(self) -> FillBody:
         return self

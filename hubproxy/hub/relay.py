@@ -77,7 +77,7 @@ class RelayRoute:
         if request.method == "HEAD":
             return BodyResponse(status, headers)
         if fill is not None and size is not None:
-            body = FillBody(fill, start, end, self.chunk)
+            body = await FillBody.open(fill, start, end, self.chunk)
         else:
             stored = await self.cache.stored_body(key, start, end)
             if stored is None:

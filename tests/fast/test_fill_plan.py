@@ -71,7 +71,7 @@ def test_a_fill_offers_its_readable_prefix_as_spans_and_the_last_byte_only_once_
     async def run() -> None:
         fill = Fill(KEY, 10, str(part), "/resolve", store=None)  # type: ignore[arg-type]
         fill.written = 6
-        body = FillBody(fill, 0, 10, 4)
+        body = await FillBody.open(fill, 0, 10, 4)
         spans = body.spans()
         assert (await spans.__anext__())[1:] == (0, 6)
         fill.written = 10
