@@ -5,14 +5,14 @@ on local disk: one span, ``FileRange``; a blob being filled: the readable prefix
 ``cache.fill.FillBody``). Whoever sends the body to a client can then hand those pieces to the kernel
 (``sendfile``: no copy through Python, no buffer per client) instead of iterating it. Every layer
 between the store and the answer wraps the body with ``WrappedBody``, which keeps ``spans`` reachable
-and runs its own work on the bytes that do pass through it.
+and adds its own closing work and error mapping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 
 class FileRange:
@@ -48,14 +48,12 @@ class FileRange:
 
 
 class WrappedBody:
-    """``body`` with ``each`` applied to every chunk that passes (it may raise), ``close`` run once at the end,
+    """``body`` with its errors mapped by ``errors`` (None: raised as they are), ``close`` run once at the end,
     and the inner body's ``spans`` (if any) still reachable for zero-copy sending."""
 
-    def __init__(self, body: AsyncIterator[bytes], each: Callable[[bytes], None] | None = None,
-                 close: Callable[[], Awaitable[None] | None] | None = None,
+    def __init__(self, body: AsyncIterator[bytes], close: Callable[[], None] | None = None,
                  errors: Callable[[Exception], Exception | None] | None = None) -> None:
         self._body = body
-        self._each = each
         self._close = close
         self._errors = errors
         self._closed = False
@@ -77,8 +75,6 @@ class WrappedBody:
             if mapped is None:
                 raise
             raise mapped from exc
-        if self._each is not None:
-            self._each(chunk)
         return chunk
 
     async def aclose(self) -> None:
@@ -89,6 +85,4 @@ class WrappedBody:
             await self._body.aclose()  # type: ignore[attr-defined]
         finally:
             if self._close is not None:
-                result = self._close()
-                if result is not None:
-                    await result
+                self._close()
