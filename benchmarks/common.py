@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -203,6 +204,15 @@ def sampled_peak(pid: int, run):  # noqa: ANN001, ANN201
     finally:
         stop.set()
         thread.join()
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def pairs(label: str, ours, ref, rounds: int, higher_is_better: bool) -> dict:  # noqa: ANN001

@@ -9,7 +9,6 @@ Prints the core count, every pair and the medians; writes a JSON result.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -32,6 +31,7 @@ from common import (  # noqa: E402
     parallel_curls,
     sampled_peak,
     save_results,
+    sha256_file,
     start_fakehub,
     start_hubproxy,
     start_nginx,
@@ -166,10 +166,11 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
                               lambda: hf_transfer_time(python, slow_url, cache), args.rounds, False))
         if "cold8" not in skip:
             ratios = []
+            big_sha = sha256_file(files / BIG)
             for i in range(args.rounds):
-                before = upstream_bytes(slow_url).get(sha256_of(files / BIG), 0)
+                before = upstream_bytes(slow_url).get(big_sha, 0)
                 took = cold_ours(slow_url, clients=8)
-                sent = upstream_bytes(slow_url).get(sha256_of(files / BIG), 0) - before
+                sent = upstream_bytes(slow_url).get(big_sha, 0) - before
                 ratios.append(sent / size)
                 print(f"  8 cold clients, round {i + 1}: {took:.2f}s, upstream bytes {sent / size:.4f}x the blob",
                       flush=True)
@@ -199,19 +200,6 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
         shutil.rmtree(work, ignore_errors=True)
     save_results("bench", results)
     return 0
-
-
-_SHA: dict[Path, str] = {}
-
-
-def sha256_of(path: Path) -> str:
-    if path not in _SHA:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(8 << 20):
-                digest.update(block)
-        _SHA[path] = digest.hexdigest()
-    return _SHA[path]
 
 
 if __name__ == "__main__":

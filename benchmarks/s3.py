@@ -8,7 +8,6 @@ asks. Run: ``python benchmarks/s3.py [--size-mib 256]``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boto3  # noqa: E402
-from common import BIG, REPO, SMALL, Proc, curl_time, free_port, pairs, start_fakehub, wait_http  # noqa: E402
+from common import BIG, REPO, SMALL, Proc, curl_time, free_port, pairs, sha256_file, start_fakehub, wait_http  # noqa: E402
 
 
 def start_hubproxy_s3(upstream: str, data_dir: Path, endpoint: str, bucket: str, redirect: bool,
@@ -52,7 +51,7 @@ def main() -> int:
             for _ in range(args.size_mib):
                 f.write(os.urandom(1024 * 1024))
         (files / SMALL).write_text("{}")
-        sha = hashlib.sha256((files / BIG).read_bytes()).hexdigest()
+        sha = sha256_file(files / BIG)
         s3_port = free_port()
         moto = Proc([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(s3_port)],
                     log=work / "moto.log")

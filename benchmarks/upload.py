@@ -11,7 +11,6 @@ Conditions: ../shared/BENCHMARKS.md ("upload"). Run: ``python benchmarks/upload.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Proc, free_port, sampled_peak, save_results, wait_http  # noqa: E402
+from common import ROOT, Proc, free_port, sampled_peak, save_results, sha256_file, wait_http  # noqa: E402
 
 UPLOAD = r"""
 import sys, time
@@ -71,11 +70,7 @@ def client(url: str, token: str, work: Path, path: Path, repo: str, **extra: str
 def minimum_work(path: Path, store_dir: Path) -> float:
     """sha256 of the file and a copy of it into the store's filesystem."""
     t0 = time.monotonic()
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            digest.update(block)
-    target = store_dir / digest.hexdigest()
+    target = store_dir / sha256_file(path)
     shutil.copyfile(path, target)
     os.fsync(os.open(target, os.O_RDONLY))
     elapsed = time.monotonic() - t0
