@@ -10,6 +10,7 @@ cached (no content hash, no room, a range far beyond a fill), straight from the 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 FOLLOW_WINDOW = 16 * 1024 * 1024
 #: Free space a fill leaves on the spool's filesystem (the database and logs may live there too).
 ROOM_MARGIN = 64 * 1024
+#: errno values meaning the spool's filesystem has no room left.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,12 @@ class BlobCache:
                            {"Retry-After": "1"})
         try:
             await fill.wait_answered()  # an upstream that cannot give the bytes is an error, not a cut answer
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise _fill_failure(exc, want.what) from None
+            # The disk filled between the room check and the spool's reservation: like a blob too big.
+            log.warning("store full (%s): serving %s straight from the upstream, uncached", exc, want.what)
+            return Served(await self.passthrough(want, start, end), "passthrough")
         except Exception as exc:  # noqa: BLE001
             raise _fill_failure(exc, want.what) from None
         if start > fill.written + FOLLOW_WINDOW:
