@@ -8,7 +8,6 @@ import http.client
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
