@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 from collections.abc import Iterator
@@ -74,3 +75,23 @@ def test_plain_http_upstream_through_http_proxy(make_proxy, fakehub: FakeHub, fo
     status, _, body = request("GET", proxy.url + "/alice/files/resolve/main/config.json")
     assert status == 200 and body == odd_files()["config.json"]
     assert any(line.startswith(f"GET {fakehub.url}/") for line in forward_proxy.seen), forward_proxy.seen
+
+
+def test_a_parallel_fill_over_https_with_a_private_ca(make_proxy, tls_hub: FakeHub, ca: trustme.CA,  # noqa: ANN001
+                                                      tmp_path: Path) -> None:
+    """Parts after the probe are received on blocking TLS connections by worker threads: they trust the same
+    private CA and reach the CDN the probe was redirected to."""
+    data = os.urandom(6 * 1024 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    tls_hub.add_commit("model", "corp/big", {"w.safetensors": data})
+    tls_hub.faults.trickle[sha] = (256 * 1024, 0.02)  # a slow stream: the fill widens to parallel parts
+    bundle = tmp_path / "corp-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    proxy = make_proxy(upstream=tls_hub.url, upstream_ca_bundle=str(bundle), fill_connections="3",
+                       fill_part_bytes=str(1024 * 1024), fill_single_stream_mbps="0")
+    local = hf_hub_download("corp/big", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "c")
+    assert Path(local).read_bytes() == data
+    assert tls_hub.peak_streams[sha] >= 3
+    cdn_parts = [h["Range"] for m, p, h in tls_hub.requests if m == "GET" and p.startswith(f"CDN /_cdn/{sha}")]
+    assert len(cdn_parts) >= 5  # six parts: every one after the probe went straight to the CDN
+    assert tls_hub.blob_bytes[sha] == len(data)

@@ -28,6 +28,11 @@ def _blob(hub: FakeHub, name: str, size: int) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+def _parts_at_once(fakehub: FakeHub, sha: str) -> int:
+    """The most parts the fake hub was sending at once. It may count one more than were asked at once: a lane's
+    next part can start (on a new connection) before the server's thread has noted the end of its last one."""
+    return fakehub.peak_streams[sha]
+
 def _ranges(hub: FakeHub, sha: str) -> list[tuple[int, int]]:
     """The byte ranges the CDN was asked for, sorted (a request without Range counts as the whole blob)."""
     out = []
@@ -63,7 +68,7 @@ def test_many_clients_get_exact_bytes_from_one_parallel_fetch(make_proxy, fakehu
     with ThreadPoolExecutor(6) as pool:
         assert all(r == data for r in pool.map(download, range(6)))
     assert fakehub.blob_bytes[sha] == size  # every byte crossed the network once, for six clients
-    assert fakehub.peak_streams[sha] == 4  # fill_connections parts at once
+    assert 4 <= _parts_at_once(fakehub, sha) <= 5  # fill_connections parts at once
     ranges = _ranges(fakehub, sha)
     assert ranges[0][0] == 0 and ranges[-1][1] == size and len(ranges) == 11
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # disjoint, in order, no gap
@@ -87,7 +92,7 @@ def test_a_dropped_part_resumes_on_its_own(make_proxy, fakehub: FakeHub, tmp_pat
     resumed = [r for r in ranges if 8 * MIB < r[0] < 10 * MIB]
     assert len(resumed) == 1 and resumed[0][1] == 10 * MIB  # only its rest was asked again
     assert fakehub.blob_bytes[sha] <= 1.02 * size
-    assert fakehub.peak_streams[sha] == 4
+    assert 4 <= _parts_at_once(fakehub, sha) <= 5
 
 
 def test_a_fast_upstream_keeps_one_stream(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001

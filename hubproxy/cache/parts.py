@@ -9,12 +9,16 @@ more of it. If the upstream answers 200 (it ignores Range), that one answer stre
 and no other request is made. A part cut short resumes with
 a Range from its last written byte, so each byte crosses the network about once. Later parts go to
 the URL the probe was redirected to (a CDN), as Hub clients do; if that URL stops working they go
-through the upstream again.
+through the upstream again. Once the probe has shown that the upstream serves ranges, parts are
+received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
+buffers, off the event loop; an answer those connections cannot take (a redirect, a proxy in the way)
+sends the fill back to the upstream client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -23,7 +27,9 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from hubproxy.observability import metrics
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
+from hubproxy.upstream.ranged import RangeConnection, RangeFailed, route
 
 if TYPE_CHECKING:
     from hubproxy.cache.fill import Fill
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 #: Write to disk in batches of this size, or every FLUSH_INTERVAL seconds (readers see bytes that soon).
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL = 0.05
+#: Batch size of each of several parallel parts received by threads (each holds two such buffers).
+LANE_BATCH_BYTES = 1024 * 1024
 #: Bytes of the probe's answer that measure its stream's speed.
 RAMP_BYTES = 4 * 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
@@ -85,6 +93,8 @@ class PartedDownload:
         self._widen = asyncio.Event()
         #: Where later parts are requested: the probe's final URL once known.
         self.url = fill.source_path
+        #: The probe got a 206: later parts may come on blocking connections read by threads.
+        self._ranged = False
 
     async def run(self) -> None:
         """Fetch every part; raises ``FillError`` (or a cancellation) and stops the other requests on failure."""
@@ -101,11 +111,12 @@ class PartedDownload:
     async def _work(self, probe: bool) -> None:
         if not probe:
             await self._widen.wait()
+        conn = self.upstream.range_connection()
         try:
             while self._next < len(self.parts):
                 part = self.parts[self._next]
                 self._next += 1
-                await self._fetch(part)
+                await self._fetch(part, conn)
                 if probe and not self._widen.is_set() and self._next < len(self.parts):
                     # The probe's stream was fast: the rest of the blob comes in one more answer.
                     rest = self.parts[self._next]
@@ -113,18 +124,26 @@ class PartedDownload:
         finally:
             if probe:
                 self._widen.set()  # the others start, or see that nothing is left
+            if conn is not None:
+                conn.close()
 
-    async def _fetch(self, part: Part) -> None:
-        """Every byte of ``part``, resuming after drops."""
+    async def _fetch(self, part: Part, conn: RangeConnection | None) -> None:
+        """Every byte of ``part``, resuming after drops (on ``conn`` when it can take the request)."""
         attempts = 0
         while part.pos < part.end:
             before = part.pos
             try:
-                await self._fetch_once(part)
-                if part.pos < part.end and (part.pos == before or part.end == self.fill.size and len(self.parts) == 1):
+                on_thread = conn is not None and self._ranged and route(self.upstream.absolute(self.url)) is not None
+                if on_thread:
+                    await self._fetch_on(conn, part)  # type: ignore[arg-type]
+                else:
+                    await self._fetch_once(part)
+                # An open-ended answer (one stream for the whole blob) that stops short was cut.
+                cut = not on_thread and part.end == self.fill.size and len(self.parts) == 1
+                if part.pos < part.end and (part.pos == before or cut):
                     raise FillError(f"upstream ended the body at {part.pos} of {part.end} bytes")
                 # A range answered shorter than asked (some servers cap ranges): ask for the rest.
-            except (UpstreamUnavailable, aiohttp.ClientError, asyncio.TimeoutError, _Retryable) as exc:
+            except (UpstreamUnavailable, aiohttp.ClientError, asyncio.TimeoutError, RangeFailed, _Retryable) as exc:
                 attempts += 1
                 # An upstream that cannot be reached at all gets one more try: a client waits on the first byte.
                 unreached = isinstance(exc, UpstreamUnavailable) and not self.fill.answered
@@ -152,14 +171,10 @@ class PartedDownload:
                     part.end = self.fill.size
                     self.parts = [part]
                     self._next = 1
-            elif resp.status in (408, 429) or resp.status >= 500:
-                raise _Retryable(f"upstream answered {resp.status}")
-            elif url != self.fill.source_path:
-                self.url = self.fill.source_path  # the CDN link expired: go through the upstream again
-                raise _Retryable(f"the redirected URL answered {resp.status}")
             else:
-                raise FillError(f"upstream answered {resp.status} for the blob")
+                raise self._refusal(resp.status, url)
             measure = not self._decided.is_set() and len(self.parts) > 1
+            self._ranged = self._ranged or (resp.status == 206 and not self._decided.is_set())
             self._decided.set()
             self.fill.answered = True
             self.fill.notify()
@@ -169,6 +184,67 @@ class PartedDownload:
                 resp.close()  # a cut or longer-than-needed answer: this connection cannot be reused
             else:
                 resp.release()
+
+    def _refusal(self, status: int, url: str) -> Exception:
+        """What an answer other than the bytes means for the part: try again, or give up."""
+        if status in (408, 429) or status >= 500:
+            return _Retryable(f"upstream answered {status}")
+        if url != self.fill.source_path:
+            self.url = self.fill.source_path  # the CDN link expired: go through the upstream again
+            return _Retryable(f"the redirected URL answered {status}")
+        return FillError(f"upstream answered {status} for the blob")
+
+    async def _fetch_on(self, conn: RangeConnection, part: Part) -> None:
+        """One request for the rest of ``part`` on a blocking connection, its body received by worker threads."""
+        url = self.url
+        absolute = self.upstream.absolute(url)
+        status, content_range = await asyncio.to_thread(conn.request, absolute, part.pos, part.end - 1,
+                                                        self.upstream.range_headers(absolute))
+        if status != 206:
+            if status == 200 or 300 <= status < 400:  # a redirect, or Range ignored: the upstream client copes
+                self._ranged = False
+                raise _Retryable(f"a ranged part was answered {status}")
+            if status >= 500:
+                metrics.UPSTREAM_ERRORS.labels("status_5xx").inc()
+            raise self._refusal(status, url)
+        m = _CONTENT_RANGE.fullmatch(content_range)
+        if not m or int(m.group(1)) != part.pos:
+            conn.close()
+            raise _Retryable(f"unexpected Content-Range {content_range!r}")
+        await self._receive_on(conn, part)
+
+    async def _receive_on(self, conn: RangeConnection, part: Part) -> None:
+        """Receive the answer on ``conn`` into ``part``: a thread reads the next batch into one buffer while the
+        previous batch is written and hashed from the other. What arrived before a drop is kept."""
+        # One stream for the blob gets big batches (fewer hand-offs); parallel lanes small ones (memory).
+        size = min(LANE_BATCH_BYTES if self._widen.is_set() else FLUSH_BYTES, part.end - part.pos)
+        buffers = (bytearray(size), bytearray(size))
+        read_to, which = part.pos, 0
+
+        def read(buf: bytearray) -> asyncio.Future[int]:
+            return asyncio.ensure_future(asyncio.to_thread(conn.read_into, buf, min(size, part.end - read_to),
+                                                           FLUSH_INTERVAL))
+
+        reading: asyncio.Future[int] | None = read(buffers[0])
+        try:
+            while reading is not None:
+                got = await reading
+                reading = None
+                if not got:
+                    return
+                metrics.UPSTREAM_BYTES.inc(got)
+                read_to += got
+                if read_to < part.end:
+                    reading = read(buffers[1 - which])
+                with memoryview(buffers[which]) as view:
+                    await self._write(part, [view[:got]], got)
+                which = 1 - which
+        finally:
+            if reading is not None:  # failed or cancelled while a thread still reads: wake it, leave it
+                conn.close()
+                reading.cancel()
+                with contextlib.suppress(BaseException):
+                    await reading
 
     async def _receive(self, resp: aiohttp.ClientResponse, part: Part, skip: int, measure: bool = False) -> None:
         """Write the answer's body into ``part`` in batches; what arrived before a drop is kept. ``measure``: the

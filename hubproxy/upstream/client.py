@@ -22,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from hubproxy import __version__
 from hubproxy.config import Settings
 from hubproxy.observability import metrics, tracing
+from hubproxy.upstream.ranged import RangeConnection
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,13 @@ class UpstreamClient:
         self._origin = _origin(self.base)
         self._session: aiohttp.ClientSession | None = None
         self._direct: aiohttp.ClientSession | None = None
+        self.ssl_context: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         """Open the sessions: one to the upstream and CDNs (through ``HTTPS_PROXY``/``HTTP_PROXY`` unless
         ``NO_PROXY`` says otherwise, trusting ``upstream_ca_bundle`` or the system's CAs), one direct to
         other replicas (which are inside the network, never behind the corporate proxy)."""
-        ssl_context = upstream_ssl_context(self.settings.upstream_ca_bundle)
+        ssl_context = self.ssl_context = upstream_ssl_context(self.settings.upstream_ca_bundle)
         self._session = self._new_session(ssl_context, trust_env=True)
         self._direct = self._new_session(ssl_context, trust_env=False)
 
@@ -170,7 +172,7 @@ class UpstreamClient:
                     headers: dict[str, str] | None = None, timeout: float | None = None,
                     send_token: bool = True) -> UpstreamResponse:
         """Send a request, follow redirects, and read the whole (small) answer."""
-        resp = await self._send(method, self._absolute(path), headers=dict(headers or {}), params=params, data=data,
+        resp = await self._send(method, self.absolute(path), headers=dict(headers or {}), params=params, data=data,
                                 timeout=self._timeout(timeout or self.settings.upstream_timeout * 2),
                                 send_token=send_token)
         try:
@@ -199,10 +201,21 @@ class UpstreamClient:
         headers = {"Accept-Encoding": "identity", **(extra_headers or {})}
         if start or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-        return await self._send("GET", self._absolute(path), headers=headers, timeout=self._timeout(None),
+        return await self._send("GET", self.absolute(path), headers=headers, timeout=self._timeout(None),
                                 direct=direct, decompress=False)
 
-    def _absolute(self, path: str) -> str:
+    def range_connection(self) -> RangeConnection | None:
+        """A blocking connection for a fill's ranged parts (``ranged.py``); None in offline mode or before start."""
+        if self.settings.offline or self.ssl_context is None:
+            return None
+        return RangeConnection(self.ssl_context, self.settings.upstream_timeout)
+
+    def range_headers(self, url: str) -> dict[str, str]:
+        """Headers for a ranged part sent on a ``RangeConnection``: as ``open_stream`` sends them."""
+        return tracing.inject(self._headers(url, {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}))
+
+    def absolute(self, path: str) -> str:
+        """``path`` as an absolute URL (upstream paths get the upstream's origin; URLs stay as they are)."""
         return path if path.startswith(("http://", "https://")) else self.url(path)
 
 
