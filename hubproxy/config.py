@@ -52,7 +52,7 @@ class Settings:
     #: How often a fill retries (with a Range request) after the upstream drops it.
     fill_retries: int = 5
     #: Concurrent Range requests that fill one large blob (1: a single stream). CDNs limit each stream.
-    fill_connections: int = 8
+    fill_connections: int = 16
     #: Bytes per Range request of a parallel fill; blobs under twice this take one stream.
     fill_part_bytes: int = 16 * 1024 * 1024
     #: A fill's first stream at least this fast (MB/s) is not joined by more connections (the proxy's CPU, not
