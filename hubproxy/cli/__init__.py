@@ -8,12 +8,12 @@ usage errors, 1 otherwise. A traceback is printed only for a bug, and only with 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
 
 from hubproxy import __version__
-from hubproxy.cli import admin, cache, db, serve, sync
 from hubproxy.cli.common import CommandFailed
 from hubproxy.cli.serve import limit_malloc_arenas
 from hubproxy.config import ConfigError
@@ -21,31 +21,32 @@ from hubproxy.config import ConfigError
 __all__ = ["limit_malloc_arenas", "main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+#: The subcommands, each a module here with ``add_parser`` and ``run``.
+COMMANDS = ("serve", "cache", "admin", "sync", "db")
+
+
+def _parser(commands: tuple[str, ...] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubproxy", description="Hugging Face Hub compatible proxy and registry")
     parser.add_argument("--version", action="version", version=f"hubproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, cache, admin, sync, db):
-        module.add_parser(sub)
+    for name in commands:
+        importlib.import_module(f"hubproxy.cli.{name}").add_parser(sub)
     return parser
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "serve":
-        return serve.run(args)
-    if args.command == "cache":
-        return cache.run(args)
-    if args.command == "admin":
-        return admin.run(args)
-    if args.command == "db":
-        return db.run(args)
-    from hubproxy.sync.command import sync_command
+    if args.command == "sync":
+        from hubproxy.sync.command import sync_command
 
-    return sync_command(args)
+        return sync_command(args)
+    return importlib.import_module(f"hubproxy.cli.{args.command}").run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # `serve` loads only its own command: the parent of several workers then stays small (the admin, cache
+    # and sync commands would bring SQLAlchemy and the admin service into it).
+    args = _parser(("serve",) if argv[:1] == ["serve"] else COMMANDS).parse_args(argv)
     name = " ".join(filter(None, ["hubproxy", args.command, getattr(args, f"{args.command}_command", None)]))
     try:
         return _dispatch(args)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING
 
 from hubproxy.config import Settings, default_db_url, load_settings
-from hubproxy.db import check_database_choice, make_engine, open_existing, record_database
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 class CommandFailed(Exception):
@@ -37,6 +38,8 @@ def command_settings(args: argparse.Namespace) -> Settings:
 
 def open_database(settings: Settings, create: bool) -> Engine:
     """The index database. Read commands (``create`` False) never create or migrate anything."""
+    from hubproxy.db import check_database_choice, make_engine, open_existing, record_database
+
     check_database_choice(settings.data_dir, settings.db_url, default_db_url(settings.data_dir))
     if not create:
         if not settings.data_dir.is_dir() and settings.database_url is None:
