@@ -193,7 +193,7 @@ def create_app(settings: Settings) -> ASGIApp:
 
 def app_from_env() -> ASGIApp:
     """App factory for worker processes: settings come from HUBPROXY_* variables."""
-    from hubproxy.cli.serve import limit_malloc_arenas
+    from hubproxy.memory import limit_malloc_arenas
 
     limit_malloc_arenas()
     settings = load_settings()

@@ -15,10 +15,9 @@ import traceback
 
 from hubproxy import __version__
 from hubproxy.cli.common import CommandFailed
-from hubproxy.cli.serve import limit_malloc_arenas
 from hubproxy.config import ConfigError
 
-__all__ = ["limit_malloc_arenas", "main"]
+__all__ = ["main"]
 
 
 #: The subcommands, each a module here with ``add_parser`` and ``run``.
