@@ -145,6 +145,8 @@ class PartedDownload:
                 # A range answered shorter than asked (some servers cap ranges): ask for the rest.
             except (UpstreamUnavailable, aiohttp.ClientError, asyncio.TimeoutError, RangeFailed, _Retryable) as exc:
                 attempts += 1
+                if isinstance(exc, RangeFailed):  # the upstream client counts its own
+                    metrics.UPSTREAM_ERRORS.labels("timeout" if exc.timeout else "unreachable").inc()
                 # An upstream that cannot be reached at all gets one more try: a client waits on the first byte.
                 unreached = isinstance(exc, UpstreamUnavailable) and not self.fill.answered
                 limit = min(self.retries, 1) if unreached else self.retries

@@ -29,6 +29,14 @@ READ_SLICE = 256 * 1024
 class RangeFailed(Exception):
     """The connection broke or timed out; the part may resume with a new request."""
 
+    def __init__(self, detail: str, timeout: bool = False) -> None:
+        super().__init__(detail)
+        self.timeout = timeout
+
+    @classmethod
+    def of(cls, exc: BaseException) -> RangeFailed:
+        return cls(f"{type(exc).__name__}: {exc}", timeout=isinstance(exc, TimeoutError))
+
 
 def route(url: str) -> tuple[str, str] | None:
     """``(scheme, host:port)`` to connect to for ``url``, or None if it must go through ``UpstreamClient``
@@ -71,7 +79,7 @@ class RangeConnection:
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise RangeFailed(f"{type(exc).__name__}: {exc}") from None
+            raise RangeFailed.of(exc) from None
         status, content_range = resp.status, resp.headers.get("Content-Range", "")
         if status == 206:
             self._resp = resp
@@ -96,6 +104,8 @@ class RangeConnection:
                 while got < limit:
                     n = resp.readinto(view[got: min(limit, got + READ_SLICE)])
                     if not n:
+                        if resp.length:  # http.client returns 0 when the connection ends early
+                            raise http.client.IncompleteRead(b"", resp.length)
                         break
                     got += n
                     if time.monotonic() - started >= max_wait:
@@ -104,7 +114,7 @@ class RangeConnection:
                 if self._resp is not resp:  # closed meanwhile by the fill that gave up on it
                     raise RangeFailed("the connection was closed") from None
                 self.close()
-                error = RangeFailed(f"{type(exc).__name__}: {exc}")
+                error = RangeFailed.of(exc)
                 if not got:
                     raise error from None
                 self._error = error  # raised by the next call

@@ -1,0 +1,107 @@
+"""``RangeConnection`` against a real HTTP server on loopback: ranges, keep-alive, drops, other answers."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from hubproxy.upstream.ranged import RangeConnection, RangeFailed
+
+DATA = os.urandom(3 * 1024 * 1024 + 17)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: set[int] = set()
+    drop_after: int | None = None
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        _Handler.connections.add(id(self.connection))
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/blob")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
+        start, end = int(first), int(last) + 1
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(DATA)}")
+        self.send_header("Content-Length", str(end - start))
+        self.end_headers()
+        body = DATA[start:end]
+        if _Handler.drop_after is not None:
+            self.wfile.write(body[: _Handler.drop_after])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    _Handler.connections.clear()
+    _Handler.drop_after = None
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _read_all(conn: RangeConnection, size: int) -> bytes:
+    buf, out = bytearray(256 * 1024), bytearray()
+    while n := conn.read_into(buf, min(len(buf), size - len(out)), 0.05):
+        out += buf[:n]
+    return bytes(out)
+
+
+def test_ranges_on_one_kept_alive_connection(server: str) -> None:
+    conn = RangeConnection(ssl.create_default_context(), timeout=5)
+    try:
+        status, content_range = conn.request(server + "/blob", 100, 1024 * 1024 + 99, {})
+        assert (status, content_range) == (206, f"bytes 100-1048675/{len(DATA)}")
+        assert _read_all(conn, 1024 * 1024) == DATA[100: 1024 * 1024 + 100]
+        assert conn.read_into(bytearray(10), 10, 0.05) == 0  # the answer is over
+        conn.request(server + "/blob", 2 * 1024 * 1024, len(DATA) - 1, {})
+        assert _read_all(conn, len(DATA) - 2 * 1024 * 1024) == DATA[2 * 1024 * 1024:]
+        assert len(_Handler.connections) == 1
+    finally:
+        conn.close()
+
+
+def test_a_drop_gives_what_arrived_then_fails(server: str) -> None:
+    _Handler.drop_after = 300_000
+    conn = RangeConnection(ssl.create_default_context(), timeout=5)
+    buf, got = bytearray(1024 * 1024), bytearray()
+    conn.request(server + "/blob", 0, 1024 * 1024 - 1, {})
+    with pytest.raises(RangeFailed):
+        while n := conn.read_into(buf, len(buf), 0.05):
+            got += buf[:n]
+    assert bytes(got) == DATA[:300_000]
+    _Handler.drop_after = None
+    conn.request(server + "/blob", 300_000, 1024 * 1024 - 1, {})  # a new connection resumes the rest
+    assert _read_all(conn, 1024 * 1024 - 300_000) == DATA[300_000: 1024 * 1024]
+    conn.close()
+
+
+def test_other_answers_are_reported_not_followed(server: str) -> None:
+    conn = RangeConnection(ssl.create_default_context(), timeout=5)
+    assert conn.request(server + "/moved", 0, 9, {})[0] == 302
+    assert conn.read_into(bytearray(10), 10, 0.05) == 0
+    conn.close()
+
+
+def test_nothing_listening_is_a_failure_to_resume_from() -> None:
+    conn = RangeConnection(ssl.create_default_context(), timeout=2)
+    with pytest.raises(RangeFailed):
+        conn.request("http://127.0.0.1:9/blob", 0, 9, {})
