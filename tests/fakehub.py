@@ -113,6 +113,8 @@ class Faults:
     ignore_range: set[str] = field(default_factory=set)  # answer 200 with the whole body to a Range
     metadata_delay: float = 0.0  # seconds to sleep before every /api answer
     opaque_etag: set[str] = field(default_factory=set)  # regular files answered with an ETag that is no hash
+    # After this many more CDN answers for a blob, the CDN links issued so far expire (403); resolve hands out new ones.
+    cdn_expires: dict[str, int] = field(default_factory=dict)
 
 
 class _Server(ThreadingHTTPServer):
@@ -140,6 +142,9 @@ class FakeHub:
         self.throttle_bps: float | None = None
         #: Renamed repos: (type, old id lower-cased) -> new id. The old name answers 307 to the new one.
         self.renames: dict[tuple[str, str], str] = {}
+        #: CDN links handed out so far (each carries its number); those numbered up to expired_before[blob] expired.
+        self.signatures = 0
+        self.expired_before: dict[str, int] = {}
         self._lock = threading.Lock()
         self._servers: list[_Server] = []
         self._conns: set[socket.socket] = set()
@@ -545,8 +550,11 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
             if f is None:
                 return self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit.sha})
             if f.lfs:
+                with hub._lock:
+                    hub.signatures += 1
+                    sig = hub.signatures
                 return self._send(302, b"", {
-                    "Location": f"{hub.cdn_url}/_cdn/{f.blob.sha256}?sig=abc123",
+                    "Location": f"{hub.cdn_url}/_cdn/{f.blob.sha256}?sig={sig}",
                     "X-Repo-Commit": commit.sha, "ETag": f'"{f.blob.sha256}"',
                     "X-Linked-Etag": f'"{f.blob.sha256}"', "X-Linked-Size": str(f.blob.size),
                     "X-Xet-Hash": hashlib.sha256(b"xet" + f.blob.sha256.encode()).hexdigest(),
@@ -576,6 +584,17 @@ def _make_handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
             blob = hub.blob_by_key(segs[1])
             if blob is None:
                 return self._send(404, b"NoSuchKey", ctype="text/plain")
+            sig = dict(parse_qsl(self.path.partition("?")[2])).get("sig", "0")
+            with hub._lock:
+                left = hub.faults.cdn_expires.get(blob.sha256)
+                if left is not None:
+                    hub.faults.cdn_expires[blob.sha256] = left - 1
+                    if left == 0:
+                        hub.expired_before[blob.sha256] = hub.signatures
+                expired = int(sig) <= hub.expired_before.get(blob.sha256, 0)
+            if expired:
+                return self._send(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+                                  ctype="application/xml")
             self._serve_blob(blob, blob.sha256, {"ETag": '"' + hashlib.md5(blob.sha256.encode()).hexdigest() + '-3"'})
 
         def _serve_blob(self, blob: Blob, key: str, headers: dict[str, str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -142,3 +143,26 @@ def test_an_upstream_that_ignores_range_gets_one_stream(make_proxy, fakehub: Fak
     status, _, body = request("GET", proxy.url + "/alice/norange/resolve/main/w.safetensors",
                               {"Range": "bytes=100-199"})
     assert status == 206 and body == data[100:200]
+
+
+def test_an_expired_cdn_link_sends_the_parts_back_through_the_upstream(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                                      tmp_path: Path) -> None:
+    """Signed CDN links expire: once the CDN answers 403, the remaining parts are asked of the upstream's resolve
+    again (which hands out a fresh link), and the fill completes with every byte fetched about once."""
+    proxy = make_proxy(**PARALLEL)
+    size = 24 * MIB
+    data, sha = _blob(fakehub, "expiring", size)
+    fakehub.faults.trickle[sha] = CDN_STREAM
+    fakehub.faults.cdn_expires[sha] = 3  # the probe and two more parts, then the link handed out is dead
+    fakehub.reset_counts()
+    local = hf_hub_download("alice/expiring", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert Path(local).read_bytes() == data
+    parts = [(p, h) for m, p, h in fakehub.requests if m == "GET" and "Range" in h]
+    resolves = [p for p, _ in parts if "/alice/expiring/resolve/" in p]
+    links = [int(p.rpartition("sig=")[2]) for p, _ in parts if p.startswith(f"CDN /_cdn/{sha}")]
+    assert len(resolves) >= 2  # the probe, and at least one part that asked for a fresh link
+    assert links.count(links[0]) >= 4  # the probe's link: three answers, then refusals
+    # A fresh link is learned and used for several parts, not asked for per part.
+    assert max(Counter(s for s in links if s > links[0]).values()) >= 2
+    assert fakehub.blob_bytes[sha] <= 1.02 * size
+    assert _stored(proxy, sha).read_bytes() == data

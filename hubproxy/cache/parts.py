@@ -165,8 +165,12 @@ class PartedDownload:
                 m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
                 if not m or int(m.group(1)) != part.pos:
                     raise _Retryable(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}")
-                if not self._decided.is_set():
-                    self.url = str(resp.url)
+                if url == self.fill.source_path:
+                    # Asked through the upstream (the probe, or after a CDN link expired): later parts go
+                    # where it redirected, and may come on blocking connections.
+                    if str(resp.url) != self.upstream.absolute(url):
+                        self.url = str(resp.url)
+                    self._ranged = True
             elif resp.status == 200:
                 skip = part.pos  # the whole blob from byte 0: drop what this part does not need
                 if not self._decided.is_set():  # the probe: one stream takes the whole blob
@@ -176,7 +180,6 @@ class PartedDownload:
             else:
                 raise self._refusal(resp.status, url)
             measure = not self._decided.is_set() and len(self.parts) > 1
-            self._ranged = self._ranged or (resp.status == 206 and not self._decided.is_set())
             self._decided.set()
             self.fill.answered = True
             self.fill.notify()
