@@ -81,8 +81,10 @@ def test_dropped_upstream_connection_is_resumed(proxy: ProxyProcess, fakehub: Fa
     ranged = [h for m, p, h in fakehub.requests if p.startswith(f"CDN /_cdn/{sha}") and m == "GET"]
     # Two drops, two resumptions, each a Range request from where the fill had got (not from 0).
     assert len(ranged) == 3 and "Range" not in ranged[0]
-    offsets = [int(h["Range"].removeprefix("bytes=").rstrip("-")) for h in ranged[1:]]
+    spans = [h["Range"].removeprefix("bytes=").partition("-") for h in ranged[1:]]
+    offsets = [int(first) for first, _, _ in spans]
     assert all(0 < off <= 5 * 1024 * 1024 for off in offsets), offsets
+    assert all(last in ("", str(size - 1)) for _, _, last in spans)  # to the end, open or closed
     assert fakehub.blob_bytes[sha] < 2 * size
 
 
