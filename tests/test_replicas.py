@@ -132,7 +132,8 @@ def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHu
     fakehub.faults.trickle.pop(sha2)
     for t in followers:
         t.join(120)
-    assert all(results.get(i) == data2 for i in (1, 2, 3, 4)), [results.get(i, b"")[:300] for i in (1, 2, 3, 4)]
+    outcome = {i: "exact" if results.get(i) == data2 else _describe(results.get(i), data2) for i in (1, 2, 3, 4)}
+    assert set(outcome.values()) == {"exact"}, (outcome, b.log()[-6000:])
     assert "taking over" in b.log()  # the lease of the dead replica was taken over, not waited out
     # The dead replica's spool is on its own disk: at most one more fetch, never one per client.
     assert fakehub.blob_bytes[sha2] <= 2 * len(data2), fakehub.blob_bytes[sha2] / len(data2)
@@ -181,3 +182,13 @@ def test_replicas_relay_with_projects_and_anonymous_access_off(make_proxy, fakeh
     # The relay route is for replicas only: unsigned requests are refused.
     status, _, _ = request("GET", f"{a.url}/_hubproxy/relay/{sha}")
     assert status == 403
+
+
+def _describe(got: bytes | None, want: bytes) -> str:
+    """What a client received instead of the blob: an error, or where its bytes first differ."""
+    if got is None:
+        return "nothing (still downloading)"
+    if len(got) != len(want) or not got.startswith(want[:16]):
+        return f"{len(got)} bytes: {got[:200]!r}"
+    first = next(i for i, (x, y) in enumerate(zip(got, want, strict=False)) if x != y)
+    return f"{len(got)} bytes, first wrong byte at {first}"
