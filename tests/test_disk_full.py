@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakehub import FakeHub
-from tests.helpers import request
+from tests.helpers import request, wait_until
 
 
 def _mount(args: list[str], mount: Path) -> None:
@@ -98,7 +98,7 @@ def test_disk_filling_mid_fill_where_space_cannot_be_reserved(make_proxy, fakehu
     with pytest.raises(http.client.IncompleteRead):
         resp.read()
     conn.close()
-    assert list((data_dir / "tmp").iterdir()) == []
+    assert wait_until(lambda: list((data_dir / "tmp").iterdir()) == [])  # the failed fill's spool file goes
     assert sha not in _stored(data_dir)
     assert "No space left" in proxy.log() or "Errno 28" in proxy.log()
     status, _, again = request("GET", small)  # hits keep being served
@@ -127,7 +127,7 @@ def test_a_fill_keeps_the_space_it_reserved(make_proxy, fakehub: FakeHub, tmp_pa
     _fill_the_disk(small_disk / "ballast")
     assert head + resp.read() == data
     conn.close()
-    assert sha in _stored(data_dir)
+    assert wait_until(lambda: sha in _stored(data_dir))  # stored just after the last byte was released
 
 
 def test_a_disk_full_when_the_fill_reserves_passes_through(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
@@ -151,6 +151,7 @@ def test_a_disk_full_when_the_fill_reserves_passes_through(make_proxy, fakehub: 
     for t in threads:
         t.join()
     assert answers == {name: (200, data) for name, data in blobs.items()}
+    # A verified fill releases its last byte before it moves its spool file into the store.
+    assert wait_until(lambda: not list((data_dir / "tmp").glob("*.part")))
     stored = _stored(data_dir)
     assert 1 <= sum(hashlib.sha256(data).hexdigest() in stored for data in blobs.values()) <= 2
-    assert list((data_dir / "tmp").glob("*.part")) == []
