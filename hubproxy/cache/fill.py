@@ -214,18 +214,20 @@ class FillManager:
             return fill
         self.active[key] = fill
         if self.leases is not None:
+            # Until the spool file is let go, requests for the blob join this fill's decision: one that
+            # came in between would find the spool locked and take this process for another filler.
             try:
                 holder = await asyncio.to_thread(self.leases.acquire, key, dead_owner)
             except BaseException as exc:
-                self.active.pop(key, None)
                 await asyncio.to_thread(spool_file.finish)
+                self.active.pop(key, None)
                 fill.decided.set_exception(exc if isinstance(exc, Exception) else FillError("cancelled"))
                 fill.decided.exception()  # retrieved: joiners get it, nobody else needs to
                 raise
             if holder is not None:
-                self.active.pop(key, None)
                 await asyncio.to_thread(spool_file.finish)
                 stored = await asyncio.to_thread(self.store.stat, key) is not None
+                self.active.pop(key, None)
                 fill.decided.set_result(None if stored else holder)
                 return None if stored else holder
         fill.task = asyncio.create_task(self._run(fill, spool_file), name=f"fill-{key[:12]}")
