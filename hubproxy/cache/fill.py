@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy.engine import Engine
 
@@ -111,8 +111,6 @@ class FillBody:
         self.end = end
         self.chunk_size = chunk_size
         self._fd = fd
-        if fd < 0:
-            self.spans = None  # type: ignore[assignment]
         self._chunks = self._read()
 
     @classmethod
@@ -124,13 +122,18 @@ class FillBody:
             fd = -1
         return cls(fill, start, end, chunk_size, fd)
 
+    @property
+    def spans(self) -> Callable[[], AsyncIterator[tuple[int, int, int]]] | None:
+        """The readable prefix as pieces of the spool file; None once the blob left the spool."""
+        return self._spans if self._fd >= 0 else None
+
     def __aiter__(self) -> FillBody:
         return self
 
     async def __anext__(self) -> bytes:
         return await self._chunks.__anext__()
 
-    async def spans(self) -> AsyncIterator[tuple[int, int, int]]:
+    async def _spans(self) -> AsyncIterator[tuple[int, int, int]]:
         fill, pos = self.fill, self.start
         while pos < self.end:
             await fill.wait_readable(pos)
@@ -141,10 +144,9 @@ class FillBody:
             await fill.wait_readable(fill.size)
 
     async def _read(self) -> AsyncIterator[bytes]:
-        fill = self.fill
         if self._fd < 0:
-            await fill.wait_readable(fill.size)  # raises if it failed; returns once verified
-            body = await fill.store.read(fill.key, self.start, self.end, self.chunk_size)
+            await self.fill.wait_readable(self.fill.size)  # raises if it failed; returns once verified
+            body = await self.fill.store.read(self.fill.key, self.start, self.end, self.chunk_size)
             if body is None:
                 raise FillError("the blob left the spool and is not in the store")
             try:
@@ -153,17 +155,14 @@ class FillBody:
             finally:
                 await body.aclose()  # type: ignore[attr-defined]
             return
-        pos = self.start
-        while pos < self.end:
-            await fill.wait_readable(pos)
-            limit = min(self.end, fill.readable())
-            data = await asyncio.to_thread(os.pread, self._fd, min(limit - pos, self.chunk_size), pos)
-            if not data:
-                raise FillError("fill data vanished")
-            pos += len(data)
-            yield data
-        if self.end >= fill.size and not fill.verified:
-            await fill.wait_readable(fill.size)
+        async with contextlib.aclosing(self._spans()) as pieces:  # the pieces zero-copy sending gets, in chunks
+            async for fd, pos, limit in pieces:
+                while pos < limit:
+                    data = await asyncio.to_thread(os.pread, fd, min(limit - pos, self.chunk_size), pos)
+                    if not data:
+                        raise FillError("fill data vanished")
+                    pos += len(data)
+                    yield data
 
     async def aclose(self) -> None:
         await self._chunks.aclose()  # type: ignore[attr-defined]
