@@ -7,22 +7,15 @@ freed memory in one arena per thread unless capped: a hot 1 GiB file read by 8 c
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+from hubproxy.libc import LIBC
 
 #: ``mallopt`` parameter: the most malloc arenas.
 M_ARENA_MAX = -8
 
-_libc: ctypes.CDLL | None
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    _libc.mallopt  # noqa: B018 - glibc only
-except (OSError, AttributeError):
-    _libc = None
-
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's per-thread malloc arenas: chunks freed in worker threads otherwise stay resident."""
-    if _libc is not None:
-        _libc.mallopt(M_ARENA_MAX, arenas)
+    mallopt = getattr(LIBC, "mallopt", None)  # glibc only
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, arenas)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 from pathlib import Path
 
+from hubproxy.libc import LIBC
 from hubproxy.store.base import is_blob_key
 
 
@@ -113,14 +113,15 @@ class SpoolFile:
             self._lock_fd = -1
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_fallocate = getattr(LIBC, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
 def reserve_space(fd: int, size: int) -> None:
     """``fallocate(2)`` the first ``size`` bytes of ``fd``; nothing where the filesystem cannot (NFS, tmpfs on
-    old kernels). Raises ``OSError`` (ENOSPC) if the disk cannot hold them."""
-    if size <= 0 or _libc.fallocate(fd, 0, 0, size) == 0:
+    old kernels) or there is no ``fallocate``. Raises ``OSError`` (ENOSPC) if the disk cannot hold them."""
+    if size <= 0 or _fallocate is None or _fallocate(fd, 0, 0, size) == 0:
         return
     err = ctypes.get_errno()
     if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
