@@ -15,7 +15,7 @@ from huggingface_hub import hf_hub_download
 from tests.conftest import UPSTREAM_TOKEN
 from tests.fakehub import FakeHub
 from tests.fixtures import odd_files
-from tests.helpers import request
+from tests.helpers import request, scrape, value
 from tests.netproxy import ForwardProxy
 
 
@@ -77,6 +77,25 @@ def test_plain_http_upstream_through_http_proxy(make_proxy, fakehub: FakeHub, fo
     assert any(line.startswith(f"GET {fakehub.url}/") for line in forward_proxy.seen), forward_proxy.seen
 
 
+def test_a_parallel_fill_through_an_http_proxy_stays_on_the_proxy(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                                   forward_proxy: ForwardProxy, tmp_path: Path) -> None:
+    """Parts are fetched by worker threads only on direct connections: with a proxy for the URL every part
+    goes through the upstream client, and so through the proxy."""
+    data = os.urandom(6 * 1024 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/proxied-parts", {"w.safetensors": data})
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.02)
+    proxy = make_proxy(process_env={"HTTP_PROXY": forward_proxy.url, "NO_PROXY": ""}, fill_connections="3",
+                       fill_part_bytes=str(1024 * 1024), fill_single_stream_mbps="0")
+    local = hf_hub_download("alice/proxied-parts", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert Path(local).read_bytes() == data
+    through_proxy = [line for line in forward_proxy.seen if f"/_cdn/{sha}" in line]
+    assert len(through_proxy) == 6  # all six parts (the probe after its redirect) reached the CDN through it
+    samples = scrape(proxy.url)
+    assert value(samples, "hubproxy_fill_requests_total", receiver="thread") == 0
+    assert value(samples, "hubproxy_fill_requests_total", receiver="event_loop") == 6
+
+
 def test_a_parallel_fill_over_https_with_a_private_ca(make_proxy, tls_hub: FakeHub, ca: trustme.CA,  # noqa: ANN001
                                                       tmp_path: Path) -> None:
     """Parts after the probe are received on blocking TLS connections by worker threads: they trust the same
@@ -95,3 +114,4 @@ def test_a_parallel_fill_over_https_with_a_private_ca(make_proxy, tls_hub: FakeH
     cdn_parts = [h["Range"] for m, p, h in tls_hub.requests if m == "GET" and p.startswith(f"CDN /_cdn/{sha}")]
     assert len(cdn_parts) >= 5  # six parts: every one after the probe went straight to the CDN
     assert tls_hub.blob_bytes[sha] == len(data)
+    assert value(scrape(proxy.url), "hubproxy_fill_requests_total", receiver="thread") >= 5

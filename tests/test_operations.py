@@ -13,22 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.fakehub import FakeHub
-from tests.helpers import ROOT, request
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of ``/metrics``: (name, sorted labels) -> value."""
-    status, headers, body = request("GET", url + "/metrics")
-    assert status == 200 and headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+from tests.helpers import ROOT, request, scrape, value
 
 
 def test_metrics_ready_and_logs(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001

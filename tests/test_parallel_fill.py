@@ -13,7 +13,7 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import ProxyProcess, get_after_refill_wait, get_cut_before_the_end, request
+from tests.helpers import ProxyProcess, get_after_refill_wait, get_cut_before_the_end, request, scrape, value
 
 MIB = 1024 * 1024
 #: Small parts so that test-sized blobs are fetched in many parts by several connections (always: no
@@ -73,8 +73,12 @@ def test_many_clients_get_exact_bytes_from_one_parallel_fetch(make_proxy, fakehu
     ranges = _ranges(fakehub, sha)
     assert ranges[0][0] == 0 and ranges[-1][1] == size and len(ranges) == 11
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # disjoint, in order, no gap
-    # The probe went through the upstream's resolve; the other parts straight to the CDN it redirected to.
+    # The probe went through the upstream's resolve; the other parts straight to the CDN it redirected to,
+    # received by worker threads (only the probe's body passed through the event loop).
     assert fakehub.count("GET", f"/alice/parallel{workers}/resolve/") == 1
+    samples = scrape(proxy.url)
+    assert value(samples, "hubproxy_fill_requests_total", receiver="event_loop") == 1
+    assert value(samples, "hubproxy_fill_requests_total", receiver="thread") == len(ranges) - 1
     assert _stored(proxy, sha).read_bytes() == data
 
 

@@ -134,6 +134,7 @@ class PartedDownload:
             before = part.pos
             try:
                 on_thread = conn is not None and self._ranged and route(self.upstream.absolute(self.url)) is not None
+                metrics.FILL_REQUESTS.labels("thread" if on_thread else "event_loop").inc()
                 if on_thread:
                     await self._fetch_on(conn, part)  # type: ignore[arg-type]
                 else:

@@ -40,6 +40,10 @@ SERVED_BYTES = Counter("hubproxy_served_bytes_total",
 ZERO_COPY_BYTES = Counter("hubproxy_zero_copy_bytes_total",
                           "File bytes sent with sendfile(2), straight from the page cache (a subset of served bytes)")
 UPSTREAM_BYTES = Counter("hubproxy_upstream_bytes_total", "File bytes received from the upstream")
+FILL_REQUESTS = Counter("hubproxy_fill_requests_total",
+                        "Upstream requests of fills, by what receives the body: a worker thread on a blocking "
+                        "connection (parts after the probe) or the event loop (the probe, proxies, redirects)",
+                        ["receiver"])
 UPSTREAM_ERRORS = Counter("hubproxy_upstream_errors_total",
                           "Upstream failures: unreachable, timeout, 5xx answers, bytes that failed verification",
                           ["kind"])
