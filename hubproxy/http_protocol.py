@@ -10,16 +10,23 @@
   extension, ``await sendfile(fd, offset, count) -> sent``, that hands bytes of an open file to the
   kernel (``sendfile(2)``) once the answer's headers have left. ``BodyResponse`` uses it for blobs on
   local disk (stored or being filled): no copy through Python and no buffer per client, as nginx serves
-  files. Those bytes never pass ``send``, so it reports them to middleware in empty body messages
-  carrying ``DIRECT_BYTES`` (the access log and metrics count them like any other).
+  files. The same extension's ``await splice(sock, count) -> sent`` moves bytes still on another socket (an
+  object's body arriving from the S3 bucket, ``store/rawget.py``) to the client through a pipe
+  (``splice(2)``), so they are never read into Python either. Those bytes never pass ``send``, so it
+  reports them to middleware in empty body messages carrying ``DIRECT_BYTES`` (the access log and
+  metrics count them like any other).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import select
+import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hubproxy.limits import BoundedHttpToolsProtocol
@@ -27,6 +34,8 @@ from hubproxy.observability import metrics
 
 #: Bytes handed to the kernel per worker-thread call (between calls the answer can be given up).
 SENDFILE_STEP = 16 * 1024 * 1024
+#: Capacity asked for the pipe a spliced body passes through (Linux's default cap for a pipe).
+PIPE_BYTES = 1024 * 1024
 #: Seconds a client may take to accept more bytes before the answer is given up.
 STALL_SECONDS = 60.0
 EXTENSION = "hubproxy.sendfile"
@@ -63,23 +72,50 @@ class _ZeroCopy:
         self.cycle = cycle
 
     async def __call__(self, fd: int, offset: int, count: int) -> int:
+        """Send bytes ``[offset, offset + count)`` of the open file ``fd``."""
+        if not await self._drained():
+            return 0
+        sock = self.protocol.transport.get_extra_info("socket").fileno()
+        return await self._move(lambda sent, step: _send_step(sock, fd, offset + sent, step), count)
+
+    async def splice(self, source: socket.socket, count: int) -> int:
+        """Move the next ``count`` bytes arriving on ``source`` to the client without reading them."""
+        if not await self._drained():
+            return 0
+        sock = self.protocol.transport.get_extra_info("socket").fileno()
+        timeout = source.gettimeout() or STALL_SECONDS
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # a smaller pipe only costs more calls
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        try:
+            return await self._move(
+                lambda _sent, step: _splice_step(source.fileno(), read_end, write_end, sock, step, timeout), count)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+
+    async def _drained(self) -> bool:
+        """Wait until what was sent before (the headers) has left; False if the client is gone or takes nothing."""
         transport = self.protocol.transport
         deadline = time.monotonic() + STALL_SECONDS
         while transport.get_write_buffer_size() and not transport.is_closing():
             if time.monotonic() > deadline:
                 transport.close()  # a client that takes no bytes at all
-                return 0
+                return False
             await asyncio.sleep(0.001)  # the headers (and anything before) leave first, in order
-        if transport.is_closing():
-            return 0
-        sock = transport.get_extra_info("socket").fileno()
+        return not transport.is_closing()
+
+    async def _move(self, step: Callable[[int, int], int], count: int) -> int:
+        """Run ``step(sent, at_most)`` in worker threads until ``count`` bytes went out or a step falls short."""
+        transport = self.protocol.transport
         sent = 0
         try:
             while sent < count and not transport.is_closing():
-                n = await asyncio.to_thread(_send_step, sock, fd, offset + sent, min(SENDFILE_STEP, count - sent))
-                if n == 0:
-                    break
+                asked = min(SENDFILE_STEP, count - sent)
+                n = await asyncio.to_thread(step, sent, asked)
                 sent += n
+                if n < asked:
+                    break  # the client or the source is gone or stalled
         finally:
             # uvicorn counts the body against Content-Length; these bytes did not pass through it.
             self.cycle.expected_content_length -= sent
@@ -107,3 +143,38 @@ def _send_step(sock: int, fd: int, offset: int, count: int) -> int:
             break  # the file is shorter than asked
         sent += n
     return sent
+
+
+def _splice_step(source: int, read_end: int, write_end: int, sock: int, count: int, timeout: float) -> int:
+    """(In a thread.) Move up to ``count`` bytes from the ``source`` socket through the pipe to the client's
+    non-blocking socket. Returns what the client got; fewer than ``count`` if the source ended, failed or
+    stalled for ``timeout`` seconds, or the client went away or stalled."""
+    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+    readable, writable = select.poll(), select.poll()
+    readable.register(source, select.POLLIN)
+    writable.register(sock, select.POLLOUT)
+    moved = 0
+    while moved < count:
+        try:
+            in_pipe = os.splice(source, write_end, min(PIPE_BYTES, count - moved), flags=flags)
+        except BlockingIOError:
+            if not readable.poll(timeout * 1000):
+                break  # the source stalled
+            continue
+        except OSError:  # the source failed (ECONNRESET)
+            break
+        if in_pipe == 0:
+            break  # the source ended early
+        while in_pipe:
+            try:
+                n = os.splice(read_end, sock, in_pipe, flags=flags)
+            except BlockingIOError:
+                events = writable.poll(STALL_SECONDS * 1000)
+                if not events or events[0][1] & (select.POLLERR | select.POLLHUP):
+                    return moved
+                continue
+            except OSError:  # the client went away
+                return moved
+            in_pipe -= n
+            moved += n
+    return moved

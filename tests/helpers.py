@@ -157,8 +157,10 @@ def serve_in_thread(handler: type) -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def forward(handler: Any, host: str, port: int, target: str, body: bytes | None, headers: dict[str, str]) -> None:
-    """Send ``handler``'s request on to ``host:port`` and its whole answer back (test relays and proxies)."""
+def forward(handler: Any, host: str, port: int, target: str, body: bytes | None, headers: dict[str, str],
+            cut_after: int | None = None) -> None:
+    """Send ``handler``'s request on to ``host:port`` and its whole answer back (test relays and proxies);
+    with ``cut_after``, the connection is closed after that many bytes of the answer's body."""
     conn = http.client.HTTPConnection(host, port, timeout=60)
     try:
         conn.request(handler.command, target, body=body, headers=headers)
@@ -173,7 +175,9 @@ def forward(handler: Any, host: str, port: int, target: str, body: bytes | None,
         handler.send_header("Content-Length", length)
         handler.end_headers()
         if handler.command != "HEAD":
-            handler.wfile.write(data)
+            handler.wfile.write(data if cut_after is None else data[:cut_after])
+        if cut_after is not None:
+            handler.close_connection = True
     finally:
         conn.close()
 
@@ -308,6 +312,7 @@ class S3FaultRelay:
 
     Reads (GET, HEAD) pass; requests for which ``refuse(method, path)`` is true get the 507 an
     S3-compatible server sends when it is out of space, so uploads fail while reads keep working.
+    With ``cut_gets`` set, every GET answer is cut after that many bytes of its body.
     """
 
     def __init__(self, target: str) -> None:
@@ -315,6 +320,7 @@ class S3FaultRelay:
 
         self.target = urlsplit(target)
         self.refuse: Callable[[str, str], bool] = lambda method, path: False
+        self.cut_gets: int | None = None
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -336,7 +342,8 @@ class S3FaultRelay:
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = self.headers.get("Host", "")
-                forward(self, relay.target.hostname or "", relay.target.port or 80, self.path, body, headers)
+                forward(self, relay.target.hostname or "", relay.target.port or 80, self.path, body, headers,
+                        relay.cut_gets if self.command == "GET" else None)
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay  # noqa: N815
 

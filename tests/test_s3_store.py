@@ -15,7 +15,7 @@ import pytest
 from huggingface_hub import hf_hub_download, snapshot_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import free_port, request
+from tests.helpers import free_port, request, scrape, value, wait_until
 
 
 def _s3_env(endpoint: str, name: str, **extra: str) -> dict[str, str]:
@@ -43,12 +43,48 @@ def test_s3_streamed(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp
     assert not (proxy.data_dir / "blobs").exists() or not any((proxy.data_dir / "blobs").rglob("*"))
     assert list((proxy.data_dir / "tmp").iterdir()) == []
     fakehub.reset_counts()
+    spliced = value(scrape(proxy.url), "hubproxy_zero_copy_bytes_total")
     local = hf_hub_download("alice/s3-model", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "b")
     assert Path(local).read_bytes() == data
     status, h, body = request("GET", proxy.url + "/alice/s3-model/resolve/main/w.safetensors",
                               {"Range": "bytes=1000-2000000"})
     assert status == 206 and body == data[1000:2000001]
     assert fakehub.count(contains=sha) == 0  # served from the bucket, not the upstream
+    # Both answers went from the bucket's socket to the client's by splice (store/rawget.py), minus the
+    # bytes that arrived with each answer's headers.
+    moved = value(scrape(proxy.url), "hubproxy_zero_copy_bytes_total") - spliced
+    assert len(data) + 2_000_000 - 2 * 65536 < moved <= len(data) + 2_000_000
+
+
+def test_a_hot_read_the_bucket_cuts_never_completes(make_proxy, fakehub: FakeHub, s3_endpoint: str,  # noqa: ANN001
+                                                    bucket) -> None:
+    """A stored object's GET cut by the bucket mid-body: the client's answer is cut too, never completed."""
+    from tests.helpers import S3FaultRelay
+
+    name, client = bucket
+    relay = S3FaultRelay(s3_endpoint)
+    try:
+        proxy = make_proxy(**_s3_env(relay.url, name))
+        data = os.urandom(6 * 1024 * 1024)
+        sha = hashlib.sha256(data).hexdigest()
+        fakehub.add_commit("model", "alice/s3-cut", {"w.safetensors": data})
+        url = proxy.url + "/alice/s3-cut/resolve/main/w.safetensors"
+        assert request("GET", url)[2] == data
+        assert wait_until(lambda: f"hubproxy/blobs/{sha[:2]}/{sha}" in _objects(client, name), 20)
+        relay.cut_gets = 2 * 1024 * 1024
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+        conn.request("GET", "/alice/s3-cut/resolve/main/w.safetensors")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Length") == str(len(data))
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            resp.read()
+        assert len(cut.value.partial) <= 2 * 1024 * 1024
+        conn.close()
+        relay.cut_gets = None
+        status, _, body = request("GET", url)
+        assert status == 200 and body == data
+    finally:
+        relay.stop()
 
 
 def test_s3_redirect(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp_path: Path) -> None:  # noqa: ANN001

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -115,6 +117,11 @@ class BodyResponse:
         if zero_copy is not None and spans is not None and expected is not None:
             await self._send_spans(zero_copy, spans, expected, send)
             return
+        take_socket = getattr(self.body, "take_socket", None)
+        taken = take_socket() if zero_copy is not None and take_socket is not None else None
+        if taken is not None and expected is not None:
+            await self._send_socket(zero_copy, taken, expected, send)
+            return
         watcher = asyncio.create_task(watch())
         sent = 0
         reported = False
@@ -160,6 +167,27 @@ class BodyResponse:
                 return
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
+            await self.body.aclose()  # type: ignore[union-attr]
+            if sent != expected:
+                self._report(sent, False)
+
+    async def _send_socket(self, zero_copy: Any, taken: tuple[bytes, socket.socket, int], expected: int,
+                           send: Send) -> None:
+        """The body from the socket it is arriving on, spliced to the client (``http_protocol.py``)."""
+        head, source, remaining = taken
+        sent = 0
+        try:
+            if len(head) + remaining == expected:
+                await send({"type": "http.response.body", "body": head, "more_body": True})
+                sent = len(head)
+                await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: 0})
+                done = await zero_copy.splice(source, remaining)
+                sent += done
+                await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: done})
+            if sent == expected:
+                self._report(sent, True)
+                await send({"type": "http.response.body", "body": b""})
+        finally:
             await self.body.aclose()  # type: ignore[union-attr]
             if sent != expected:
                 self._report(sent, False)

@@ -6,12 +6,16 @@ on local disk: one span, ``FileRange``; a blob being filled: the readable prefix
 (``sendfile``: no copy through Python, no buffer per client) instead of iterating it. Every layer
 between the store and the answer wraps the body with ``WrappedBody``, which keeps ``spans`` reachable
 and adds its own closing work and error mapping.
+
+A body may instead offer ``take_socket()``: bytes still arriving on a socket (``rawget.SocketBody``), which
+the sender can splice to the client unread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 
 
@@ -61,6 +65,10 @@ class WrappedBody:
     @property
     def spans(self) -> Callable[[], AsyncIterator[tuple[int, int, int]]] | None:
         return getattr(self._body, "spans", None)
+
+    @property
+    def take_socket(self) -> Callable[[], tuple[bytes, socket.socket, int] | None] | None:
+        return getattr(self._body, "take_socket", None)
 
     def __aiter__(self) -> WrappedBody:
         return self

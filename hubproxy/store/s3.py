@@ -3,8 +3,9 @@
 A fill uploads its parts while it fills (``start_upload``: a multipart upload completed only once the
 blob is verified, aborted otherwise); other verified files are ingested by uploading them (multipart
 above 8 MiB, which boto3 aborts if a part fails). Either way an object exists complete or not at all.
-Reads run ahead of the client in a worker thread (``readahead.py``); ``presign`` gives a
-short-lived URL for ``s3_redirect``.
+Reads of a plain-http endpoint are made with a presigned URL on a raw connection whose body is spliced
+to the client (``rawget.py``); others run ahead of the client in a worker thread (``readahead.py``).
+``presign`` gives a short-lived URL for ``s3_redirect``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from botocore.exceptions import ClientError
 
 from hubproxy.config import Settings
 from hubproxy.store.base import is_blob_key
+from hubproxy.store.rawget import RawAnswer, raw_get
 from hubproxy.store.readahead import read_ahead
+from hubproxy.upstream.ranged import route
 
 PART_SIZE = 8 * 1024 * 1024
 #: Parts of an upload made while filling (S3 allows 10,000 parts; larger blobs get larger parts).
 FILL_PART_SIZE = 16 * 1024 * 1024
 MAX_PARTS = 10_000
+READ_TIMEOUT = 60
+#: Reads at least this long go to the client by ``splice`` when the endpoint allows (``rawget.py``).
+SPLICE_MIN_BYTES = 1024 * 1024
+#: Lifetime of the presigned URL such a read is made with (it is used at once).
+RAW_URL_TTL = 300
 
 
 def is_missing(exc: BaseException) -> bool:
@@ -53,9 +61,12 @@ class S3BlobStore:
                 retries={"max_attempts": 4, "mode": "standard"},
                 max_pool_connections=64,
                 connect_timeout=10,
-                read_timeout=60,
+                read_timeout=READ_TIMEOUT,
             ),
         )
+        #: Reads may bypass boto3 (``rawget.py``): a plain-http endpoint no proxy applies to.
+        self.plain_http = route(self.client.meta.endpoint_url) is not None and \
+            self.client.meta.endpoint_url.startswith("http://")
         self.transfer = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
                                        max_concurrency=4)
 
@@ -74,6 +85,13 @@ class S3BlobStore:
         return int(head["ContentLength"])
 
     async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
+        if end - start >= SPLICE_MIN_BYTES and self.plain_http:
+            answer = await asyncio.to_thread(self._raw_answer, key, start, end)
+            if answer is not None and answer.status == 404:
+                answer.close()
+                return None
+            if answer is not None:
+                return answer.body(end - start)
         try:
             resp = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.object_key(key),
                                            Range=f"bytes={start}-{end - 1}")
@@ -82,6 +100,22 @@ class S3BlobStore:
                 return None
             raise
         return read_ahead(resp["Body"])
+
+    def _raw_answer(self, key: str, start: int, end: int) -> RawAnswer | None:
+        """(Blocking.) The answer to a GET of bytes ``[start, end)`` on a raw connection (``rawget.py``) if it is
+        the range asked for or a 404; None for anything else, and the read is then made through boto3."""
+        url = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.object_key(key)}, ExpiresIn=RAW_URL_TTL)
+        try:
+            answer = raw_get(url, {"Range": f"bytes={start}-{end - 1}"}, READ_TIMEOUT)
+        except OSError:
+            return None
+        exact = answer.status == 206 and answer.headers.get("content-length") == str(end - start) \
+            and "transfer-encoding" not in answer.headers
+        if exact or answer.status == 404:
+            return answer
+        answer.close()
+        return None
 
     def ingest(self, key: str, path: str) -> None:
         self.client.upload_file(path, self.bucket, self.object_key(key), Config=self.transfer,

@@ -1,0 +1,156 @@
+"""A body left on its socket (``store/rawget.py``) and the splice pump that moves it (``http_protocol.py``),
+against real sockets on loopback: exact bytes, an answer cut short, a client that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from hubproxy.http_protocol import _splice_step
+from hubproxy.store.rawget import raw_get
+
+DATA = os.urandom(5 * 1024 * 1024 + 11)
+
+
+class _OneShotServer:
+    """Answers each connection with ``answer`` (bytes, sent as they are) and closes it; records the requests."""
+
+    def __init__(self) -> None:
+        self.answer = b""
+        self.requests: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                self.requests.append(request)
+                conn.sendall(self.answer)
+
+
+@pytest.fixture
+def server() -> Iterator[_OneShotServer]:
+    s = _OneShotServer()
+    yield s
+    s.sock.close()
+
+
+def _answer(status: str, body: bytes, length: int | None = None) -> bytes:
+    length = len(body) if length is None else length
+    return f"HTTP/1.1 {status}\r\nContent-Length: {length}\r\nX-Amz-Id: 1\r\n\r\n".encode() + body
+
+
+def test_the_head_is_parsed_and_the_body_iterates_exactly(server: _OneShotServer) -> None:
+    server.answer = _answer("206 Partial Content", DATA)
+    answer = raw_get(f"{server.url}/bucket/key?X-Amz-Signature=abc", {"Range": "bytes=0-9"}, 10)
+    assert answer.status == 206 and answer.headers["content-length"] == str(len(DATA))
+    assert answer.headers["x-amz-id"] == "1"
+    request = server.requests[0].decode()
+    assert request.startswith("GET /bucket/key?X-Amz-Signature=abc HTTP/1.1\r\n")
+    assert "\r\nRange: bytes=0-9\r\n" in request and "\r\nConnection: close\r\n" in request
+
+    async def read() -> bytes:
+        body = answer.body(len(DATA))
+        try:
+            return b"".join([chunk async for chunk in body])
+        finally:
+            await body.aclose()
+            assert body.take_socket() is None  # iterated (and closed): the socket is no longer to be taken
+
+    assert asyncio.run(read()) == DATA
+
+
+def test_a_body_cut_short_raises_instead_of_ending(server: _OneShotServer) -> None:
+    server.answer = _answer("206 Partial Content", DATA[:100_000], length=len(DATA))
+    answer = raw_get(server.url + "/k", {}, 10)
+
+    async def read() -> int:
+        got = 0
+        body = answer.body(len(DATA))
+        try:
+            async for chunk in body:
+                got += len(chunk)
+        finally:
+            await body.aclose()
+        return got
+
+    with pytest.raises(OSError, match="ended"):
+        asyncio.run(read())
+
+
+def test_not_http_or_not_plain_is_refused(server: _OneShotServer) -> None:
+    server.answer = b"SSH-2.0-OpenSSH\r\n\r\n"
+    with pytest.raises(OSError, match="not an HTTP"):
+        raw_get(server.url + "/k", {}, 10)
+    with pytest.raises(ValueError):
+        raw_get("https://127.0.0.1/k", {}, 10)
+
+
+def _pump(server: _OneShotServer, count: int) -> tuple[int, bytes, bytes]:
+    """Splice ``count`` body bytes from a raw GET to one end of a socket pair; what moved, what the other end
+    read, and the head that came with the headers."""
+    answer = raw_get(server.url + "/k", {}, 10)
+    head = answer.head
+    client, far = socket.socketpair()
+    client.setblocking(False)
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := far.recv(1 << 20):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    read_end, write_end = os.pipe()
+    try:
+        moved = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), count, 5)
+    finally:
+        client.close()
+        reader.join()
+        far.close()
+        answer.close()
+        os.close(read_end)
+        os.close(write_end)
+    return moved, head, bytes(received)
+
+
+def test_splice_moves_the_body_unread(server: _OneShotServer) -> None:
+    server.answer = _answer("200 OK", DATA)
+    moved, head, received = _pump(server, len(DATA))
+    assert len(head) + moved == len(DATA) and head + received == DATA
+
+
+def test_splice_stops_where_the_source_ends(server: _OneShotServer) -> None:
+    server.answer = _answer("200 OK", DATA[:300_000], length=len(DATA))
+    moved, head, received = _pump(server, len(DATA))
+    assert len(head) + moved == 300_000 and head + received == DATA[:300_000]
+
+
+def test_splice_stops_when_the_client_goes_away(server: _OneShotServer) -> None:
+    server.answer = _answer("200 OK", DATA)
+    answer = raw_get(server.url + "/k", {}, 10)
+    client, far = socket.socketpair()
+    client.setblocking(False)
+    far.close()  # nobody reads: the first write fails
+    read_end, write_end = os.pipe()
+    try:
+        moved = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), len(DATA), 5)
+    finally:
+        for fd in (read_end, write_end):
+            os.close(fd)
+        client.close()
+        answer.close()
+    assert moved < len(DATA)
