@@ -134,18 +134,19 @@ def test_s3_verify_quarantines_and_purge(make_proxy, fakehub: FakeHub, s3_endpoi
     name, client = bucket
     env = _s3_env(s3_endpoint, name)
     proxy = make_proxy(**env)
-    good, bad = os.urandom(100_000), os.urandom(120_000)
+    # The good blob is over 1 MiB: verify reads it by iterating the body left on the bucket's socket
+    # (store/rawget.py) rather than splicing it, so a wrong byte there would quarantine it.
+    good, bad = os.urandom(2 * 1024 * 1024 + 5), os.urandom(120_000)
     fakehub.add_commit("model", "alice/s3-scrub", {"good.safetensors": good, "bad.safetensors": bad})
     for path, data in (("good.safetensors", good), ("bad.safetensors", bad)):
         assert request("GET", f"{proxy.url}/alice/s3-scrub/resolve/main/{path}")[2] == data
     bad_key = f"hubproxy/blobs/{hashlib.sha256(bad).hexdigest()[:2]}/{hashlib.sha256(bad).hexdigest()}"
-    deadline = time.monotonic() + 20
-    while len(_objects(client, name)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    client.put_object(Bucket=name, Key=bad_key, Body=b"x" + bad[1:])
     settings = load_settings(environ={f"HUBPROXY_{k.upper()}": v for k, v in env.items()} | {
         "HUBPROXY_DATA_DIR": str(proxy.data_dir)})
     engine, store = make_engine(settings.db_url), make_store(settings)
+    # A blob is recorded just after its object is complete in the bucket: wait for both records.
+    assert wait_until(lambda: manage.total_size(engine) == len(good) + len(bad), 20)
+    client.put_object(Bucket=name, Key=bad_key, Body=b"x" + bad[1:])
     report = manage.verify(engine, store)
     assert report.checked == 2 and report.corrupt == [hashlib.sha256(bad).hexdigest()]
     assert f"hubproxy/quarantine/{hashlib.sha256(bad).hexdigest()}" in _objects(client, name)
