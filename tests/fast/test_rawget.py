@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from hubproxy.config import load_settings
 from hubproxy.http_protocol import _splice_step
 from hubproxy.store.rawget import raw_get
+from hubproxy.store.s3 import S3BlobStore
 
 DATA = os.urandom(5 * 1024 * 1024 + 11)
 
@@ -154,3 +156,21 @@ def test_splice_stops_when_the_client_goes_away(server: _OneShotServer) -> None:
         client.close()
         answer.close()
     assert moved < len(DATA)
+
+
+@pytest.mark.parametrize(("endpoint", "proxy", "raw"), [
+    ("http://minio.internal:9000", None, True),
+    ("https://minio.internal:9000", None, False),  # TLS: boto3 reads it
+    ("http://minio.internal:9000", "http://proxy.internal:3128", False),  # a proxy applies: boto3 goes through it
+    (None, None, False),  # AWS itself (https)
+])
+def test_only_a_plain_http_endpoint_without_a_proxy_is_read_raw(monkeypatch: pytest.MonkeyPatch, endpoint: str | None,
+                                                                proxy: str | None, raw: bool) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+    env = {"HUBPROXY_STORE": "s3", "HUBPROXY_S3_BUCKET": "b", "HUBPROXY_S3_REGION": "us-east-1"}
+    if endpoint:
+        env["HUBPROXY_S3_ENDPOINT_URL"] = endpoint
+    assert S3BlobStore(load_settings(environ=env)).plain_http is raw

@@ -45,6 +45,16 @@ async def _read(store: BlobStore, key: str, start: int, end: int, chunk: int = 1
     return b"".join([part async for part in body])
 
 
+def test_reads_over_a_mib_are_exact_and_a_missing_blob_is_none(store: BlobStore, tmp_path: Path) -> None:
+    """(On S3 these are the raw GETs of ``store/rawget.py``: a 206 of the exact range, or a 404.)"""
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    key, path = _verified_file(tmp_path, data)
+    assert asyncio.run(_read(store, key, 0, len(data))) is None
+    store.ingest(key, path)
+    assert asyncio.run(_read(store, key, 0, len(data))) == data
+    assert asyncio.run(_read(store, key, 5, 2 * 1024 * 1024 + 5)) == data[5:2 * 1024 * 1024 + 5]
+
+
 def test_a_blob_goes_in_is_read_by_range_and_goes_away(store: BlobStore, tmp_path: Path) -> None:
     data = os.urandom(10_000)
     key, path = _verified_file(tmp_path, data)
