@@ -321,6 +321,8 @@ class S3FaultRelay:
         self.target = urlsplit(target)
         self.refuse: Callable[[str, str], bool] = lambda method, path: False
         self.cut_gets: int | None = None
+        #: (method, path, headers with lower-case names) of every request relayed or refused.
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -332,6 +334,7 @@ class S3FaultRelay:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                relay.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if relay.refuse(self.command, self.path):
                     msg = b"<Error><Code>InsufficientStorage</Code><Message>bucket full</Message></Error>"
                     self.send_response(507)

@@ -87,6 +87,33 @@ def test_a_hot_read_the_bucket_cuts_never_completes(make_proxy, fakehub: FakeHub
         relay.stop()
 
 
+def test_uploads_carry_a_crc32_and_are_not_signed_twice(make_proxy, fakehub: FakeHub, s3_endpoint: str,  # noqa: ANN001
+                                                        bucket) -> None:
+    """Every upload (parts while filling, a small blob's PUT) carries a CRC32 of its body for the server to
+    check, and no sha256 of it: over plain http botocore would otherwise hash every byte a second time."""
+    from tests.helpers import S3FaultRelay
+
+    name, client = bucket
+    relay = S3FaultRelay(s3_endpoint)
+    try:
+        proxy = make_proxy(**_s3_env(relay.url, name))
+        big, small = os.urandom(33 * 1024 * 1024), os.urandom(100_000)
+        fakehub.add_commit("model", "alice/s3-crc", {"big.safetensors": big, "small.safetensors": small})
+        for path, data in (("big.safetensors", big), ("small.safetensors", small)):
+            assert request("GET", f"{proxy.url}/alice/s3-crc/resolve/main/{path}")[2] == data
+        keys = [f"hubproxy/blobs/{h[:2]}/{h}" for h in (hashlib.sha256(big).hexdigest(),
+                                                        hashlib.sha256(small).hexdigest())]
+        assert wait_until(lambda: all(k in _objects(client, name) for k in keys), 20)
+        uploads = [(path, headers) for method, path, headers in relay.seen
+                   if method == "PUT" and int(headers.get("content-length") or 0) > 0]
+        assert sum("partNumber=" in path for path, _ in uploads) == 3 and len(uploads) == 4
+        for _, headers in uploads:
+            assert headers.get("x-amz-checksum-crc32") and headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+        assert client.get_object(Bucket=name, Key=keys[0])["Body"].read() == big
+    finally:
+        relay.stop()
+
+
 def test_s3_redirect(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp_path: Path) -> None:  # noqa: ANN001
     name, client = bucket
     proxy = make_proxy(**_s3_env(s3_endpoint, name, s3_redirect="true"))
