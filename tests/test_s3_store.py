@@ -183,8 +183,14 @@ def test_s3_verify_quarantines_and_purge(make_proxy, fakehub: FakeHub, s3_endpoi
     engine.dispose()
 
 
-def test_s3_outage_is_a_clear_503_and_recovers(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+def test_s3_outage_is_a_clear_503_and_recovers(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.server import ThreadedMotoServer
+
+    # Its own S3 server (stopped midway), so not the session's fixture that sets these for the others.
+    for variable, setting in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                              ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(variable, setting)
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
