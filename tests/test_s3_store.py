@@ -54,6 +54,18 @@ def test_s3_streamed(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp
     # bytes that arrived with each answer's headers.
     moved = value(scrape(proxy.url), "hubproxy_zero_copy_bytes_total") - spliced
     assert len(data) + 2_000_000 - 2 * 65536 < moved <= len(data) + 2_000_000
+    # A spliced answer leaves the client's connection ready for the next request.
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    conn.connect()
+    sock = conn.sock
+    try:
+        for first, last in ((5, 3_000_004), (0, len(data) - 1), (len(data) - 1_500_000, len(data) - 1)):
+            conn.request("GET", "/alice/s3-model/resolve/main/w.safetensors", headers={"Range": f"bytes={first}-{last}"})
+            resp = conn.getresponse()
+            assert resp.status == 206 and resp.read() == data[first:last + 1]
+            assert conn.sock is sock and not resp.will_close  # the same connection throughout
+    finally:
+        conn.close()
 
 
 def test_a_hot_read_the_bucket_cuts_never_completes(make_proxy, fakehub: FakeHub, s3_endpoint: str,  # noqa: ANN001
