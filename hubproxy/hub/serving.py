@@ -177,7 +177,7 @@ class BodyResponse:
         head, source, remaining = taken
         sent = 0
         try:
-            if len(head) + remaining == expected:
+            if len(head) + remaining == expected:  # otherwise nothing is sent and the connection is cut
                 await send({"type": "http.response.body", "body": head, "more_body": True})
                 sent = len(head)
                 await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: 0})
