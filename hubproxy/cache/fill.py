@@ -25,6 +25,7 @@ from hubproxy.cache.lease import FillLeases, Holder
 from hubproxy.cache.mismatch import Mismatches
 from hubproxy.cache.spool import Spool, SpoolFile
 from hubproxy.cache.upload import feed_upload
+from hubproxy.memory import release_free_memory
 from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore, Upload
 
@@ -278,6 +279,8 @@ class FillManager:
             metrics.FILLS.labels(result).observe(time.monotonic() - fill.started)
             self.active.pop(fill.key, None)
             fill.notify()
+            # The fill's batch buffers are freed now; hand their pages back (not awaited: nothing depends on it).
+            asyncio.get_running_loop().run_in_executor(None, release_free_memory)
             if renewer is not None:
                 renewer.cancel()
                 with contextlib.suppress(Exception):
