@@ -8,6 +8,7 @@ import json
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -66,6 +67,11 @@ def test_s3_streamed(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp
             assert conn.sock is sock and not resp.will_close  # the same connection throughout
     finally:
         conn.close()
+    # Several clients at once, each answer spliced from its own GET.
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: request("GET", proxy.url + "/alice/s3-model/resolve/main/w.safetensors"),
+                                range(6)))
+    assert all(status == 200 and hashlib.sha256(body).hexdigest() == sha for status, _, body in answers)
 
 
 def test_a_hot_read_the_bucket_cuts_never_completes(make_proxy, fakehub: FakeHub, s3_endpoint: str,  # noqa: ANN001
