@@ -104,6 +104,12 @@ def main() -> int:
             pairs(f"S3 store, hot, {label}, throughput (x direct boto3 GET)",
                   lambda big=big, redirect=redirect: size / curl_time(big, follow=redirect),
                   lambda: size / direct(), args.rounds, True)
+            if not redirect:
+                # The same client (curl) reading the object straight from the bucket: what the extra hop costs.
+                presigned = s3.generate_presigned_url(
+                    "get_object", Params={"Bucket": "hot", "Key": f"hubproxy/blobs/{sha[:2]}/{sha}"}, ExpiresIn=3600)
+                pairs("S3 store, hot, streamed through hubproxy, throughput (x curl GET of a presigned URL)",
+                      lambda big=big: size / curl_time(big), lambda p=presigned: size / curl_time(p), args.rounds, True)
     finally:
         for p in reversed(procs):
             p.stop()
