@@ -11,6 +11,7 @@ to the client (``rawget.py``); others run ahead of the client in a worker thread
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,6 +25,8 @@ from hubproxy.store.base import is_blob_key
 from hubproxy.store.rawget import RawAnswer, raw_get
 from hubproxy.store.readahead import read_ahead
 from hubproxy.upstream.ranged import route
+
+log = logging.getLogger(__name__)
 
 PART_SIZE = 8 * 1024 * 1024
 #: Parts of an upload made while filling (S3 allows 10,000 parts; larger blobs get larger parts).
@@ -118,6 +121,12 @@ class S3BlobStore:
         if exact or answer.status == 404:
             return answer
         answer.close()
+        if answer.status < 300 or 400 <= answer.status < 500:
+            # Not a passing failure: the endpoint does not take these reads as S3 does (a presigned URL
+            # refused, a range ignored). boto3 makes every read from now on instead of two requests each.
+            self.plain_http = False
+            log.warning("the S3 endpoint answered a presigned ranged GET with %d; reads go through boto3 from now on",
+                        answer.status)
         return None
 
     def ingest(self, key: str, path: str) -> None:

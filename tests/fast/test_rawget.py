@@ -174,3 +174,27 @@ def test_only_a_plain_http_endpoint_without_a_proxy_is_read_raw(monkeypatch: pyt
     if endpoint:
         env["HUBPROXY_S3_ENDPOINT_URL"] = endpoint
     assert S3BlobStore(load_settings(environ=env)).plain_http is raw
+
+
+def test_an_endpoint_refusing_raw_reads_is_read_through_boto3_from_then_on(server: _OneShotServer,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")):
+        monkeypatch.setenv(name, value)
+    error = b"<Error><Code>AccessDenied</Code><Message>query auth refused</Message></Error>"
+    server.answer = b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n" + \
+        f"Content-Length: {len(error)}\r\n\r\n".encode() + error
+    store = S3BlobStore(load_settings(environ={
+        "HUBPROXY_STORE": "s3", "HUBPROXY_S3_BUCKET": "b", "HUBPROXY_S3_REGION": "us-east-1",
+        "HUBPROXY_S3_ENDPOINT_URL": server.url, "HUBPROXY_S3_PATH_STYLE": "true"}))
+    key = "ab" * 32
+    assert store.plain_http
+    with pytest.raises(ClientError, match="AccessDenied"):
+        asyncio.run(store.read(key, 0, 2 * 1024 * 1024, 1 << 20))
+    assert not store.plain_http and len(server.requests) == 2  # the raw GET, then boto3's with its error
+    assert b"Signature=" in server.requests[0].split(b"\r\n")[0]  # a presigned URL
+    assert b"\r\nAuthorization: " in server.requests[1]  # boto3 signs its request in a header
+    with pytest.raises(ClientError):
+        asyncio.run(store.read(key, 0, 2 * 1024 * 1024, 1 << 20))
+    assert len(server.requests) == 3  # boto3 only
