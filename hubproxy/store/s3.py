@@ -121,9 +121,10 @@ class S3BlobStore:
         if exact or answer.status == 404:
             return answer
         answer.close()
-        if answer.status < 300 or 400 <= answer.status < 500:
-            # Not a passing failure: the endpoint does not take these reads as S3 does (a presigned URL
-            # refused, a range ignored). boto3 makes every read from now on instead of two requests each.
+        if answer.status not in (206, 416) and answer.status < 500:
+            # Not this object (a 206 or 416 of another length: it is not what its record says) nor a passing
+            # failure (5xx): the endpoint does not take these reads as S3 does (a presigned URL refused, a
+            # range ignored, a redirect). boto3 makes every read from now on instead of two requests each.
             self.plain_http = False
             log.warning("the S3 endpoint answered a presigned ranged GET with %d; reads go through boto3 from now on",
                         answer.status)
