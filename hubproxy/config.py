@@ -255,8 +255,9 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"setting 'store': {s.store!r} is not one of local, s3")
     if s.store == "s3" and not s.s3_bucket:
         raise ConfigError("setting 's3_bucket' is required with store: s3")
-    if s.s3_presign_ttl < 60:
-        raise ConfigError("setting 's3_presign_ttl' must be at least 60 seconds")
+    if not 60 <= s.s3_presign_ttl <= 7 * 24 * 3600:
+        raise ConfigError("setting 's3_presign_ttl' must be between 60 seconds and 7 days (604800), "
+                          "the longest a SigV4 presigned URL is valid")
     if s.fill_retries < 0:
         raise ConfigError("setting 'fill_retries' must not be negative")
     if not 1 <= s.fill_connections <= 64:

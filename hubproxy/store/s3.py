@@ -60,6 +60,9 @@ class S3BlobStore:
             endpoint_url=settings.s3_endpoint_url or None,
             region_name=settings.s3_region or None,
             config=Config(
+                # SigV4 for presigned URLs too: with a custom endpoint botocore would presign with SigV2, which
+                # AWS has retired and S3-compatible stores need not accept (SigV4 URLs live at most 7 days).
+                signature_version="s3v4",
                 # Writes carry a CRC32 the server checks; over plain http botocore would also sha256 every
                 # uploaded byte to sign it (as it does not over https), doubling the CPU of a fill's upload.
                 s3={"addressing_style": "path" if settings.s3_path_style else "auto",

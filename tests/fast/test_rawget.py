@@ -193,7 +193,7 @@ def test_an_endpoint_refusing_raw_reads_is_read_through_boto3_from_then_on(serve
     with pytest.raises(ClientError, match="AccessDenied"):
         asyncio.run(store.read(key, 0, 2 * 1024 * 1024, 1 << 20))
     assert not store.plain_http and len(server.requests) == 2  # the raw GET, then boto3's with its error
-    assert b"Signature=" in server.requests[0].split(b"\r\n")[0]  # a presigned URL
+    assert b"X-Amz-Signature=" in server.requests[0].split(b"\r\n")[0]  # a presigned URL (SigV4)
     assert b"\r\nAuthorization: " in server.requests[1]  # boto3 signs its request in a header
     with pytest.raises(ClientError):
         asyncio.run(store.read(key, 0, 2 * 1024 * 1024, 1 << 20))
