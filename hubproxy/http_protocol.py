@@ -56,7 +56,7 @@ class HubproxyHttpProtocol(BoundedHttpToolsProtocol):
             cycle.keep_alive = True
             cycle.default_headers = [*cycle.default_headers, (b"connection", b"keep-alive")]
         if self.transport.get_extra_info("sslcontext") is None and self.transport.get_extra_info("socket"):
-            self.scope.setdefault("extensions", {})[EXTENSION] = _ZeroCopy(self, cycle)
+            self.scope.setdefault("extensions", {})[EXTENSION] = ZeroCopy(self, cycle)
 
 
 def _asks_keep_alive(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -64,7 +64,7 @@ def _asks_keep_alive(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name == b"connection" and b"keep-alive" in value.lower() for name, value in headers)
 
 
-class _ZeroCopy:
+class ZeroCopy:
     """``await sendfile(fd, offset, count)`` for one request's answer; returns the bytes the client got."""
 
     def __init__(self, protocol: HubproxyHttpProtocol, cycle: Any) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from starlette.types import Receive, Scope, Send
 
-from hubproxy.http_protocol import DIRECT_BYTES, EXTENSION
+from hubproxy.http_protocol import DIRECT_BYTES, EXTENSION, ZeroCopy
 from hubproxy.hub.errors import HubError
+from hubproxy.store.bodies import SocketSpan, Span
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 #: Stands for any position past 19 digits: beyond every file, and never handed to ``int`` (which
@@ -117,11 +116,6 @@ class BodyResponse:
         if zero_copy is not None and spans is not None and expected is not None:
             await self._send_spans(zero_copy, spans, expected, send)
             return
-        take_socket = getattr(self.body, "take_socket", None)
-        taken = take_socket() if zero_copy is not None and take_socket is not None else None
-        if taken is not None and expected is not None:
-            await self._send_socket(zero_copy, taken, expected, send)
-            return
         watcher = asyncio.create_task(watch())
         sent = 0
         reported = False
@@ -146,48 +140,36 @@ class BodyResponse:
             if not reported:
                 self._report(sent, False)
 
-    async def _send_spans(self, zero_copy: Callable[[int, int, int], Awaitable[int]],
-                          spans: Callable[[], AsyncIterator[tuple[int, int, int]]], expected: int,
+    async def _send_spans(self, zero_copy: ZeroCopy, spans: Callable[[], AsyncIterator[Span]], expected: int,
                           send: Send) -> None:
-        """The body straight from its open files to the socket (``http_protocol.py``), piece by piece."""
+        """The body straight from its open files or sockets to the client's (``http_protocol.py``), piece by
+        piece."""
         sent = 0
         pieces = spans()
         try:
-            async for fd, start, end in pieces:
+            async for piece in pieces:
                 if not sent:  # the first bytes leave now (middleware times the first byte from here)
                     await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: 0})
-                done = await zero_copy(fd, start, end - start)
+                if isinstance(piece, SocketSpan):
+                    if piece.head:
+                        await send({"type": "http.response.body", "body": piece.head, "more_body": True})
+                        sent += len(piece.head)
+                    wanted = piece.count
+                    done = await zero_copy.splice(piece.sock, wanted)
+                else:
+                    fd, start, end = piece
+                    wanted = end - start
+                    done = await zero_copy(fd, start, wanted)
                 sent += done
                 await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: done})
-                if done < end - start:
-                    break  # the client went away
+                if done < wanted:
+                    break  # the client or the source went away
             if sent == expected:
                 self._report(sent, True)
                 await send({"type": "http.response.body", "body": b""})
                 return
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
-            await self.body.aclose()  # type: ignore[union-attr]
-            if sent != expected:
-                self._report(sent, False)
-
-    async def _send_socket(self, zero_copy: Any, taken: tuple[bytes, socket.socket, int], expected: int,
-                           send: Send) -> None:
-        """The body from the socket it is arriving on, spliced to the client (``http_protocol.py``)."""
-        head, source, remaining = taken
-        sent = 0
-        try:
-            if len(head) + remaining == expected:  # otherwise nothing is sent and the connection is cut
-                await send({"type": "http.response.body", "body": head, "more_body": True})
-                sent = len(head)
-                await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: 0})
-                done = await zero_copy.splice(source, remaining)
-                sent += done
-                await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: done})
-            if sent == expected:
-                self._report(sent, True)
-                await send({"type": "http.response.body", "body": b""})
-        finally:
             await self.body.aclose()  # type: ignore[union-attr]
             if sent != expected:
                 self._report(sent, False)

@@ -1,14 +1,13 @@
-"""Blob bodies: async iterators of bytes that may also offer ``spans()``: the same bytes as pieces of open files.
+"""Blob bodies: async iterators of bytes that may also offer ``spans()``: the same bytes as pieces the kernel
+can move to a client without Python reading them.
 
-``spans()`` yields ``(fd, start, end)`` in order, each piece as soon as it may be sent (a stored blob
-on local disk: one span, ``FileRange``; a blob being filled: the readable prefix as it grows,
-``cache.fill.FillBody``). Whoever sends the body to a client can then hand those pieces to the kernel
-(``sendfile``: no copy through Python, no buffer per client) instead of iterating it. Every layer
-between the store and the answer wraps the body with ``WrappedBody``, which keeps ``spans`` reachable
-and adds its own closing work and error mapping.
-
-A body may instead offer ``take_socket()``: bytes still arriving on a socket (``rawget.SocketBody``), which
-the sender can splice to the client unread.
+``spans()`` yields the pieces in order, each as soon as it may be sent: ``(fd, start, end)`` of an open
+file (a stored blob on local disk: one span, ``FileRange``; a blob being filled: the readable prefix as
+it grows, ``cache.fill.FillBody``), or a ``SocketSpan``, bytes still arriving on another connection (an
+object read from a plain-http S3 bucket, ``rawget.SocketBody``). Whoever sends the body to a client can
+then hand those pieces to the kernel (``sendfile``, ``splice``: no copy through Python, no buffer per
+client) instead of iterating it. Every layer between the store and the answer wraps the body with
+``WrappedBody``, which keeps ``spans`` reachable and adds its own closing work and error mapping.
 """
 
 from __future__ import annotations
@@ -17,6 +16,21 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SocketSpan:
+    """A piece of a body still on a socket: ``head`` (bytes that came with the answer's headers), then the next
+    ``count`` bytes arriving on ``sock``."""
+
+    head: bytes
+    sock: socket.socket
+    count: int
+
+
+#: A piece ``spans()`` yields: bytes ``[start, end)`` of the open file ``fd``, or a ``SocketSpan``.
+Span = tuple[int, int, int] | SocketSpan
 
 
 class FileRange:
@@ -63,12 +77,8 @@ class WrappedBody:
         self._closed = False
 
     @property
-    def spans(self) -> Callable[[], AsyncIterator[tuple[int, int, int]]] | None:
+    def spans(self) -> Callable[[], AsyncIterator[Span]] | None:
         return getattr(self._body, "spans", None)
-
-    @property
-    def take_socket(self) -> Callable[[], tuple[bytes, socket.socket, int] | None] | None:
-        return getattr(self._body, "take_socket", None)
 
     def __aiter__(self) -> WrappedBody:
         return self

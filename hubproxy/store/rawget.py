@@ -4,8 +4,8 @@ Relaying a stored object from an S3-compatible bucket through Python (read into 
 the client) costs hubproxy as much CPU as the bucket spends serving it. On a plain ``http://`` endpoint
 the answer's body can instead go from the bucket's socket to the client's in the kernel
 (``splice(2)`` through a pipe, ``http_protocol.py``): here only the request line and the headers are
-handled in Python. A body is either taken whole as its socket (``take_socket``) or iterated, read
-ahead of its consumer in a worker thread (``readahead.py``) for every other use.
+handled in Python. A body is either sent as one ``SocketSpan`` (``spans``, see ``bodies.py``) or
+iterated, read ahead of its consumer in a worker thread (``readahead.py``), for every other use.
 
 Deliberately small: one request per connection (``Connection: close``), answers with a
 ``Content-Length`` only. Anything else (a chunked answer, a redirect, an error) is reported to the
@@ -19,6 +19,7 @@ import socket
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+from hubproxy.store.bodies import SocketSpan
 from hubproxy.store.readahead import read_ahead
 
 #: Bytes of status line and headers accepted before the answer is given up as malformed.
@@ -92,19 +93,22 @@ class SocketBody:
         self._head = head
         self.length = length
         self._iterator: AsyncIterator[bytes] | None = None
+        self._spanned = False
 
-    def take_socket(self) -> tuple[bytes, socket.socket, int] | None:
-        """The bytes already read, the socket and how many bytes remain on it, for a caller that moves them
-        itself; None once the body is being iterated. The body still closes the socket."""
-        if self._iterator is not None or self._sock is None:
-            return None
-        return self._head[:self.length], self._sock, max(0, self.length - len(self._head))
+    async def spans(self) -> AsyncIterator[SocketSpan]:
+        """The whole body as one piece for a sender that splices it (nothing once it is being iterated); the
+        body still closes the socket, and can no longer be iterated."""
+        if self._iterator is None and self._sock is not None and not self._spanned:
+            self._spanned = True
+            yield SocketSpan(self._head[:self.length], self._sock, max(0, self.length - len(self._head)))
 
     def __aiter__(self) -> SocketBody:
         return self
 
     async def __anext__(self) -> bytes:
         if self._iterator is None:
+            if self._spanned:
+                raise RuntimeError("the body was handed over as its socket")
             if self._sock is None:
                 raise StopAsyncIteration
             self._iterator = read_ahead(_SocketReader(self._sock, self._head, self.length))

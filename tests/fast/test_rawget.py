@@ -13,6 +13,7 @@ import pytest
 
 from hubproxy.config import load_settings
 from hubproxy.http_protocol import _splice_step
+from hubproxy.store.bodies import SocketSpan, WrappedBody
 from hubproxy.store.rawget import raw_get
 from hubproxy.store.s3 import S3BlobStore
 
@@ -70,9 +71,32 @@ def test_the_head_is_parsed_and_the_body_iterates_exactly(server: _OneShotServer
             return b"".join([chunk async for chunk in body])
         finally:
             await body.aclose()
-            assert body.take_socket() is None  # iterated (and closed): the socket is no longer to be taken
+            assert [span async for span in body.spans()] == []  # iterated (and closed): nothing left to splice
 
     assert asyncio.run(read()) == DATA
+
+
+def test_a_body_handed_over_as_its_socket_is_one_span(server: _OneShotServer) -> None:
+    server.answer = _answer("206 Partial Content", DATA)
+    answer = raw_get(server.url + "/k", {}, 10)
+
+    async def take() -> None:
+        body = WrappedBody(answer.body(len(DATA)))  # as the store's layers hand it on
+        assert body.spans is not None
+        [span] = [span async for span in body.spans()]
+        assert isinstance(span, SocketSpan) and span.sock is answer.sock
+        assert len(span.head) + span.count == len(DATA) and DATA.startswith(span.head)
+        received = span.head
+        while len(received) < len(DATA):
+            received += span.sock.recv(1 << 20)
+        assert received == DATA
+        assert [again async for again in body.spans()] == []  # handed over once
+        with pytest.raises(RuntimeError):
+            await body.__anext__()  # and never also read here
+        await body.aclose()
+        assert answer.sock.fileno() == -1  # the body still closes the socket
+
+    asyncio.run(take())
 
 
 def test_a_body_cut_short_raises_instead_of_ending(server: _OneShotServer) -> None:
