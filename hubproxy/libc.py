@@ -1,6 +1,6 @@
 """The C library, loaded once, for the calls Python's ``os`` module does not offer as hubproxy needs them:
 ``fallocate`` without glibc's fallback of writing zeros (``os.posix_fallocate`` writes a whole blob of zeros
-on NFS), and ``mallopt``. None where it cannot be loaded; callers then do without."""
+on NFS), ``mallopt`` and ``malloc_trim``. None where it cannot be loaded; callers then do without."""
 
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         mallopt(M_ARENA_MAX, arenas)
 
 
-
 def release_free_memory() -> None:
     """(Blocking, a few ms.) Return the free pages inside glibc's heaps to the system (``malloc_trim``)."""
     malloc_trim = getattr(LIBC, "malloc_trim", None)  # glibc only
