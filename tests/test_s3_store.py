@@ -98,9 +98,14 @@ def test_a_hot_read_the_bucket_cuts_never_completes(make_proxy, fakehub: FakeHub
             resp.read()
         assert len(cut.value.partial) <= 2 * 1024 * 1024
         conn.close()
+        # The cut one was the raw GET of a presigned URL (store/rawget.py), not boto3's.
+        gets = [path for method, path, _ in relay.seen if method == "GET" and "/blobs/" in path]
+        assert gets and "X-Amz-Signature=" in gets[-1]
         relay.cut_gets = None
+        spliced = value(scrape(proxy.url), "hubproxy_zero_copy_bytes_total")
         status, _, body = request("GET", url)
         assert status == 200 and body == data
+        assert value(scrape(proxy.url), "hubproxy_zero_copy_bytes_total") - spliced > len(data) - 65536
     finally:
         relay.stop()
 

@@ -54,6 +54,16 @@ def test_reads_over_a_mib_are_exact_and_a_missing_blob_is_none(store: BlobStore,
     assert asyncio.run(_read(store, key, 0, len(data))) == data
     assert asyncio.run(_read(store, key, 5, 2 * 1024 * 1024 + 5)) == data[5:2 * 1024 * 1024 + 5]
 
+    async def spliceable() -> bool:
+        """Whether the body offers its bytes as spans (a file, or the bucket's connection) for zero-copy sending."""
+        body = await store.read(key, 0, len(data), 1 << 20)
+        try:
+            return getattr(body, "spans", None) is not None
+        finally:
+            await body.aclose()  # type: ignore[union-attr]
+
+    assert asyncio.run(spliceable())
+
 
 def test_a_blob_goes_in_is_read_by_range_and_goes_away(store: BlobStore, tmp_path: Path) -> None:
     data = os.urandom(10_000)
