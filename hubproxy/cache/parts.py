@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from hubproxy.direct import route
 from hubproxy.observability import metrics
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
-from hubproxy.upstream.ranged import RangeConnection, RangeFailed, route
+from hubproxy.upstream.ranged import RangeConnection, RangeFailed
 
 if TYPE_CHECKING:
     from hubproxy.cache.fill import Fill

@@ -21,10 +21,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from hubproxy.config import Settings
+from hubproxy.direct import route
 from hubproxy.store.base import is_blob_key
 from hubproxy.store.rawget import RawAnswer, raw_get
 from hubproxy.store.readahead import read_ahead
-from hubproxy.upstream.ranged import route
 
 log = logging.getLogger(__name__)
 

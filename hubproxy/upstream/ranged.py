@@ -9,7 +9,7 @@ buffer with the GIL released (0.2-0.25 s per GiB in the same measurement).
 Only the parts after the probe come this way: the probe (through ``UpstreamClient``) follows the
 redirects, learns the final URL and whether the upstream serves ranges. A connection here never
 follows a redirect and never goes through a proxy: when ``HTTPS_PROXY``/``HTTP_PROXY`` apply to the URL
-(``route`` says None), or the answer is not the asked range, the fill uses ``UpstreamClient`` instead.
+(``direct.route`` says None), or the answer is not the asked range, the fill uses ``UpstreamClient`` instead.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import http.client
 import socket
 import ssl
 import time
-import urllib.request
 from urllib.parse import urlsplit
+
+from hubproxy.direct import route
 
 #: Bytes per ``readinto`` call: small enough that a slow stream still hands over bytes often.
 READ_SLICE = 256 * 1024
@@ -36,18 +37,6 @@ class RangeFailed(Exception):
     @classmethod
     def of(cls, exc: BaseException) -> RangeFailed:
         return cls(f"{type(exc).__name__}: {exc}", timeout=isinstance(exc, TimeoutError))
-
-
-def route(url: str) -> tuple[str, str] | None:
-    """``(scheme, host:port)`` to connect to for ``url``, or None if it must go through ``UpstreamClient``
-    (a proxy applies to it, or it is not plain http/https)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    proxies = urllib.request.getproxies_environment()
-    if proxies.get(parts.scheme) and not urllib.request.proxy_bypass_environment(parts.hostname, proxies):
-        return None
-    return parts.scheme, parts.netloc.lower()
 
 
 class RangeConnection:

@@ -1,10 +1,10 @@
-"""Which URLs a fill's parts may fetch on a direct blocking connection (``upstream/ranged.py``)."""
+"""Which URLs hubproxy may fetch on a direct connection of its own (``direct.py``): fill parts, raw S3 reads."""
 
 from __future__ import annotations
 
 import pytest
 
-from hubproxy.upstream.ranged import route
+from hubproxy.direct import route
 
 
 def test_a_url_with_no_proxy_in_the_way_is_fetched_directly(monkeypatch: pytest.MonkeyPatch) -> None:
