@@ -34,6 +34,7 @@ def _parts_at_once(fakehub: FakeHub, sha: str) -> int:
     next part can start (on a new connection) before the server's thread has noted the end of its last one."""
     return fakehub.peak_streams[sha]
 
+
 def _ranges(hub: FakeHub, sha: str) -> list[tuple[int, int]]:
     """The byte ranges the CDN was asked for, sorted (a request without Range counts as the whole blob)."""
     out = []
