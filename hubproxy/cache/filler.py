@@ -3,9 +3,10 @@
 The download advances ``fill.written``, the prefix of the blob that is all on disk, and the hash
 follows that prefix in worker threads, never on the event loop: bytes written right at the hashed end
 (one stream, or the first part of a parallel fill) are hashed from memory by the thread that writes
-them; parts that landed ahead are read back from the spool file once the prefix reaches them. A filler that takes over a dead
-one's spool file re-hashes the prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes
-reach readers only once the whole blob hashed to its name (``fill.py``).
+them; parts that landed ahead are hashed from the spool file's cached pages (``filehash.py``) once the
+prefix reaches them. A filler that takes over a dead one's spool file re-hashes the prefix it left and
+downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole blob hashed to its
+name (``fill.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from hubproxy.cache.parts import FillError, PartedDownload
 from hubproxy.cache.spool import SpoolFile
+from hubproxy.filehash import ShortFile, hash_file_range
 from hubproxy.store.base import BlobHasher
 from hubproxy.upstream.client import UpstreamClient
 
@@ -24,9 +26,6 @@ if TYPE_CHECKING:
     from hubproxy.cache.fill import Fill
 
 log = logging.getLogger(__name__)
-
-#: Bytes per read when hashing the spool file.
-HASH_READ_BYTES = 8 * 1024 * 1024
 
 __all__ = ["BlobMismatch", "FillError", "Filler"]
 
@@ -121,14 +120,8 @@ class PrefixHasher:
 
 
 def _hash_range(fd: int, hasher: BlobHasher, start: int, end: int) -> int:
-    """(In a thread.) Feed bytes ``[start, end)`` of the file to the hasher; returns ``end``."""
-    buf = bytearray(min(HASH_READ_BYTES, end - start))
-    view = memoryview(buf)
-    pos = start
-    while pos < end:
-        n = os.preadv(fd, [view[: min(len(buf), end - pos)]], pos)
-        if n <= 0:
-            raise FillError("the spool file is shorter than it was")
-        hasher.update(view[:n])
-        pos += n
-    return pos
+    """(In a thread.) Feed bytes ``[start, end)`` of the spool file to the hasher; returns ``end``."""
+    try:
+        return hash_file_range(fd, hasher.update, start, end)
+    except ShortFile as exc:
+        raise FillError(f"the spool file is shorter than it was: {exc}") from exc
