@@ -56,6 +56,29 @@ def test_concurrent_cold_clients_one_upstream_fetch(make_proxy, fakehub: FakeHub
     assert [p.name for p in blobs] == [sha] and tmp == []
 
 
+def test_the_first_bytes_reach_the_client_before_the_upstream_sends_more(proxy: ProxyProcess,
+                                                                         fakehub: FakeHub) -> None:
+    """A cold blob's first bytes go to the client as soon as they arrive, not once a batch is full: here the
+    upstream sends 64 KiB and then waits 4 s before each next piece."""
+    size = 4 * 64 * 1024
+    data, sha = _big(fakehub, "firstbytes", size)
+    fakehub.faults.trickle[sha] = (64 * 1024, 4.0)
+    conn = http.client.HTTPConnection("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]), timeout=60)
+    try:
+        t0 = time.monotonic()
+        conn.request("GET", "/alice/firstbytes/resolve/main/big.safetensors")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        first = resp.read1(64 * 1024)
+        waited = time.monotonic() - t0
+        assert first == data[: len(first)] and first
+        assert waited < 3.0, f"the first bytes came after {waited:.1f} s, with the upstream's second piece"
+        fakehub.faults.trickle.pop(sha)  # the rest at once
+        assert first + resp.read() == data
+    finally:
+        conn.close()
+
+
 def test_range_far_beyond_fill_is_served_at_once(proxy: ProxyProcess, fakehub: FakeHub) -> None:
     size = 40 * 1024 * 1024
     data, sha = _big(fakehub, "farrange", size)

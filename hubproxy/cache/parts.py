@@ -273,7 +273,9 @@ class PartedDownload:
                 if measure and part.pos + held - start_pos >= RAMP_BYTES:
                     measure = False
                     self._judge(part.pos + held - start_pos, now - started)
-                if held >= FLUSH_BYTES or now - last >= FLUSH_INTERVAL or held == part.end - part.pos:
+                # The blob's first bytes are written at once: a client's first byte comes as soon as it can.
+                if (held >= FLUSH_BYTES or now - last >= FLUSH_INTERVAL or held == part.end - part.pos
+                        or not self.fill.written):
                     await self._write(part, batch, held)
                     batch, held, last = [], 0, now
                     if part.pos == part.end:
