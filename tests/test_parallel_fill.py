@@ -171,3 +171,34 @@ def test_an_expired_cdn_link_sends_the_parts_back_through_the_upstream(make_prox
     assert max(Counter(s for s in links if s > links[0]).values()) >= 2
     assert fakehub.blob_bytes[sha] <= 1.02 * size
     assert _stored(proxy, sha).read_bytes() == data
+
+
+def test_a_stalled_parallel_fill_does_not_hold_up_other_requests(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    """Each part in flight keeps a thread blocked on its socket while the upstream is silent. Those threads are the
+    fill's own, not the worker threads that disk, hashing and database calls share: 40 stalled parts (more than
+    that shared pool has threads) leave other requests answered at once."""
+    proxy = make_proxy(workers="1", fill_connections="40", fill_part_bytes=str(MIB), fill_single_stream_mbps="0")
+    fakehub.add_commit("model", "alice/other", {"config.json": b'{"model_type": "bert"}'})
+    other = proxy.url + "/alice/other/resolve/main/config.json"
+    assert request("GET", other)[0] == 200  # cached: what follows needs no upstream
+    data, sha = _blob(fakehub, "stalled", 60 * MIB)
+    fakehub.faults.trickle[sha] = (64 * 1024, 0.05)  # slow: every lane starts and stays busy
+    got: list[bytes] = []
+    with ThreadPoolExecutor(1) as pool:
+        download = pool.submit(lambda: got.append(request("GET", proxy.url + "/alice/stalled/resolve/main/w.safetensors",
+                                                          timeout=120)[2]))
+        deadline = time.monotonic() + 30
+        while fakehub.peak_streams[sha] < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fakehub.peak_streams[sha] >= 40
+        fakehub.faults.trickle[sha] = (64 * 1024, 8.0)  # now every part waits 8 s between pieces
+        time.sleep(0.5)
+        for _ in range(3):
+            t0 = time.monotonic()
+            status, _, body = request("GET", other)
+            waited = time.monotonic() - t0
+            assert status == 200 and body == b'{"model_type": "bert"}'
+            assert waited < 3.0, f"a cached file took {waited:.1f} s while the fill's parts were stalled"
+        fakehub.faults.trickle.pop(sha)
+        download.result(120)
+    assert got == [data]

@@ -12,16 +12,21 @@ the URL the probe was redirected to (a CDN), as Hub clients do; if that URL stop
 through the upstream again. Once the probe has shown that the upstream serves ranges, parts are
 received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
 buffers, off the event loop; an answer those connections cannot take (a redirect, a proxy in the way)
-sends the fill back to the upstream client.
+sends the fill back to the upstream client. When many parts are in flight, each is received and written
+by one thread of its own that only reports its progress to the event loop (one batch costs no hand-offs
+between threads); the blob's one stream instead overlaps receive, write and hash across threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import re
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,10 +47,14 @@ log = logging.getLogger(__name__)
 #: Write to disk in batches of this size, or every FLUSH_INTERVAL seconds (readers see bytes that soon).
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL = 0.05
-#: Batch size of each of several parallel parts received by threads (each holds two such buffers).
+#: Batch size of each of several parallel parts received by threads (one such buffer per part in flight).
 LANE_BATCH_BYTES = 1024 * 1024
 #: Bytes of the probe's answer that measure its stream's speed.
 RAMP_BYTES = 4 * 1024 * 1024
+#: Threads receiving the parts of parallel fills, one per part being received (``fill_connections`` per
+#: fill). Their own pool: a lane blocks on its socket for as long as the upstream is slow, and must neither
+#: wait behind nor hold up the disk, hashing and database calls of the default executor. Idle threads stay.
+_LANES = ThreadPoolExecutor(max_workers=512, thread_name_prefix="fill-lane")
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
 
 
@@ -96,10 +105,14 @@ class PartedDownload:
         self.url = fill.source_path
         #: The probe got a 206: later parts may come on blocking connections read by threads.
         self._ranged = False
+        #: The prefix last written into the spool's lock file, and whether that writer should end.
+        self._published = fill.written
+        self._stopped = False
 
     async def run(self) -> None:
         """Fetch every part; raises ``FillError`` (or a cancellation) and stops the other requests on failure."""
         workers = [asyncio.create_task(self._work(i == 0)) for i in range(self.connections)]
+        publisher = asyncio.create_task(self._publish())
         try:
             done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -108,6 +121,24 @@ class PartedDownload:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            self._stopped = True  # not cancelled: a write into the lock file is never left running
+            self.fill.notify()
+            with contextlib.suppress(BaseException):
+                await publisher
+        if self._published < self.fill.written:
+            await asyncio.to_thread(self.spool.publish, self.fill.written)
+
+    async def _publish(self) -> None:
+        """Write the prefix into the spool's lock file for followers whenever it grew (in a thread: the spool may
+        be on NFS); prefixes that grow while one is written are published together. Any value published was a
+        true prefix when it was read."""
+        while not self._stopped:
+            if self.fill.written > self._published:
+                prefix = self.fill.written
+                await asyncio.to_thread(self.spool.publish, prefix)
+                self._published = prefix
+            else:
+                await self.fill.changed()
 
     async def _work(self, probe: bool) -> None:
         if not probe:
@@ -218,13 +249,16 @@ class PartedDownload:
         if not m or int(m.group(1)) != part.pos:
             conn.close()
             raise _Retryable(f"unexpected Content-Range {content_range!r}")
-        await self._receive_on(conn, part)
+        if self._widen.is_set():
+            await self._receive_lane(conn, part)
+        else:
+            await self._receive_stream(conn, part)
 
-    async def _receive_on(self, conn: RangeConnection, part: Part) -> None:
-        """Receive the answer on ``conn`` into ``part``: a thread reads the next batch into one buffer while the
-        previous batch is written and hashed from the other. What arrived before a drop is kept."""
-        # One stream for the blob gets big batches (fewer hand-offs); parallel lanes small ones (memory).
-        size = min(LANE_BATCH_BYTES if self._widen.is_set() else FLUSH_BYTES, part.end - part.pos)
+    async def _receive_stream(self, conn: RangeConnection, part: Part) -> None:
+        """Receive the answer on ``conn`` into ``part`` when it is the one stream of the blob: a thread reads the
+        next batch into one buffer while the previous batch is written and hashed from the other, so that one
+        connection's receive, write and hash overlap. What arrived before a drop is kept."""
+        size = min(FLUSH_BYTES, part.end - part.pos)
         buffers = (bytearray(size), bytearray(size))
         read_to, which = part.pos, 0
 
@@ -252,6 +286,46 @@ class PartedDownload:
                 reading.cancel()
                 with contextlib.suppress(BaseException):
                     await reading
+
+    async def _receive_lane(self, conn: RangeConnection, part: Part) -> None:
+        """Receive the answer on ``conn`` into ``part`` when many parts are in flight: one worker thread reads a
+        batch and writes it, batch after batch, and tells the event loop where the part got to. (The socket's
+        buffer keeps receiving while a batch is written; the parallel lanes are the overlap.) What arrived
+        before a drop is kept; the hash reads these bytes from the spool once the prefix reaches them."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        start, end = part.pos, part.end
+
+        def landed(pos: int) -> None:
+            metrics.UPSTREAM_BYTES.inc(pos - part.pos)
+            self._advance(part, pos - part.pos)
+
+        def lane() -> None:
+            buf = bytearray(min(LANE_BATCH_BYTES, end - start))
+            pos = start
+            with memoryview(buf) as view:
+                while pos < end and not stop.is_set():
+                    got = conn.read_into(buf, min(len(buf), end - pos), FLUSH_INTERVAL)
+                    if not got or stop.is_set():
+                        return
+                    self.spool.write_at([view[:got]], pos)
+                    pos += got
+                    loop.call_soon_threadsafe(landed, pos)
+
+        # Submitted from a worker thread: starting a new pool thread waits for it to run, which on a busy
+        # machine held the event loop for 100 ms and more when a fill's lanes started together.
+        submitting = asyncio.ensure_future(asyncio.to_thread(_LANES.submit, contextvars.copy_context().run, lane))
+        running: Future[None] | None = None
+        try:
+            running = await asyncio.shield(submitting)
+            await asyncio.wrap_future(running)
+        finally:
+            if running is None or not running.done():  # failed elsewhere or cancelled: stop the thread, wait
+                stop.set()
+                conn.close()
+                with contextlib.suppress(BaseException):
+                    running = running or await submitting
+                    await asyncio.wrap_future(running)
 
     async def _receive(self, resp: aiohttp.ClientResponse, part: Part, skip: int, measure: bool = False) -> None:
         """Write the answer's body into ``part`` in batches; what arrived before a drop is kept. ``measure``: the
@@ -302,6 +376,10 @@ class PartedDownload:
                 self.hasher.advance(hashed)
         else:
             await asyncio.to_thread(self.spool.write_at, batch, part.pos)
+        self._advance(part, size)
+
+    def _advance(self, part: Part, size: int) -> None:
+        """``size`` more bytes of ``part`` are written: move the prefix if they extend it, and wake its followers."""
         part.pos += size
         while self._head < len(self.parts) and self.parts[self._head].pos == self.parts[self._head].end:
             self._head += 1
@@ -309,6 +387,3 @@ class PartedDownload:
         if prefix > self.fill.written:
             self.fill.written = prefix
             self.fill.notify()
-            # For followers; a thread, as the spool may be on NFS. Out of order is harmless: any value
-            # published was a true prefix when it was computed.
-            await asyncio.to_thread(self.spool.publish, prefix)
