@@ -111,20 +111,23 @@ class PartedDownload:
 
     async def run(self) -> None:
         """Fetch every part; raises ``FillError`` (or a cancellation) and stops the other requests on failure."""
-        workers = [asyncio.create_task(self._work(i == 0)) for i in range(self.connections)]
+        workers = {asyncio.create_task(self._work(i == 0)) for i in range(self.connections)}
         publisher = asyncio.create_task(self._publish())
         try:
-            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
+            pending = workers | {publisher}
+            while pending - {publisher}:  # the publisher ends only when told to, or if it fails
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # the first failure (of a part, or of the publisher) ends the download
         finally:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            self._stopped = True  # not cancelled: a write into the lock file is never left running
+            self._stopped = True  # told, not cancelled: a write into the lock file is never left running
             self.fill.notify()
-            with contextlib.suppress(BaseException):
-                await publisher
+            await asyncio.wait([publisher])
+            if not publisher.cancelled():
+                publisher.exception()  # retrieved (raised above if it came first)
         if self._published < self.fill.written:
             await asyncio.to_thread(self.spool.publish, self.fill.written)
 
