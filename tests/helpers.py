@@ -118,6 +118,18 @@ def request(method: str, url: str, headers: dict[str, str] | None = None, body: 
         conn.close()
 
 
+def read_head(sock: socket.socket) -> bytes:
+    """Receive from ``sock`` until an HTTP head's blank line; everything that arrived (without that blank line if
+    the peer closed first)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def get_cut_before_the_end(port: int, path: str, size: int) -> int:
     """GET a file whose fill fails verification: the answer promises ``size`` bytes and is cut before the last
     one. Returns how many bytes arrived."""

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import socket
 
-from tests.helpers import ProxyProcess
+from tests.helpers import ProxyProcess, read_head
 
 PATH = "/alice/files/resolve/main/config.json"
 
 
 def _answer(sock: socket.socket) -> tuple[bytes, bytes]:
     """One answer to a HEAD: its status line and lower-cased header block."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head = data.split(b"\r\n\r\n", 1)[0]
+    head = read_head(sock).split(b"\r\n\r\n", 1)[0]
     return head.split(b"\r\n", 1)[0], head.lower()
 
 

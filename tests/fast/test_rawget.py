@@ -17,6 +17,7 @@ from hubproxy.http_protocol import _splice_step
 from hubproxy.store.bodies import SocketSpan, WrappedBody
 from hubproxy.store.rawget import raw_get
 from hubproxy.store.s3 import S3BlobStore
+from tests.helpers import read_head
 
 DATA = os.urandom(5 * 1024 * 1024 + 11)
 
@@ -39,13 +40,8 @@ class _OneShotServer:
                 return
             # A client that hangs up early (a test cutting a body) is not an error of the server.
             with conn, contextlib.suppress(OSError):
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    got = conn.recv(65536)
-                    if not got:
-                        break
-                    request += got
-                else:
+                request = read_head(conn)
+                if b"\r\n\r\n" in request:
                     self.requests.append(request)
                     conn.sendall(self.answer)
 
