@@ -128,18 +128,18 @@ class PartedDownload:
             await asyncio.wait([publisher])
             if not publisher.cancelled():
                 publisher.exception()  # retrieved (raised above if it came first)
-        if self._published < self.fill.written:
-            await asyncio.to_thread(self.spool.publish, self.fill.written)
 
     async def _publish(self) -> None:
         """Write the prefix into the spool's lock file for followers whenever it grew (in a thread: the spool may
-        be on NFS); prefixes that grow while one is written are published together. Any value published was a
-        true prefix when it was read."""
-        while not self._stopped:
+        be on NFS), the last one included once told to stop; prefixes that grow while one is written are
+        published together. Any value published was a true prefix when it was read."""
+        while True:
             if self.fill.written > self._published:
                 prefix = self.fill.written
                 await asyncio.to_thread(self.spool.publish, prefix)
                 self._published = prefix
+            elif self._stopped:
+                return
             else:
                 await self.fill.changed()
 
