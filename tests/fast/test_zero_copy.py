@@ -1,0 +1,127 @@
+"""The zero-copy sender (``http_protocol.ZeroCopy``) on a real loopback TCP connection: every byte arrives,
+the socket is corked while the bytes move and uncorked once they have (so the tail and the next answer on a
+keep-alive connection are not held back)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from hubproxy import http_protocol
+from hubproxy.http_protocol import ZeroCopy
+
+#: Not a multiple of any segment size: a tail that a socket left corked would hold back.
+SIZE = 3 * 1024 * 1024 + 777
+
+
+class _Transport:
+    """What ``ZeroCopy`` asks of uvicorn's transport: the socket, its write buffer, whether it is closing."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def get_extra_info(self, name: str) -> socket.socket | None:
+        return self.sock if name == "socket" else None
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def connection() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(server side, client side) of a TCP connection on loopback; the server side non-blocking, as uvicorn's."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=10)
+        server, _ = listener.accept()
+    server.setblocking(False)
+    try:
+        yield server, client
+    finally:
+        server.close()
+        client.close()
+
+
+def _receive(sock: socket.socket, size: int, into: bytearray) -> threading.Thread:
+    def run() -> None:
+        while len(into) < size:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return
+            into.extend(chunk)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _corked(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+
+
+def test_a_file_is_sent_whole_from_a_corked_socket_that_is_uncorked_after(
+        connection: tuple[socket.socket, socket.socket], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, client = connection
+    data = os.urandom(SIZE + 100)
+    (tmp_path / "blob").write_bytes(data)
+    cork_while_sending: list[int] = []
+    send_step = http_protocol._send_step
+
+    def watched_step(sock: int, fd: int, offset: int, count: int) -> int:
+        cork_while_sending.append(_corked(server))
+        return send_step(sock, fd, offset, count)
+
+    monkeypatch.setattr(http_protocol, "_send_step", watched_step)
+    monkeypatch.setattr(http_protocol, "SENDFILE_STEP", 1024 * 1024)  # several steps
+    cycle = SimpleNamespace(expected_content_length=SIZE)
+    sender = ZeroCopy(SimpleNamespace(transport=_Transport(server)), cycle)
+    received = bytearray()
+    reader = _receive(client, SIZE, received)
+    fd = os.open(tmp_path / "blob", os.O_RDONLY)
+    try:
+        sent = asyncio.run(sender(fd, 100, SIZE))
+    finally:
+        os.close(fd)
+    reader.join(10)
+    assert sent == SIZE and bytes(received) == data[100:]
+    assert cork_while_sending == [1] * 4
+    assert _corked(server) == 0
+    assert cycle.expected_content_length == 0  # uvicorn is told these bytes went out
+
+
+def test_an_answer_given_up_mid_way_leaves_the_socket_uncorked(
+        connection: tuple[socket.socket, socket.socket], tmp_path: Path) -> None:
+    server, client = connection
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    size = 256 * 1024 * 1024  # far more than the sockets' buffers take
+    with open(tmp_path / "blob", "wb") as f:
+        f.truncate(size)
+    sender = ZeroCopy(SimpleNamespace(transport=_Transport(server)), SimpleNamespace(expected_content_length=size))
+    fd = os.open(tmp_path / "blob", os.O_RDONLY)
+    corked_before_cancel = []
+
+    async def give_up() -> None:
+        sending = asyncio.create_task(sender(fd, 0, size))  # the client reads nothing: the step blocks
+        await asyncio.sleep(0.3)
+        corked_before_cancel.append(_corked(server))
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        assert _corked(server) == 0
+        client.close()  # lets the blocked step end
+
+    try:
+        asyncio.run(give_up())
+    finally:
+        os.close(fd)
+    assert corked_before_cancel == [1]
