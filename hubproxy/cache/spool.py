@@ -17,6 +17,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import threading
 from pathlib import Path
 
 from hubproxy.libc import LIBC
@@ -58,6 +59,10 @@ class SpoolFile:
         self.resume_from = min(held, os.fstat(self._fd).st_size)
         self._end = self.resume_from  # where ``write`` appends
         self._closed = False
+        #: Writers of this file take turns here. The kernel serializes writes to one file anyway (the inode's
+        #: lock), but its waiters spin while the writer runs: a parallel fill's lanes spent 12% of the machine's
+        #: CPU samples spinning there during a 1 GiB fill (perf). Waiting here, they sleep and leave the core.
+        self._writing = threading.Lock()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data`` after what was written so far, and publish the new prefix."""
@@ -66,16 +71,17 @@ class SpoolFile:
         self.publish(self._end)
 
     def write_at(self, buffers: list[bytes] | list[bytes | bytearray | memoryview], offset: int) -> None:
-        """Write ``buffers`` one after another from ``offset`` (one system call per batch)."""
+        """Write ``buffers`` one after another from ``offset`` (one system call per batch); threads take turns."""
         views = [memoryview(b) for b in buffers if len(b)]
-        while views:
-            n = os.pwritev(self._fd, views[:512], offset)  # IOV_MAX is 1024 on Linux
-            offset += n
-            while views and n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            if n:
-                views[0] = views[0][n:]
+        with self._writing:
+            while views:
+                n = os.pwritev(self._fd, views[:512], offset)  # IOV_MAX is 1024 on Linux
+                offset += n
+                while views and n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                if n:
+                    views[0] = views[0][n:]
 
     def reserve(self, size: int) -> None:
         """Allocate the file's ``size`` bytes on disk up front, where the filesystem can (ext4, xfs): writing
