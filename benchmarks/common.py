@@ -82,27 +82,44 @@ def start_hubproxy(upstream: str, data_dir: Path, workdir: Path, **settings: str
     return proc, url
 
 
-def start_nginx(root: Path, workdir: Path) -> tuple[Proc, str]:
+def _run_nginx(workdir: Path, name: str, server: str, probe: str) -> tuple[Proc, str]:
+    """nginx (2 workers, sendfile and tcp_nopush on, no access log) with one ``server`` block; ``{port}`` in
+    ``server`` is its port. Returns the process and its base URL once ``probe`` (a path) answers."""
     port = free_port()
-    conf = workdir / "nginx.conf"
+    conf = workdir / f"{name}.conf"
+    server = server.replace("{port}", str(port))
     conf.write_text(f"""
 worker_processes 2;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log;
+pid {workdir}/{name}.pid;
+error_log {workdir}/{name}-error.log;
 daemon off;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
   sendfile on; tcp_nopush on;
-  client_body_temp_path {workdir}/nginx-body; proxy_temp_path {workdir}/nginx-proxy;
-  fastcgi_temp_path {workdir}/nginx-fcgi; uwsgi_temp_path {workdir}/nginx-uwsgi; scgi_temp_path {workdir}/nginx-scgi;
-  server {{ listen 127.0.0.1:{port}; root {root}; }}
+  client_body_temp_path {workdir}/{name}-body; proxy_temp_path {workdir}/{name}-proxy;
+  fastcgi_temp_path {workdir}/{name}-fcgi; uwsgi_temp_path {workdir}/{name}-uwsgi; scgi_temp_path {workdir}/{name}-scgi;
+  {server}
 }}
 """)
-    proc = Proc(["nginx", "-c", str(conf)], log=workdir / "nginx.out")
+    proc = Proc(["nginx", "-c", str(conf)], log=workdir / f"{name}.out")
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/" + SMALL)
+    wait_http(url + probe)
     return proc, url
+
+
+def start_nginx(root: Path, workdir: Path) -> tuple[Proc, str]:
+    """nginx serving the files under ``root`` (the reference for hot reads)."""
+    return _run_nginx(workdir, "nginx", f"server {{ listen 127.0.0.1:{{port}}; root {root}; }}", "/" + SMALL)
+
+
+def start_nginx_proxy(origin: str, workdir: Path, probe: str) -> tuple[Proc, str]:
+    """nginx as a streaming reverse proxy of ``origin`` (``http://host:port``; responses not buffered to disk or
+    held, the ``Host`` header the origin's own, so presigned URLs stay valid): a peer for relayed reads."""
+    netloc = origin.split("://", 1)[1]
+    server = (f"server {{ listen 127.0.0.1:{{port}}; location / {{ proxy_pass {origin}; proxy_buffering off; "
+              f"proxy_http_version 1.1; proxy_set_header Host {netloc}; }} }}")
+    return _run_nginx(workdir, "nginx-proxy", server, probe)
 
 
 def start_olah(olah_bin: str, upstream: str, cdn: str, workdir: Path) -> tuple[Proc, str]:

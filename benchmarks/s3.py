@@ -2,7 +2,9 @@
 
 Runs moto in server mode (``moto_server``) as the S3 endpoint, the fake hub as the upstream, and
 prints ratios measured in the same run (medians of alternating pairs), as ../shared/BENCHMARKS.md
-asks. Run: ``python benchmarks/s3.py [--size-mib 256]``.
+asks. Hot streamed reads are also set against curl reading the object from the bucket itself and against
+nginx relaying that same GET as a reverse proxy (what the extra hop costs a general-purpose proxy).
+Run: ``python benchmarks/s3.py [--size-mib 256]`` (needs nginx for the proxy row).
 """
 
 from __future__ import annotations
@@ -17,7 +19,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boto3  # noqa: E402
-from common import BIG, REPO, SMALL, Proc, curl_time, free_port, pairs, sha256_file, start_fakehub, wait_http  # noqa: E402
+from common import (  # noqa: E402
+    BIG,
+    REPO,
+    SMALL,
+    Proc,
+    curl_time,
+    free_port,
+    pairs,
+    sha256_file,
+    start_fakehub,
+    start_nginx_proxy,
+    wait_http,
+)
 
 
 def start_hubproxy_s3(upstream: str, data_dir: Path, endpoint: str, bucket: str, redirect: bool,
@@ -110,6 +124,12 @@ def main() -> int:
                     "get_object", Params={"Bucket": "hot", "Key": f"hubproxy/blobs/{sha[:2]}/{sha}"}, ExpiresIn=3600)
                 pairs("S3 store, hot, streamed through hubproxy, throughput (x curl GET of a presigned URL)",
                       lambda big=big: size / curl_time(big), lambda p=presigned: size / curl_time(p), args.rounds, True)
+                # A peer for the hop itself: nginx relaying the same presigned GET as a streaming reverse proxy.
+                proxy, proxy_url = start_nginx_proxy(endpoint, work, "/")
+                procs.append(proxy)
+                relayed = proxy_url + presigned.split(endpoint, 1)[1]
+                pairs("S3 store, hot, streamed through hubproxy, throughput (x nginx proxying the presigned GET)",
+                      lambda big=big: size / curl_time(big), lambda r=relayed: size / curl_time(r), args.rounds, True)
     finally:
         for p in reversed(procs):
             p.stop()
