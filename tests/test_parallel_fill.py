@@ -113,6 +113,33 @@ def test_a_fast_upstream_keeps_one_stream(make_proxy, fakehub: FakeHub) -> None:
     assert _ranges(fakehub, sha) == [(0, 2 * MIB), (2 * MIB, size)] and fakehub.peak_streams[sha] == 1
 
 
+def test_the_one_stream_of_a_fast_upstream_resumes_after_a_drop(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    proxy = make_proxy(**{**PARALLEL, "fill_single_stream_mbps": "0.001"})
+    size = 24 * MIB
+    data, sha = _blob(fakehub, "fastdrop", size)
+    cut = 13 * MIB + 777  # inside the one answer that follows the probe
+    fakehub.faults.drop_after[sha] = [cut, 1]
+    fakehub.reset_counts()
+    status, _, body = request("GET", proxy.url + "/alice/fastdrop/resolve/main/w.safetensors")
+    assert status == 200 and body == data
+    ranges = _ranges(fakehub, sha)
+    assert ranges[:2] == [(0, 2 * MIB), (2 * MIB, size)]
+    assert len(ranges) == 3 and 2 * MIB < ranges[2][0] <= cut and ranges[2][1] == size  # only the rest, once
+    assert fakehub.blob_bytes[sha] <= 1.02 * size
+
+
+def test_a_corrupt_byte_in_the_one_stream_never_completes_a_file(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    """The one stream's bytes are hashed from the spool file as the prefix reaches them, like the parts'."""
+    proxy = make_proxy(**{**PARALLEL, "fill_single_stream_mbps": "0.001"})
+    size = 24 * MIB
+    data, sha = _blob(fakehub, "fastcorrupt", size)
+    fakehub.faults.corrupt_next[sha] = 1  # the middle byte, in the answer after the probe
+    assert get_cut_before_the_end(proxy.port, "/alice/fastcorrupt/resolve/main/w.safetensors", size) < size
+    assert not _stored(proxy, sha).exists()
+    status, _, body = get_after_refill_wait(proxy.url + "/alice/fastcorrupt/resolve/main/w.safetensors")
+    assert status == 200 and body == data
+
+
 def test_a_corrupt_byte_in_one_part_never_completes_a_file(make_proxy, fakehub: FakeHub,  # noqa: ANN001
                                                            tmp_path: Path) -> None:
     proxy = make_proxy(**PARALLEL)

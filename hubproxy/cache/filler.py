@@ -2,9 +2,9 @@
 
 The download advances ``fill.written``, the prefix of the blob that is all on disk, and the hash
 follows that prefix in worker threads, never on the event loop: bytes written right at the hashed end
-by the blob's one stream or by the probe are hashed from memory beside their write; the rest (what the
-lanes of a parallel fill receive) is hashed from the spool file's cached pages (``filehash.py``) once
-the prefix reaches it. A filler that takes over a dead one's spool file re-hashes the prefix it left and
+by the probe (or by the upstream client's stream) are hashed from memory beside their write; the rest
+(what the lanes receive on blocking connections: nearly every byte) is hashed from the spool file's
+cached pages (``filehash.py``) once the prefix reaches it. A filler that takes over a dead one's spool file re-hashes the prefix it left and
 downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole blob hashed to its
 name (``fill.py``).
 """

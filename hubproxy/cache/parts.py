@@ -12,9 +12,9 @@ the URL the probe was redirected to (a CDN), as Hub clients do; if that URL stop
 through the upstream again. Once the probe has shown that the upstream serves ranges, parts are
 received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
 buffers, off the event loop; an answer those connections cannot take (a redirect, a proxy in the way)
-sends the fill back to the upstream client. When many parts are in flight, each is received and written
-by one thread of its own that only reports its progress to the event loop (one batch costs no hand-offs
-between threads); the blob's one stream instead overlaps receive, write and hash across threads.
+sends the fill back to the upstream client. Each part so received (the blob's one stream after the probe,
+or each of many parts) is received and written by one thread of its own that only reports its progress to
+the event loop (one batch costs no hand-offs between threads); the hash follows the prefix from the spool.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 #: Write to disk in batches of this size, or every FLUSH_INTERVAL seconds (readers see bytes that soon).
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL = 0.05
-#: Batch size of each of several parallel parts received by threads (one such buffer per part in flight).
+#: Batch size of each part received by a thread (one such buffer per part in flight).
 LANE_BATCH_BYTES = 1024 * 1024
 #: Bytes of the probe's answer that measure its stream's speed.
 RAMP_BYTES = 4 * 1024 * 1024
@@ -252,49 +252,14 @@ class PartedDownload:
         if not m or int(m.group(1)) != part.pos:
             conn.close()
             raise _Retryable(f"unexpected Content-Range {content_range!r}")
-        if self._widen.is_set():
-            await self._receive_lane(conn, part)
-        else:
-            await self._receive_stream(conn, part)
-
-    async def _receive_stream(self, conn: RangeConnection, part: Part) -> None:
-        """Receive the answer on ``conn`` into ``part`` when it is the one stream of the blob: a thread reads the
-        next batch into one buffer while the previous batch is written and hashed from the other, so that one
-        connection's receive, write and hash overlap. What arrived before a drop is kept."""
-        size = min(FLUSH_BYTES, part.end - part.pos)
-        buffers = (bytearray(size), bytearray(size))
-        read_to, which = part.pos, 0
-
-        def read(buf: bytearray) -> asyncio.Future[int]:
-            return asyncio.ensure_future(asyncio.to_thread(conn.read_into, buf, min(size, part.end - read_to),
-                                                           FLUSH_INTERVAL))
-
-        reading: asyncio.Future[int] | None = read(buffers[0])
-        try:
-            while reading is not None:
-                got = await reading
-                reading = None
-                if not got:
-                    return
-                metrics.UPSTREAM_BYTES.inc(got)
-                read_to += got
-                if read_to < part.end:
-                    reading = read(buffers[1 - which])
-                with memoryview(buffers[which]) as view:
-                    await self._write(part, [view[:got]], got)
-                which = 1 - which
-        finally:
-            if reading is not None:  # failed or cancelled while a thread still reads: wake it, leave it
-                conn.close()
-                reading.cancel()
-                with contextlib.suppress(BaseException):
-                    await reading
+        await self._receive_lane(conn, part)
 
     async def _receive_lane(self, conn: RangeConnection, part: Part) -> None:
-        """Receive the answer on ``conn`` into ``part`` when many parts are in flight: one worker thread reads a
-        batch and writes it, batch after batch, and tells the event loop where the part got to. (The socket's
-        buffer keeps receiving while a batch is written; the parallel lanes are the overlap.) What arrived
-        before a drop is kept; the hash reads these bytes from the spool once the prefix reaches them."""
+        """Receive the answer on ``conn`` into ``part``: one worker thread reads a batch and writes it, batch after
+        batch, and tells the event loop where the part got to. The socket's buffer keeps receiving while a batch
+        is written, and the hash follows the prefix in a thread of its own, reading these bytes from the spool
+        once the prefix reaches them: receive-and-write and hash overlap without a hand-off per batch, for one
+        stream as for many parts. What arrived before a drop is kept."""
         loop = asyncio.get_running_loop()
         stop = threading.Event()
         start, end = part.pos, part.end
