@@ -131,7 +131,10 @@ class ZeroCopy:
 
 
 def _cork(client: Any, on: bool) -> None:
-    """Set or clear ``TCP_CORK`` on the client's socket (nothing for a socket without it, or one gone)."""
+    """Set or clear ``TCP_CORK`` on the client's socket (nothing for a socket without it, or one the transport
+    closed already: a client that went away has nothing left to flush)."""
+    if client is None or client.fileno() < 0:
+        return
     with contextlib.suppress(OSError):
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
 

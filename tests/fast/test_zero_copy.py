@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import uvloop
 
 from hubproxy import http_protocol
 from hubproxy.http_protocol import ZeroCopy
@@ -125,3 +126,44 @@ def test_an_answer_given_up_mid_way_leaves_the_socket_uncorked(
     finally:
         os.close(fd)
     assert corked_before_cancel == [1]
+
+
+
+def test_a_client_gone_while_bytes_move_gets_what_was_sent_and_no_error(tmp_path: Path) -> None:
+    """On uvloop's own transport (uvicorn's): the client reads a little and resets, the transport sees the
+    connection lost and closes its socket before the sender resumes. The bytes that went out are reported and
+    nothing is raised (uvloop's socket object raises ValueError, not OSError, once closed)."""
+    size = 256 * 1024 * 1024
+    with open(tmp_path / "blob", "wb") as f:
+        f.truncate(size)
+
+    async def serve_one() -> int:
+        loop = asyncio.get_running_loop()
+        accepted: asyncio.Future[asyncio.BaseTransport] = loop.create_future()
+
+        class Accept(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.set_result(transport)
+
+        server = await loop.create_server(Accept, "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname(), timeout=10)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        transport = await accepted
+        threading.Timer(0.2, _reset, (client,)).start()
+        sender = ZeroCopy(SimpleNamespace(transport=transport), SimpleNamespace(expected_content_length=size))
+        fd = os.open(tmp_path / "blob", os.O_RDONLY)
+        try:
+            return await sender(fd, 0, size)
+        finally:
+            os.close(fd)
+            server.close()
+
+    sent = uvloop.run(serve_one())
+    assert 0 < sent < size
+
+
+def _reset(sock: socket.socket) -> None:
+    """Read a little, then close with unread bytes pending: the peer gets a reset."""
+    sock.recv(65536)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
