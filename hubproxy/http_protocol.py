@@ -75,24 +75,15 @@ class ZeroCopy:
         """Send bytes ``[offset, offset + count)`` of the open file ``fd``."""
         if not await self._drained():
             return 0
-        sock = self.protocol.transport.get_extra_info("socket").fileno()
-        return await self._move(lambda sent, step: _send_step(sock, fd, offset + sent, step), count)
+        return await self._move(lambda own, sent, step: _send_step(own[0], own[1], offset + sent, step), count, fd)
 
     async def splice(self, source: socket.socket, count: int) -> int:
         """Move the next ``count`` bytes arriving on ``source`` to the client without reading them."""
         if not await self._drained():
             return 0
-        sock = self.protocol.transport.get_extra_info("socket").fileno()
         timeout = source.gettimeout() or STALL_SECONDS
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # a smaller pipe only costs more calls
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        try:
-            return await self._move(
-                lambda _sent, step: _splice_step(source.fileno(), read_end, write_end, sock, step, timeout), count)
-        finally:
-            os.close(read_end)
-            os.close(write_end)
+        return await self._move(lambda own, _sent, step: _splice_through_pipe(own[1], own[0], step, timeout), count,
+                                source.fileno())
 
     async def _drained(self) -> bool:
         """Wait until what was sent before (the headers) has left; False if the client is gone or takes nothing."""
@@ -105,8 +96,15 @@ class ZeroCopy:
             await asyncio.sleep(0.001)  # the headers (and anything before) leave first, in order
         return not transport.is_closing()
 
-    async def _move(self, step: Callable[[int, int], int], count: int) -> int:
-        """Run ``step(sent, at_most)`` in worker threads until ``count`` bytes went out or a step falls short.
+    async def _move(self, step: Callable[[tuple[int, int], int, int], int], count: int, source: int) -> int:
+        """Run ``step((client, source), sent, at_most)`` in worker threads until ``count`` bytes went out or a step
+        falls short.
+
+        Each step gets descriptors of its own for the client's socket and the ``source`` (``os.dup``, made here
+        on the event loop, closed by the step's thread when it ends). The transport closes its socket when the
+        connection is lost, and the request's body closes its file when the answer is given up, both while a
+        step may still run; a number they free is soon another connection's, and a step using the shared
+        numbers would then send one client's bytes down another client's connection.
 
         The client's socket is corked meanwhile (``TCP_CORK``, what nginx's ``tcp_nopush`` does around
         ``sendfile``): the kernel sends only full segments, so the client handles fewer, larger packets (1 GiB
@@ -116,9 +114,10 @@ class ZeroCopy:
         sent = 0
         _cork(client, True)
         try:
-            while sent < count and not transport.is_closing():
+            while sent < count and not transport.is_closing() and client.fileno() >= 0:
                 asked = min(SENDFILE_STEP, count - sent)
-                n = await asyncio.to_thread(step, sent, asked)
+                own = _duplicates(client.fileno(), source)
+                n = await asyncio.to_thread(_run_owned, step, own, sent, asked)
                 sent += n
                 if n < asked:
                     break  # the client or the source is gone or stalled
@@ -137,6 +136,37 @@ def _cork(client: Any, on: bool) -> None:
         return
     with contextlib.suppress(OSError):
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+
+
+def _duplicates(client: int, source: int) -> tuple[int, int]:
+    """Descriptors of our own for the client's socket and the source (a file or a socket)."""
+    own = os.dup(client)
+    try:
+        return own, os.dup(source)
+    except OSError:
+        os.close(own)
+        raise
+
+
+def _run_owned(step: Callable[[tuple[int, int], int, int], int], own: tuple[int, int], sent: int, asked: int) -> int:
+    """(In a thread.) ``step`` on descriptors of its own, closed when it ends (also when nobody waits any more)."""
+    try:
+        return step(own, sent, asked)
+    finally:
+        for fd in own:
+            os.close(fd)
+
+
+def _splice_through_pipe(source: int, sock: int, count: int, timeout: float) -> int:
+    """(In a thread.) ``_splice_step`` through a pipe of its own, closed when it ends."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):  # a smaller pipe only costs more calls
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        return _splice_step(source, read_end, write_end, sock, count, timeout)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def _send_step(sock: int, fd: int, offset: int, count: int) -> int:

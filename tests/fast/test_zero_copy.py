@@ -1,6 +1,6 @@
-"""The zero-copy sender (``http_protocol.ZeroCopy``) on a real loopback TCP connection: every byte arrives,
+"""The zero-copy sender (``http_protocol.ZeroCopy``) on real loopback TCP connections: every byte arrives,
 the socket is corked while the bytes move and uncorked once they have (so the tail and the next answer on a
-keep-alive connection are not held back)."""
+keep-alive connection are not held back), and a lost connection's bytes never reach another connection."""
 
 from __future__ import annotations
 
@@ -160,6 +160,68 @@ def test_a_client_gone_while_bytes_move_gets_what_was_sent_and_no_error(tmp_path
 
     sent = uvloop.run(serve_one())
     assert 0 < sent < size
+
+
+
+def test_bytes_never_go_to_a_connection_that_took_a_lost_connections_number(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transport closes its socket when the connection is lost, while a step still waits to send more; a new
+    connection then takes the freed number. The step's bytes must not go down that new connection."""
+    monkeypatch.setattr(http_protocol, "STALL_SECONDS", 3.0)
+    size = 256 * 1024 * 1024
+    with open(tmp_path / "blob", "wb") as f:
+        f.truncate(size)
+    stray: list[int] = []
+
+    async def lose_and_reuse() -> None:
+        loop = asyncio.get_running_loop()
+        accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+        class Accept(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.set_result(transport)  # type: ignore[arg-type]
+
+        server = await loop.create_server(Accept, "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname(), timeout=10)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        transport = await accepted
+        number = transport.get_extra_info("socket").fileno()
+        sender = ZeroCopy(SimpleNamespace(transport=transport), SimpleNamespace(expected_content_length=size))
+        fd = os.open(tmp_path / "blob", os.O_RDONLY)
+        sending = asyncio.ensure_future(sender(fd, 0, size))
+        await asyncio.sleep(0.3)  # the step waits for the client to take more
+        listener = socket.create_server(("127.0.0.1", 0))
+        transport.abort()  # the connection is lost: the transport closes its socket
+        await asyncio.sleep(0.05)
+        pairs = []
+        for _ in range(20):  # new connections until one takes the freed number
+            near = socket.create_connection(listener.getsockname())
+            far, _ = listener.accept()
+            near.setblocking(False)
+            far.setblocking(False)
+            pairs.append((near, far))
+            if number in (near.fileno(), far.fileno()):
+                break
+        assert number in (pairs[-1][0].fileno(), pairs[-1][1].fileno())
+        near, far = pairs[-1]
+        peer = far if near.fileno() == number else near
+        peer.settimeout(0.5)
+        client.recv(1 << 20)  # the lost connection's client reads: a waiting step may go on
+        client.close()
+        try:
+            stray.append(len(await loop.run_in_executor(None, peer.recv, 1 << 20)))
+        except TimeoutError:
+            stray.append(0)
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+        listener.close()
+        await asyncio.wait_for(sending, 10)
+        os.close(fd)
+        server.close()
+
+    uvloop.run(lose_and_reuse())
+    assert stray == [0]
 
 
 def _reset(sock: socket.socket) -> None:
