@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import select
 import socket
@@ -38,6 +39,7 @@ SENDFILE_STEP = 16 * 1024 * 1024
 PIPE_BYTES = 1024 * 1024
 #: Seconds a client may take to accept more bytes before the answer is given up.
 STALL_SECONDS = 60.0
+log = logging.getLogger(__name__)
 EXTENSION = "hubproxy.sendfile"
 #: Key of an (empty) ``http.response.body`` message that tells middleware how many bytes went out zero-copy
 #: (0 just before the first ones leave: the time to first byte).
@@ -116,7 +118,11 @@ class ZeroCopy:
         try:
             while sent < count and not transport.is_closing() and client.fileno() >= 0:
                 asked = min(SENDFILE_STEP, count - sent)
-                own = _duplicates(client.fileno(), source)
+                try:
+                    own = _duplicates(client.fileno(), source)
+                except OSError as exc:  # out of descriptors (EMFILE): this answer ends short, the process goes on
+                    log.warning("zero-copy answer cut after %d bytes: %s", sent, exc)
+                    break
                 n = await asyncio.to_thread(_run_owned, step, own, sent, asked)
                 sent += n
                 if n < asked:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import threading
@@ -222,6 +223,35 @@ def test_bytes_never_go_to_a_connection_that_took_a_lost_connections_number(
 
     uvloop.run(lose_and_reuse())
     assert stray == [0]
+
+
+
+def test_no_descriptor_left_for_a_step_ends_the_answer_short(
+        connection: tuple[socket.socket, socket.socket], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of descriptors (EMFILE) before a step: the answer ends with the bytes sent so far, nothing raised."""
+    server, client = connection
+    (tmp_path / "blob").write_bytes(os.urandom(SIZE))
+    monkeypatch.setattr(http_protocol, "SENDFILE_STEP", 1024 * 1024)
+    real_dup, dups = os.dup, [0]
+
+    def dup_until_exhausted(fd: int) -> int:
+        dups[0] += 1
+        if dups[0] > 4:  # two steps' worth (the socket and the file each)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_dup(fd)
+
+    monkeypatch.setattr(http_protocol.os, "dup", dup_until_exhausted)
+    received = bytearray()
+    reader = _receive(client, 2 * 1024 * 1024, received)
+    fd = os.open(tmp_path / "blob", os.O_RDONLY)
+    try:
+        sent = asyncio.run(ZeroCopy(SimpleNamespace(transport=_Transport(server)),
+                                    SimpleNamespace(expected_content_length=SIZE))(fd, 0, SIZE))
+    finally:
+        os.close(fd)
+    reader.join(10)
+    assert sent == 2 * 1024 * 1024 == len(received)
+    assert _corked(server) == 0
 
 
 def _reset(sock: socket.socket) -> None:
