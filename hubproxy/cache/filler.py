@@ -1,11 +1,10 @@
 """Filling one blob: download it into its spool file (``parts.py``), hash it as it grows, verify it.
 
 The download advances ``fill.written``, the prefix of the blob that is all on disk, and the hash
-follows that prefix in worker threads, never on the event loop: bytes written right at the hashed end
-by the probe (or by the upstream client's stream) are hashed from memory beside their write; the rest
-(what the lanes receive on blocking connections: nearly every byte) is hashed from the spool file's
-cached pages (``filehash.py``) once the prefix reaches it. A filler that takes over a dead one's spool file re-hashes the prefix it left and
-downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole blob hashed to its
+follows that prefix on a worker thread of its own, never on the event loop: every byte is hashed from the
+spool file's cached pages (``filehash.py``) once the prefix reaches it, whichever connection brought it, so
+receiving, writing and hashing overlap without a hand-off per batch. A filler that takes over a dead one's
+spool file re-hashes the prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole blob hashed to its
 name (``fill.py``).
 """
 
@@ -58,7 +57,7 @@ class Filler:
         hasher = PrefixHasher(fill, spool.path)
         hashing = asyncio.create_task(hasher.run())
         try:
-            download = PartedDownload(self.upstream, fill, spool, hasher, self.retries, self.connections,
+            download = PartedDownload(self.upstream, fill, spool, self.retries, self.connections,
                                       self.part_bytes, self.fast_bps)
             await download.run()
             if fill.written != fill.size:
@@ -71,47 +70,22 @@ class Filler:
 
 
 class PrefixHasher:
-    """Hashes the blob's prefix as it grows: batches written right at the hashed end are hashed from memory by
-    the thread that writes them (``claim``/``advance``); anything else is read back from the spool file."""
+    """Hashes the blob's prefix as it grows, reading it back from the spool file's cached pages."""
 
     def __init__(self, fill: Fill, path: str) -> None:
         self.fill = fill
         self.path = path
         self.hasher = BlobHasher(fill.key, fill.size)
         self.hashed = 0
-        self._busy = False  # a thread is feeding the hasher
-
-    def claim(self, offset: int) -> bool:
-        """(Event loop.) Whether the caller may hash the bytes it writes at ``offset`` itself (then it must
-        call ``advance``, also when it fails)."""
-        if self._busy or offset != self.hashed:
-            return False
-        self._busy = True
-        return True
-
-    def update(self, batch: list[bytes]) -> None:
-        """(Worker thread, between ``claim`` and ``advance``.) Hash the claimed bytes."""
-        for data in batch:
-            self.hasher.update(data)
-
-    def advance(self, hashed: int) -> None:
-        """(Event loop.) The claimed bytes were hashed: ``hashed`` more of them (0 if hashing failed)."""
-        self.hashed += hashed
-        self._busy = False
-        self.fill.notify()
 
     async def run(self) -> str:
         """Hash what the written prefix holds beyond what is hashed; the digest once the whole blob is."""
         fd = await asyncio.to_thread(os.open, self.path, os.O_RDONLY)
         try:
             while self.hashed < self.fill.size:
-                if self.fill.written > self.hashed and not self._busy:
-                    self._busy = True
-                    try:
-                        end = await asyncio.to_thread(_hash_range, fd, self.hasher, self.hashed, self.fill.written)
-                    finally:
-                        self._busy = False
-                    self.hashed = end
+                if self.fill.written > self.hashed:
+                    self.hashed = await asyncio.to_thread(_hash_range, fd, self.hasher, self.hashed,
+                                                          self.fill.written)
                 else:
                     await self.fill.changed()
             return self.hasher.hexdigest()

@@ -39,7 +39,6 @@ from hubproxy.upstream.ranged import RangeConnection, RangeFailed
 
 if TYPE_CHECKING:
     from hubproxy.cache.fill import Fill
-    from hubproxy.cache.filler import PrefixHasher
     from hubproxy.cache.spool import SpoolFile
 
 log = logging.getLogger(__name__)
@@ -85,12 +84,11 @@ def plan(start: int, size: int, part_bytes: int, connections: int) -> list[Part]
 class PartedDownload:
     """Fetches every part of one fill, ``connections`` at a time, advancing ``fill.written`` as the prefix grows."""
 
-    def __init__(self, upstream: UpstreamClient, fill: Fill, spool: SpoolFile, hasher: PrefixHasher, retries: int,
+    def __init__(self, upstream: UpstreamClient, fill: Fill, spool: SpoolFile, retries: int,
                  connections: int, part_bytes: int, fast_bps: float) -> None:
         self.upstream = upstream
         self.fill = fill
         self.spool = spool
-        self.hasher = hasher
         self.fast_bps = fast_bps
         self.retries = retries
         self.parts = plan(fill.written, fill.size, part_bytes, connections)
@@ -334,16 +332,7 @@ class PartedDownload:
             self._widen.set()
 
     async def _write(self, part: Part, batch: list[bytes], size: int) -> None:
-        if self.hasher.claim(part.pos):  # at the hashed end: hash these bytes while they are in memory
-            hashed = 0
-            try:
-                await asyncio.gather(asyncio.to_thread(self.spool.write_at, batch, part.pos),
-                                     asyncio.to_thread(self.hasher.update, batch))
-                hashed = size
-            finally:
-                self.hasher.advance(hashed)
-        else:
-            await asyncio.to_thread(self.spool.write_at, batch, part.pos)
+        await asyncio.to_thread(self.spool.write_at, batch, part.pos)
         self._advance(part, size)
 
     def _advance(self, part: Part, size: int) -> None:
