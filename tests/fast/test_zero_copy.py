@@ -71,6 +71,46 @@ def _corked(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
 
 
+#: A file far bigger than the sockets' buffers take (a hole: no disk used).
+BIG = 256 * 1024 * 1024
+
+
+def _sparse_blob(tmp_path: Path) -> Path:
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(BIG)
+    return path
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[int]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _sender(transport: object, size: int) -> ZeroCopy:
+    return ZeroCopy(SimpleNamespace(transport=transport), SimpleNamespace(expected_content_length=size))  # type: ignore[arg-type]
+
+
+async def _uvloop_connection() -> tuple[asyncio.Server, socket.socket, asyncio.Transport]:
+    """A connection accepted by uvloop (uvicorn's loop): the server, the client's socket (a small receive buffer,
+    so a sender soon waits for it) and the server side's transport."""
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+    class Accept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.set_result(transport)  # type: ignore[arg-type]
+
+    server = await loop.create_server(Accept, "127.0.0.1", 0)
+    client = socket.create_connection(server.sockets[0].getsockname(), timeout=10)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    return server, client, await accepted
+
+
 def test_a_file_is_sent_whole_from_a_corked_socket_that_is_uncorked_after(
         connection: tuple[socket.socket, socket.socket], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server, client = connection
@@ -85,35 +125,27 @@ def test_a_file_is_sent_whole_from_a_corked_socket_that_is_uncorked_after(
 
     monkeypatch.setattr(http_protocol, "_send_step", watched_step)
     monkeypatch.setattr(http_protocol, "SENDFILE_STEP", 1024 * 1024)  # several steps
-    cycle = SimpleNamespace(expected_content_length=SIZE)
-    sender = ZeroCopy(SimpleNamespace(transport=_Transport(server)), cycle)
+    sender = _sender(_Transport(server), SIZE)
     received = bytearray()
     reader = _receive(client, SIZE, received)
-    fd = os.open(tmp_path / "blob", os.O_RDONLY)
-    try:
+    with _opened(tmp_path / "blob") as fd:
         sent = asyncio.run(sender(fd, 100, SIZE))
-    finally:
-        os.close(fd)
     reader.join(10)
     assert sent == SIZE and bytes(received) == data[100:]
     assert cork_while_sending == [1] * 4
     assert _corked(server) == 0
-    assert cycle.expected_content_length == 0  # uvicorn is told these bytes went out
+    assert sender.cycle.expected_content_length == 0  # uvicorn is told these bytes went out
 
 
 def test_an_answer_given_up_mid_way_leaves_the_socket_uncorked(
         connection: tuple[socket.socket, socket.socket], tmp_path: Path) -> None:
     server, client = connection
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    size = 256 * 1024 * 1024  # far more than the sockets' buffers take
-    with open(tmp_path / "blob", "wb") as f:
-        f.truncate(size)
-    sender = ZeroCopy(SimpleNamespace(transport=_Transport(server)), SimpleNamespace(expected_content_length=size))
-    fd = os.open(tmp_path / "blob", os.O_RDONLY)
+    sender = _sender(_Transport(server), BIG)
     corked_before_cancel = []
 
-    async def give_up() -> None:
-        sending = asyncio.create_task(sender(fd, 0, size))  # the client reads nothing: the step blocks
+    async def give_up(fd: int) -> None:
+        sending = asyncio.create_task(sender(fd, 0, BIG))  # the client reads nothing: the step blocks
         await asyncio.sleep(0.3)
         corked_before_cancel.append(_corked(server))
         sending.cancel()
@@ -122,46 +154,27 @@ def test_an_answer_given_up_mid_way_leaves_the_socket_uncorked(
         assert _corked(server) == 0
         client.close()  # lets the blocked step end
 
-    try:
-        asyncio.run(give_up())
-    finally:
-        os.close(fd)
+    with _opened(_sparse_blob(tmp_path)) as fd:
+        asyncio.run(give_up(fd))
     assert corked_before_cancel == [1]
-
 
 
 def test_a_client_gone_while_bytes_move_gets_what_was_sent_and_no_error(tmp_path: Path) -> None:
     """On uvloop's own transport (uvicorn's): the client reads a little and resets, the transport sees the
     connection lost and closes its socket before the sender resumes. The bytes that went out are reported and
     nothing is raised (uvloop's socket object raises ValueError, not OSError, once closed)."""
-    size = 256 * 1024 * 1024
-    with open(tmp_path / "blob", "wb") as f:
-        f.truncate(size)
 
-    async def serve_one() -> int:
-        loop = asyncio.get_running_loop()
-        accepted: asyncio.Future[asyncio.BaseTransport] = loop.create_future()
-
-        class Accept(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                accepted.set_result(transport)
-
-        server = await loop.create_server(Accept, "127.0.0.1", 0)
-        client = socket.create_connection(server.sockets[0].getsockname(), timeout=10)
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        transport = await accepted
+    async def serve_one(fd: int) -> int:
+        server, client, transport = await _uvloop_connection()
         threading.Timer(0.2, _reset, (client,)).start()
-        sender = ZeroCopy(SimpleNamespace(transport=transport), SimpleNamespace(expected_content_length=size))
-        fd = os.open(tmp_path / "blob", os.O_RDONLY)
         try:
-            return await sender(fd, 0, size)
+            return await _sender(transport, BIG)(fd, 0, BIG)
         finally:
-            os.close(fd)
             server.close()
 
-    sent = uvloop.run(serve_one())
-    assert 0 < sent < size
-
+    with _opened(_sparse_blob(tmp_path)) as fd:
+        sent = uvloop.run(serve_one(fd))
+    assert 0 < sent < BIG
 
 
 def test_bytes_never_go_to_a_connection_that_took_a_lost_connections_number(
@@ -169,27 +182,13 @@ def test_bytes_never_go_to_a_connection_that_took_a_lost_connections_number(
     """The transport closes its socket when the connection is lost, while a step still waits to send more; a new
     connection then takes the freed number. The step's bytes must not go down that new connection."""
     monkeypatch.setattr(http_protocol, "STALL_SECONDS", 3.0)
-    size = 256 * 1024 * 1024
-    with open(tmp_path / "blob", "wb") as f:
-        f.truncate(size)
     stray: list[int] = []
 
-    async def lose_and_reuse() -> None:
+    async def lose_and_reuse(fd: int) -> None:
         loop = asyncio.get_running_loop()
-        accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
-
-        class Accept(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                accepted.set_result(transport)  # type: ignore[arg-type]
-
-        server = await loop.create_server(Accept, "127.0.0.1", 0)
-        client = socket.create_connection(server.sockets[0].getsockname(), timeout=10)
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        transport = await accepted
+        server, client, transport = await _uvloop_connection()
         number = transport.get_extra_info("socket").fileno()
-        sender = ZeroCopy(SimpleNamespace(transport=transport), SimpleNamespace(expected_content_length=size))
-        fd = os.open(tmp_path / "blob", os.O_RDONLY)
-        sending = asyncio.ensure_future(sender(fd, 0, size))
+        sending = asyncio.ensure_future(_sender(transport, BIG)(fd, 0, BIG))
         await asyncio.sleep(0.3)  # the step waits for the client to take more
         listener = socket.create_server(("127.0.0.1", 0))
         transport.abort()  # the connection is lost: the transport closes its socket
@@ -218,12 +217,11 @@ def test_bytes_never_go_to_a_connection_that_took_a_lost_connections_number(
                 sock.close()
         listener.close()
         await asyncio.wait_for(sending, 10)
-        os.close(fd)
         server.close()
 
-    uvloop.run(lose_and_reuse())
+    with _opened(_sparse_blob(tmp_path)) as fd:
+        uvloop.run(lose_and_reuse(fd))
     assert stray == [0]
-
 
 
 def test_no_descriptor_left_for_a_step_ends_the_answer_short(
@@ -243,12 +241,8 @@ def test_no_descriptor_left_for_a_step_ends_the_answer_short(
     monkeypatch.setattr(http_protocol.os, "dup", dup_until_exhausted)
     received = bytearray()
     reader = _receive(client, 2 * 1024 * 1024, received)
-    fd = os.open(tmp_path / "blob", os.O_RDONLY)
-    try:
-        sent = asyncio.run(ZeroCopy(SimpleNamespace(transport=_Transport(server)),
-                                    SimpleNamespace(expected_content_length=SIZE))(fd, 0, SIZE))
-    finally:
-        os.close(fd)
+    with _opened(tmp_path / "blob") as fd:
+        sent = asyncio.run(_sender(_Transport(server), SIZE)(fd, 0, SIZE))
     reader.join(10)
     assert sent == 2 * 1024 * 1024 == len(received)
     assert _corked(server) == 0
