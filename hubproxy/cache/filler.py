@@ -53,9 +53,11 @@ class Filler:
             fill.written = held
             fill.notify()
             log.info("continuing the fill of %s from the %d bytes a stopped filler left", fill.key, held)
-        await asyncio.to_thread(spool.reserve, fill.size)
+        reserved = await asyncio.to_thread(spool.reserve, fill.size)
         hasher = PrefixHasher(fill, spool.path)
         hashing = asyncio.create_task(hasher.run())
+        lead = self.connections * self.part_bytes + WARM_AHEAD_BYTES
+        warming = asyncio.create_task(warm_pages(fill, spool.path, lead)) if reserved else None
         try:
             download = PartedDownload(self.upstream, fill, spool, self.retries, self.connections,
                                       self.part_bytes, self.fast_bps)
@@ -65,8 +67,49 @@ class Filler:
             digest = await hashing
         finally:
             hashing.cancel()
+            if warming is not None:
+                warming.cancel()
         if digest != fill.key:
             raise BlobMismatch(f"blob {fill.key} failed verification (got {digest})")
+
+
+#: How far ahead of the bytes being written ``warm_pages`` keeps the spool file's pages ready, and in what steps.
+WARM_AHEAD_BYTES = 64 * 1024 * 1024
+WARM_STEP_BYTES = 8 * 1024 * 1024
+
+
+async def warm_pages(fill: Fill, path: str, lead: int) -> None:
+    """Put the spool file's pages in the page cache ahead of its writers, in worker threads, up to ``lead`` bytes
+    past the written prefix (parts in flight are written at most that far ahead). Only for a reserved
+    (``fallocate``d) file: its bytes read as zeros with no disk I/O, so the kernel just makes the pages.
+
+    A page the kernel takes for the first time can cost far more than copying into it: on a VM whose host
+    reclaims the guest's free memory (free page reporting, ballooning), each new page faults in the host, about
+    2 s per GiB on our 2-core VM. Inside ``write`` those faults are taken one writer at a time (the file's lock);
+    taken here, ahead, they overlap with the writes and the writers only copy (1 GiB written in 0.9 s, not 2.0 s).
+    """
+    warmed = fill.written
+    try:
+        while warmed < fill.size:
+            target = min(fill.size, fill.written + lead)
+            if warmed < target:
+                step = min(WARM_STEP_BYTES, target - warmed)
+                await asyncio.to_thread(_warm, path, warmed, step)
+                warmed += step
+            else:
+                await fill.changed()
+    except OSError as exc:  # only ever a lost speed-up: the writers make their pages themselves
+        log.debug("stopped warming the pages of %s: %s", path, exc)
+
+
+def _warm(path: str, start: int, length: int) -> None:
+    """(In a thread.) Ask for the pages of ``[start, start + length)`` of ``path`` now; a descriptor of this call's
+    own, so a call still running when its fill ends never touches a descriptor someone else has reused."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
 
 
 class PrefixHasher:

@@ -83,10 +83,11 @@ class SpoolFile:
                 if n:
                     views[0] = views[0][n:]
 
-    def reserve(self, size: int) -> None:
+    def reserve(self, size: int) -> bool:
         """Allocate the file's ``size`` bytes on disk up front, where the filesystem can (ext4, xfs): writing
-        into allocated blocks costs a fraction of allocating them write by write, and a full disk shows now."""
-        reserve_space(self._fd, size)
+        into allocated blocks costs a fraction of allocating them write by write, and a full disk shows now.
+        True if the blocks were allocated: they then read as zeros without disk I/O."""
+        return reserve_space(self._fd, size)
 
     def publish(self, prefix: int) -> None:
         """Tell followers that bytes ``[0, prefix)`` are written."""
@@ -124,14 +125,17 @@ if _fallocate is not None:
     _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
-def reserve_space(fd: int, size: int) -> None:
-    """``fallocate(2)`` the first ``size`` bytes of ``fd``; nothing where the filesystem cannot (NFS, tmpfs on
-    old kernels) or there is no ``fallocate``. Raises ``OSError`` (ENOSPC) if the disk cannot hold them."""
-    if size <= 0 or _fallocate is None or _fallocate(fd, 0, 0, size) == 0:
-        return
+def reserve_space(fd: int, size: int) -> bool:
+    """``fallocate(2)`` the first ``size`` bytes of ``fd``; True if it did. Nothing (False) where the filesystem
+    cannot (NFS, tmpfs on old kernels) or there is no ``fallocate``. Raises ``OSError`` (ENOSPC) if the disk
+    cannot hold them."""
+    if size <= 0 or _fallocate is None:
+        return False
+    if _fallocate(fd, 0, 0, size) == 0:
+        return True
     err = ctypes.get_errno()
     if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-        return
+        return False
     raise OSError(err, os.strerror(err))
 
 

@@ -1,0 +1,115 @@
+"""A fill's spool pages are made ahead of its writers (``filler.warm_pages``), within a window, on its own descriptor."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import mmap
+import os
+from pathlib import Path
+
+from hubproxy.cache.fill import Fill
+from hubproxy.cache.filler import WARM_STEP_BYTES, warm_pages
+from hubproxy.cache.spool import Spool
+from hubproxy.libc import LIBC
+
+MIB = 1024 * 1024
+KEY = "cd" * 32
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident(path: str, start: int, end: int) -> float:
+    """The share of the file's pages in ``[start, end)`` that are in the page cache (``mincore``)."""
+    assert LIBC is not None
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with mmap.mmap(fd, end - start, offset=start) as m:
+            address = ctypes.addressof(ctypes.c_char.from_buffer(m))
+            pages = (end - start + PAGE - 1) // PAGE
+            vec = (ctypes.c_ubyte * pages)()
+            assert LIBC.mincore(ctypes.c_void_p(address), ctypes.c_size_t(end - start), vec) == 0
+            share = sum(v & 1 for v in vec) / pages
+            del address
+            return share
+    finally:
+        os.close(fd)
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_pages_are_made_ahead_of_the_prefix_and_no_further_than_the_lead(tmp_path: Path) -> None:
+    size, lead = 96 * MIB, 16 * MIB
+    spool = Spool(tmp_path)
+    part = spool.begin(KEY)
+    assert part is not None
+    if not part.reserve(size):
+        part.finish()
+        return  # a filesystem without fallocate gets no warming: nothing to see here
+    path = part.path
+
+    async def run() -> None:
+        fill = Fill(KEY, size, path, "alice/x/resolve/main/f", store=None)  # type: ignore[arg-type]
+        warming = asyncio.create_task(warm_pages(fill, path, lead))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if resident(path, 0, lead) == 1.0:
+                break
+        assert resident(path, 0, lead) == 1.0
+        await asyncio.sleep(0.05)
+        assert resident(path, lead + WARM_STEP_BYTES, size) == 0.0  # caught up with the window: waiting
+        fill.written = 40 * MIB  # the prefix moved: the window follows it
+        fill.notify()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if resident(path, 0, 56 * MIB) == 1.0:
+                break
+        assert resident(path, 0, 56 * MIB) == 1.0
+        assert resident(path, 56 * MIB + WARM_STEP_BYTES, size) == 0.0
+        fill.written = size
+        fill.notify()
+        await asyncio.wait_for(warming, 5)  # nothing left to warm: it ends on its own
+
+    try:
+        asyncio.run(run())
+        with open(path, "rb") as f:
+            assert f.read(MIB) == bytes(MIB)  # warmed pages of reserved bytes read as the zeros they are
+    finally:
+        part.finish()
+
+
+def test_a_cancelled_warmer_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    size = 64 * MIB
+    spool = Spool(tmp_path)
+    part = spool.begin(KEY)
+    assert part is not None
+    part.reserve(size)
+
+    async def run() -> None:
+        before = open_descriptors()
+        fill = Fill(KEY, size, part.path, "alice/x/resolve/main/f", store=None)  # type: ignore[arg-type]
+        warming = asyncio.create_task(warm_pages(fill, part.path, size))
+        await asyncio.sleep(0.005)  # a call is most likely in flight
+        warming.cancel()
+        await asyncio.gather(warming, return_exceptions=True)
+        for _ in range(500):  # the call in flight (if any) returns and closes what it opened
+            if open_descriptors() == before:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("a warming call left its descriptor open")
+
+    try:
+        asyncio.run(run())
+    finally:
+        part.finish()
+
+
+def test_a_warmer_whose_file_is_gone_ends_quietly(tmp_path: Path) -> None:
+    async def run() -> None:
+        fill = Fill(KEY, 10 * MIB, str(tmp_path / "gone.part"), "alice/x/resolve/main/f", store=None)  # type: ignore[arg-type]
+        await asyncio.wait_for(warm_pages(fill, str(tmp_path / "gone.part"), MIB), 5)
+
+    before = open_descriptors()
+    asyncio.run(run())
+    assert open_descriptors() == before
