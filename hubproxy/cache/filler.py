@@ -3,9 +3,10 @@
 The download advances ``fill.written``, the prefix of the blob that is all on disk, and the hash
 follows that prefix on a worker thread of its own, never on the event loop: every byte is hashed from the
 spool file's cached pages (``filehash.py``) once the prefix reaches it, whichever connection brought it, so
-receiving, writing and hashing overlap without a hand-off per batch. A filler that takes over a dead one's
-spool file re-hashes the prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole blob hashed to its
-name (``fill.py``).
+receiving, writing and hashing overlap without a hand-off per batch. Ahead of the writers, the spool file's
+pages are made in advance (``warm_pages``). A filler that takes over a dead one's spool file re-hashes the
+prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole
+blob hashed to its name (``fill.py``).
 """
 
 from __future__ import annotations
