@@ -18,7 +18,9 @@ import contextlib
 import http.client
 import socket
 import ssl
+import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from hubproxy.direct import route
@@ -42,7 +44,8 @@ class RangeFailed(Exception):
 class RangeConnection:
     """One keep-alive connection for ranged GETs, reconnecting when the origin changes or after a failure.
 
-    Every method blocks: call them from a worker thread, one at a time.
+    Every method blocks: call them from a worker thread, one at a time; ``close`` may also come from another
+    thread, to stop a read.
     """
 
     def __init__(self, ssl_context: ssl.SSLContext, timeout: float) -> None:
@@ -52,10 +55,32 @@ class RangeConnection:
         self._conn: http.client.HTTPConnection | None = None
         self._resp: http.client.HTTPResponse | None = None
         self._error: RangeFailed | None = None
+        #: Guards the two fields below between the thread using the connection and one closing it.
+        self._guard = threading.Lock()
+        self._inside = 0  # calls (request, read_into) in progress
+        self._doomed: list[http.client.HTTPConnection] = []  # closed while a call was inside: freed as it leaves
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """Around each blocking call: connections closed meanwhile are freed once no call is inside."""
+        with self._guard:
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._inside -= 1
+                doomed, self._doomed = (self._doomed, []) if not self._inside else ([], self._doomed)
+            for conn in doomed:
+                conn.close()
 
     def request(self, url: str, start: int, end: int, headers: dict[str, str]) -> tuple[int, str]:
         """Send ``GET url`` for bytes ``[start, end]`` (inclusive); the status and Content-Range of the answer.
         A 206 is then read with ``read_into``; any other answer is discarded here."""
+        with self._call():
+            return self._request(url, start, end, headers)
+
+    def _request(self, url: str, start: int, end: int, headers: dict[str, str]) -> tuple[int, str]:
         origin = route(url)
         if origin is None:
             raise ValueError(f"{url} cannot be fetched on a direct connection")
@@ -80,6 +105,10 @@ class RangeConnection:
         """Read up to ``limit`` bytes of the current answer into ``buf``; returns early (with at least one byte)
         once ``max_wait`` seconds have passed, and 0 once the answer was read to its end. A drop raises
         ``RangeFailed``, after the bytes that arrived before it were returned."""
+        with self._call():
+            return self._read_into(buf, limit, max_wait)
+
+    def _read_into(self, buf: bytearray, limit: int, max_wait: float) -> int:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -113,13 +142,19 @@ class RangeConnection:
         return got
 
     def close(self) -> None:
-        """Drop the connection (safe from another thread to unblock a read)."""
-        conn, self._conn, self._resp, self._origin = self._conn, None, None, None
-        if conn is None:
-            return
-        if conn.sock is not None:
-            with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
+        """Drop the connection; safe from another thread to stop a read. The socket is shut down at once, which
+        wakes a thread blocked reading it, but its descriptor is freed only once no call is inside: freed
+        earlier, its number could go to a new connection (another fill's) while the read still uses it."""
+        with self._guard:
+            conn, self._conn, self._resp, self._origin = self._conn, None, None, None
+            if conn is None:
+                return
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+            if self._inside:
+                self._doomed.append(conn)
+                return
         conn.close()
 
     def _connect(self, origin: tuple[str, str]) -> http.client.HTTPConnection:

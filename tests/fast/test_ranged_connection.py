@@ -105,3 +105,45 @@ def test_nothing_listening_is_a_failure_to_resume_from() -> None:
     conn = RangeConnection(ssl.create_default_context(), timeout=2)
     with pytest.raises(RangeFailed):
         conn.request("http://127.0.0.1:9/blob", 0, 9, {})
+
+
+def test_a_close_from_another_thread_frees_the_socket_only_once_the_read_left(server: str) -> None:
+    """The fill's event loop closes a lane's connection while the lane's thread may be inside a read: the
+    read must end, and the socket's number must not be free (for a new connection) while it is inside."""
+    conn = RangeConnection(ssl.create_default_context(), timeout=5)
+    conn.request(server + "/blob", 0, 1024 * 1024 - 1, {})
+    resp = conn._resp
+    assert resp is not None and conn._conn is not None and conn._conn.sock is not None
+    fd = conn._conn.sock.fileno()
+    inode = os.fstat(fd).st_ino
+    entered, release = threading.Event(), threading.Event()
+    real_readinto = resp.readinto
+
+    def held_readinto(view: memoryview) -> int:  # the thread is inside the read when the close comes
+        entered.set()
+        release.wait(5)
+        return real_readinto(view)
+
+    resp.readinto = held_readinto  # type: ignore[method-assign]
+    outcome: list[object] = []
+
+    def lane() -> None:
+        try:
+            outcome.append(conn.read_into(bytearray(1024 * 1024), 1024 * 1024, 1.0))
+        except RangeFailed as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=lane)
+    reader.start()
+    assert entered.wait(5)
+    conn.close()  # from another thread, as the fill does when it gives a part up
+    assert os.fstat(fd).st_ino == inode  # still this connection's socket: the number is not free
+    release.set()
+    reader.join(5)
+    assert not reader.is_alive()
+    assert outcome and (outcome[0] == 0 or isinstance(outcome[0], RangeFailed))  # shut down: no more bytes
+    try:  # freed once the read left (another file may hold the number by now)
+        still_open = os.fstat(fd).st_ino == inode
+    except OSError:
+        still_open = False
+    assert not still_open
