@@ -123,18 +123,32 @@ class PrefixHasher:
         self.hashed = 0
 
     async def run(self) -> str:
-        """Hash what the written prefix holds beyond what is hashed; the digest once the whole blob is."""
-        fd = await asyncio.to_thread(os.open, self.path, os.O_RDONLY)
+        """Hash what the written prefix holds beyond what is hashed; the digest once the whole blob is. The
+        descriptor is closed only once no call in a thread uses it, also when the fill is cancelled meanwhile:
+        closed earlier, its number could be another file's or connection's while the call still reads it."""
+        opening = asyncio.ensure_future(asyncio.to_thread(os.open, self.path, os.O_RDONLY))
+        call: asyncio.Future[int] = opening
         try:
+            fd = await asyncio.shield(opening)
             while self.hashed < self.fill.size:
                 if self.fill.written > self.hashed:
-                    self.hashed = await asyncio.to_thread(_hash_range, fd, self.hasher, self.hashed,
-                                                          self.fill.written)
+                    call = asyncio.ensure_future(asyncio.to_thread(_hash_range, fd, self.hasher, self.hashed,
+                                                                   self.fill.written))
+                    self.hashed = await asyncio.shield(call)
                 else:
                     await self.fill.changed()
             return self.hasher.hexdigest()
         finally:
-            os.close(fd)
+            call.add_done_callback(lambda done: _close_opened(opening, done))
+
+
+def _close_opened(opening: asyncio.Future[int], last: asyncio.Future[int]) -> None:
+    """Once the last call on the hasher's descriptor is done: close the descriptor, if it was opened."""
+    for future in (last, opening):
+        if not future.cancelled():
+            future.exception()  # retrieved: a call left running by a cancelled fill has no one to raise it to
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
 
 
 def _hash_range(fd: int, hasher: BlobHasher, start: int, end: int) -> int:

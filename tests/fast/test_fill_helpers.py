@@ -1,4 +1,5 @@
-"""A fill's spool pages are made ahead of its writers (``filler.warm_pages``), within a window, on its own descriptor."""
+"""A fill's helpers beside its download: the page warmer (pages made ahead of the writers, within a window) and
+the prefix hasher, and the descriptors both use while a fill ends or is cancelled."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import asyncio
 import ctypes
 import mmap
 import os
+import threading
 from pathlib import Path
 
+import pytest
+
+from hubproxy.cache import filler
 from hubproxy.cache.fill import Fill
-from hubproxy.cache.filler import WARM_STEP_BYTES, warm_pages
+from hubproxy.cache.filler import WARM_STEP_BYTES, PrefixHasher, warm_pages
 from hubproxy.cache.spool import Spool
 from hubproxy.libc import LIBC
 
@@ -35,6 +40,15 @@ def resident(path: str, start: int, end: int) -> float:
         os.close(fd)
 
 
+async def until_resident(path: str, end: int) -> None:
+    """Wait (up to 20 s: a loaded machine) until the file's pages up to ``end`` are all in the page cache."""
+    for _ in range(2000):
+        if resident(path, 0, end) == 1.0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"only {resident(path, 0, end):.0%} of the first {end} bytes were made")
+
+
 def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -52,21 +66,15 @@ def test_pages_are_made_ahead_of_the_prefix_and_no_further_than_the_lead(tmp_pat
     async def run() -> None:
         fill = Fill(KEY, size, path, "alice/x/resolve/main/f", store=None)  # type: ignore[arg-type]
         warming = asyncio.create_task(warm_pages(fill, path, lead))
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if resident(path, 0, lead) == 1.0:
-                break
-        assert resident(path, 0, lead) == 1.0
+        await until_resident(path, lead)
         await asyncio.sleep(0.05)
-        assert resident(path, lead + WARM_STEP_BYTES, size) == 0.0  # caught up with the window: waiting
+        beyond = resident(path, lead + WARM_STEP_BYTES, size)
+        assert beyond == 0.0, f"{beyond:.0%} made past the window"  # caught up with the window: waiting
         fill.written = 40 * MIB  # the prefix moved: the window follows it
         fill.notify()
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if resident(path, 0, 56 * MIB) == 1.0:
-                break
-        assert resident(path, 0, 56 * MIB) == 1.0
-        assert resident(path, 56 * MIB + WARM_STEP_BYTES, size) == 0.0
+        await until_resident(path, 56 * MIB)
+        beyond = resident(path, 56 * MIB + WARM_STEP_BYTES, size)
+        assert beyond == 0.0, f"{beyond:.0%} made past the window"
         fill.written = size
         fill.notify()
         await asyncio.wait_for(warming, 5)  # nothing left to warm: it ends on its own
@@ -113,3 +121,40 @@ def test_a_warmer_whose_file_is_gone_ends_quietly(tmp_path: Path) -> None:
     before = open_descriptors()
     asyncio.run(run())
     assert open_descriptors() == before
+
+
+def test_a_cancelled_hasher_closes_its_descriptor_only_once_its_call_left(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fill cancelled while its hash runs in a thread: the thread still reads the descriptor, so it must stay
+    open (its number not free for another file or connection) until the call is done, then be closed."""
+    path = tmp_path / "blob.part"
+    path.write_bytes(os.urandom(MIB))
+    entered, release = threading.Event(), threading.Event()
+    real_hash_range = filler._hash_range
+
+    def held_hash_range(*args: object) -> int:
+        entered.set()
+        release.wait(5)
+        return real_hash_range(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(filler, "_hash_range", held_hash_range)
+
+    async def run() -> None:
+        before = open_descriptors()
+        fill = Fill(KEY, MIB, str(path), "alice/x/resolve/main/f", store=None)  # type: ignore[arg-type]
+        fill.written = MIB
+        hashing = asyncio.create_task(PrefixHasher(fill, str(path)).run())
+        while not entered.is_set():
+            await asyncio.sleep(0.005)
+        hashing.cancel()
+        await asyncio.gather(hashing, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        assert open_descriptors() == before + 1  # the call is still inside: its descriptor stays open
+        release.set()
+        for _ in range(500):
+            if open_descriptors() == before:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the hasher's descriptor stayed open after its call left")
+
+    asyncio.run(run())
