@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from hubproxy.cache.parts import FillError, PartedDownload
@@ -77,10 +78,13 @@ class Filler:
 #: How far ahead of the bytes being written ``warm_pages`` keeps the spool file's pages ready, and in what steps.
 WARM_AHEAD_BYTES = 64 * 1024 * 1024
 WARM_STEP_BYTES = 8 * 1024 * 1024
+#: Threads making pages for every fill of the process: the work is CPU, more threads than cores gain nothing,
+#: and in a pool of their own many fills at once never keep the shared worker threads from disk and database calls.
+_WARMERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="fill-warm")
 
 
 async def warm_pages(fill: Fill, path: str, lead: int) -> None:
-    """Put the spool file's pages in the page cache ahead of its writers, in worker threads, up to ``lead`` bytes
+    """Put the spool file's pages in the page cache ahead of its writers, in the warming threads, up to ``lead`` bytes
     past the written prefix (parts in flight are written at most that far ahead). Only for a reserved
     (``fallocate``d) file: its bytes read as zeros with no disk I/O, so the kernel just makes the pages.
 
@@ -95,7 +99,7 @@ async def warm_pages(fill: Fill, path: str, lead: int) -> None:
             target = min(fill.size, fill.written + lead)
             if warmed < target:
                 step = min(WARM_STEP_BYTES, target - warmed)
-                await asyncio.to_thread(_warm, path, warmed, step)
+                await asyncio.get_running_loop().run_in_executor(_WARMERS, _warm, path, warmed, step)
                 warmed += step
             else:
                 await fill.changed()
