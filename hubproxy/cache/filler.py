@@ -103,7 +103,7 @@ async def warm_pages(fill: Fill, path: str, lead: int) -> None:
                 warmed += step
             else:
                 await fill.changed()
-    except OSError as exc:  # only ever a lost speed-up: the writers make their pages themselves
+    except (OSError, RuntimeError) as exc:  # a lost speed-up only (RuntimeError: the pool shut down at exit)
         log.debug("stopped warming the pages of %s: %s", path, exc)
 
 
