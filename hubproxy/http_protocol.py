@@ -30,8 +30,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hubproxy.descriptors import duplicate, run_closing
 from hubproxy.limits import BoundedHttpToolsProtocol
 from hubproxy.observability import metrics
+
+log = logging.getLogger(__name__)
 
 #: Bytes handed to the kernel per worker-thread call (between calls the answer can be given up).
 SENDFILE_STEP = 16 * 1024 * 1024
@@ -39,7 +42,6 @@ SENDFILE_STEP = 16 * 1024 * 1024
 PIPE_BYTES = 1024 * 1024
 #: Seconds a client may take to accept more bytes before the answer is given up.
 STALL_SECONDS = 60.0
-log = logging.getLogger(__name__)
 EXTENSION = "hubproxy.sendfile"
 #: Key of an (empty) ``http.response.body`` message that tells middleware how many bytes went out zero-copy
 #: (0 just before the first ones leave: the time to first byte).
@@ -98,12 +100,12 @@ class ZeroCopy:
             await asyncio.sleep(0.001)  # the headers (and anything before) leave first, in order
         return not transport.is_closing()
 
-    async def _move(self, step: Callable[[tuple[int, int], int, int], int], count: int, source: int) -> int:
+    async def _move(self, step: Callable[[tuple[int, ...], int, int], int], count: int, source: int) -> int:
         """Run ``step((client, source), sent, at_most)`` in worker threads until ``count`` bytes went out or a step
         falls short.
 
-        Each step gets descriptors of its own for the client's socket and the ``source`` (``os.dup``, made here
-        on the event loop, closed by the step's thread when it ends). The transport closes its socket when the
+        Each step gets descriptors of its own for the client's socket and the ``source`` (``descriptors.py``:
+        duplicated here on the event loop, closed by the step's thread when it ends). The transport closes its socket when the
         connection is lost, and the request's body closes its file when the answer is given up, both while a
         step may still run; a number they free is soon another connection's, and a step using the shared
         numbers would then send one client's bytes down another client's connection.
@@ -119,11 +121,11 @@ class ZeroCopy:
             while sent < count and not transport.is_closing() and client.fileno() >= 0:
                 asked = min(SENDFILE_STEP, count - sent)
                 try:
-                    own = _duplicates(client.fileno(), source)
+                    own = duplicate(client.fileno(), source)
                 except OSError as exc:  # out of descriptors (EMFILE): this answer ends short, the process goes on
                     log.warning("zero-copy answer cut after %d bytes: %s", sent, exc)
                     break
-                n = await asyncio.to_thread(_run_owned, step, own, sent, asked)
+                n = await asyncio.to_thread(run_closing, step, own, sent, asked)
                 sent += n
                 if n < asked:
                     break  # the client or the source is gone or stalled
@@ -142,25 +144,6 @@ def _cork(client: Any, on: bool) -> None:
         return
     with contextlib.suppress(OSError):
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
-
-
-def _duplicates(client: int, source: int) -> tuple[int, int]:
-    """Descriptors of our own for the client's socket and the source (a file or a socket)."""
-    own = os.dup(client)
-    try:
-        return own, os.dup(source)
-    except OSError:
-        os.close(own)
-        raise
-
-
-def _run_owned(step: Callable[[tuple[int, int], int, int], int], own: tuple[int, int], sent: int, asked: int) -> int:
-    """(In a thread.) ``step`` on descriptors of its own, closed when it ends (also when nobody waits any more)."""
-    try:
-        return step(own, sent, asked)
-    finally:
-        for fd in own:
-            os.close(fd)
 
 
 def _splice_through_pipe(source: int, sock: int, count: int, timeout: float) -> int:

@@ -16,6 +16,7 @@ from hubproxy.cache import filler
 from hubproxy.cache.fill import Fill
 from hubproxy.cache.filler import WARM_STEP_BYTES, PrefixHasher, warm_pages
 from hubproxy.cache.spool import Spool
+from hubproxy.descriptors import open_for_reading
 from hubproxy.libc import LIBC
 
 MIB = 1024 * 1024
@@ -156,5 +157,26 @@ def test_a_cancelled_hasher_closes_its_descriptor_only_once_its_call_left(tmp_pa
                 return
             await asyncio.sleep(0.01)
         raise AssertionError("the hasher's descriptor stayed open after its call left")
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_open_leaves_no_descriptor_behind(tmp_path: Path) -> None:
+    """Both helpers open the spool file in a thread; a fill cancelled meanwhile must not leave that descriptor."""
+    path = tmp_path / "blob.part"
+    path.write_bytes(b"x")
+
+    async def run() -> None:
+        before = open_descriptors()
+        for _ in range(20):  # cancelled at once: the thread's open may still be running, or done
+            opening = asyncio.create_task(open_for_reading(str(path)))
+            await asyncio.sleep(0)
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+        for _ in range(500):
+            if open_descriptors() == before:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{open_descriptors() - before} descriptors left open")
 
     asyncio.run(run())

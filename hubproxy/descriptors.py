@@ -1,0 +1,55 @@
+"""Descriptors a worker thread owns, so that a number it still uses is never someone else's.
+
+When an event-loop task hands a descriptor to a thread and is then cancelled (a client lost, a fill given up),
+the task's side closes the descriptor while the thread may still use it; Linux soon gives the freed number to
+the next file or connection opened, and the thread then reads or writes that one instead. Every blocking call
+that outlives such a cancellation therefore runs on duplicates made for it (``duplicate``, on the event loop)
+and closes them itself when it ends (``run_closing``, in the thread), whoever still waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def duplicate(*fds: int) -> tuple[int, ...]:
+    """Duplicates of ``fds`` for one call; none left open if one cannot be made (``OSError``, e.g. EMFILE)."""
+    own: list[int] = []
+    try:
+        for fd in fds:
+            own.append(os.dup(fd))
+    except OSError:
+        for fd in own:
+            os.close(fd)
+        raise
+    return tuple(own)
+
+
+def run_closing(func: Callable[..., T], own: tuple[int, ...], *args: object) -> T:
+    """(In a thread.) ``func(own, *args)``, then close ``own``, also when nobody waits for the result any more."""
+    try:
+        return func(own, *args)
+    finally:
+        for fd in own:
+            os.close(fd)
+
+
+async def open_for_reading(path: str) -> int:
+    """``os.open(path, O_RDONLY)`` in a worker thread (the file may be on NFS). If the caller is cancelled while
+    it runs, the descriptor it opens is closed once it is open, not left behind."""
+    opening = asyncio.ensure_future(asyncio.to_thread(os.open, path, os.O_RDONLY))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_result)
+        raise
+
+
+def _close_result(opening: asyncio.Future[int]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
