@@ -60,7 +60,8 @@ class Filler:
         hasher = PrefixHasher(fill, spool.path)
         hashing = asyncio.create_task(hasher.run())
         lead = self.connections * self.part_bytes + WARM_AHEAD_BYTES
-        warming = asyncio.create_task(warm_pages(fill, spool.path, lead)) if reserved else None
+        local = reserved and not spool.spool.network_filesystem
+        warming = asyncio.create_task(warm_pages(fill, spool.path, lead)) if local else None
         try:
             download = PartedDownload(self.upstream, fill, spool, self.retries, self.connections,
                                       self.part_bytes, self.fast_bps)
@@ -87,7 +88,8 @@ _WARMERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefi
 async def warm_pages(fill: Fill, path: str, lead: int) -> None:
     """Put the spool file's pages in the page cache ahead of its writers, in the warming threads, up to ``lead`` bytes
     past the written prefix (parts in flight are written at most that far ahead). Only for a reserved
-    (``fallocate``d) file: its bytes read as zeros with no disk I/O, so the kernel just makes the pages.
+    (``fallocate``d) file on a local filesystem: its bytes read as zeros with no I/O, so the kernel just makes
+    the pages (on NFS, which can allocate too, they would be read from the server).
 
     A page the kernel takes for the first time can cost far more than copying into it: on a VM whose host
     reclaims the guest's free memory (free page reporting, ballooning), each new page faults in the host, about

@@ -145,12 +145,30 @@ def _read_prefix(fd: int) -> int:
     return int(raw) if len(raw) == 20 and raw.isdigit() else 0
 
 
+#: ``statfs`` magic numbers of filesystems whose files live on another machine (NFS, SMB, Ceph, FUSE, Lustre,
+#: GPFS, AFS): reading even their allocated, unwritten bytes asks the server.
+NETWORK_FILESYSTEMS = frozenset({0x6969, 0xFF534D42, 0xFE534D42, 0x00C36400, 0x65735546, 0x0BD00BD0,
+                                 0x47504653, 0x5346414F, 0x6B414653})
+
+
+def filesystem_type(path: Path | str) -> int | None:
+    """The ``statfs(2)`` magic number of the filesystem holding ``path`` (None where it cannot be read)."""
+    if LIBC is None:
+        return None
+    buf = ctypes.create_string_buffer(256)  # struct statfs: 120 bytes on 64-bit Linux; f_type comes first
+    if LIBC.statfs(os.fsencode(str(path)), buf) != 0:
+        return None
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
 class Spool:
     """The ``tmp`` folder of the data dir."""
 
     def __init__(self, data_dir: Path) -> None:
         self.folder = Path(data_dir).resolve() / "tmp"
         self.folder.mkdir(parents=True, exist_ok=True)
+        #: Whether the spool is on a network filesystem (then its pages are not made ahead of the writers).
+        self.network_filesystem = filesystem_type(self.folder) in NETWORK_FILESYSTEMS
 
     def part_path(self, key: str) -> str:
         if not is_blob_key(key):

@@ -7,15 +7,17 @@ import asyncio
 import ctypes
 import mmap
 import os
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from hubproxy.cache import filler
+from hubproxy.cache import spool as spool_module
 from hubproxy.cache.fill import Fill
 from hubproxy.cache.filler import WARM_STEP_BYTES, PrefixHasher, warm_pages
-from hubproxy.cache.spool import Spool
+from hubproxy.cache.spool import Spool, filesystem_type
 from hubproxy.descriptors import open_for_reading
 from hubproxy.libc import LIBC
 
@@ -180,3 +182,12 @@ def test_a_cancelled_open_leaves_no_descriptor_behind(tmp_path: Path) -> None:
         raise AssertionError(f"{open_descriptors() - before} descriptors left open")
 
     asyncio.run(run())
+
+
+def test_the_spool_knows_its_filesystem_and_a_network_one_is_not_warmed(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = subprocess.run(["stat", "-f", "-c", "%t", str(tmp_path)], capture_output=True, text=True, check=True)
+    assert filesystem_type(tmp_path) == int(probe.stdout.strip(), 16)  # the same magic number coreutils reads
+    assert Spool(tmp_path).network_filesystem is False
+    monkeypatch.setattr(spool_module, "filesystem_type", lambda _path: 0x6969)  # NFS
+    assert Spool(tmp_path).network_filesystem is True
