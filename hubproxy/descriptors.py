@@ -4,7 +4,8 @@ When an event-loop task hands a descriptor to a thread and is then cancelled (a 
 the task's side closes the descriptor while the thread may still use it; Linux soon gives the freed number to
 the next file or connection opened, and the thread then reads or writes that one instead. Every blocking call
 that outlives such a cancellation therefore runs on duplicates made for it (``duplicate``, on the event loop)
-and closes them itself when it ends (``run_closing``, in the thread), whoever still waits for it.
+and closes them itself when it ends, whoever still waits for it. ``call_owning``
+runs such a call and never withdraws it: a call cancelled before a thread took it would never close them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -30,13 +32,29 @@ def duplicate(*fds: int) -> tuple[int, ...]:
     return tuple(own)
 
 
-def run_closing(func: Callable[..., T], own: tuple[int, ...], *args: object) -> T:
+def _run_closing(func: Callable[..., T], own: tuple[int, ...], *args: object) -> T:
     """(In a thread.) ``func(own, *args)``, then close ``own``, also when nobody waits for the result any more."""
     try:
         return func(own, *args)
     finally:
         for fd in own:
             os.close(fd)
+
+
+async def call_owning(executor: Executor | None, func: Callable[..., T], own: tuple[int, ...], *args: object) -> T:
+    """``func(own, *args)`` in a thread of ``executor`` (None: the loop's default), ``own`` closed by it when it
+    ends. Cancelling the caller leaves the call to run (a queued call withdrawn would leave ``own`` open)."""
+    call = asyncio.get_running_loop().run_in_executor(executor, _run_closing, func, own, *args)
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        call.add_done_callback(_retrieve)
+        raise
+
+
+def _retrieve(call: asyncio.Future[object]) -> None:
+    if not call.cancelled():
+        call.exception()  # nobody waits for it any more; what it raised is of no use
 
 
 async def open_for_reading(path: str) -> int:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hubproxy.descriptors import duplicate, run_closing
+from hubproxy.descriptors import call_owning, duplicate
 from hubproxy.limits import BoundedHttpToolsProtocol
 from hubproxy.observability import metrics
 
@@ -125,7 +125,7 @@ class ZeroCopy:
                 except OSError as exc:  # out of descriptors (EMFILE): this answer ends short, the process goes on
                     log.warning("zero-copy answer cut after %d bytes: %s", sent, exc)
                     break
-                n = await asyncio.to_thread(run_closing, step, own, sent, asked)
+                n = await call_owning(None, step, own, sent, asked)
                 sent += n
                 if n < asked:
                     break  # the client or the source is gone or stalled

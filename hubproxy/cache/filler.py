@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from hubproxy.cache.parts import FillError, PartedDownload
 from hubproxy.cache.spool import SpoolFile
-from hubproxy.descriptors import duplicate, open_for_reading, run_closing
+from hubproxy.descriptors import call_owning, duplicate, open_for_reading
 from hubproxy.filehash import ShortFile, hash_file_range
 from hubproxy.store.base import BlobHasher
 from hubproxy.upstream.client import UpstreamClient
@@ -107,8 +107,7 @@ async def warm_pages(fill: Fill, path: str, lead: int) -> None:
             target = min(fill.size, fill.written + lead)
             if warmed < target:
                 step = min(WARM_STEP_BYTES, target - warmed)
-                await asyncio.get_running_loop().run_in_executor(_WARMERS, run_closing, _advise, duplicate(fd),
-                                                                 warmed, step)
+                await call_owning(_WARMERS, _advise, duplicate(fd), warmed, step)
                 warmed += step
             else:
                 await fill.changed()
@@ -140,8 +139,8 @@ class PrefixHasher:
         try:
             while self.hashed < self.fill.size:
                 if self.fill.written > self.hashed:
-                    self.hashed = await asyncio.to_thread(run_closing, _hash_range, duplicate(fd), self.hasher,
-                                                          self.hashed, self.fill.written)
+                    self.hashed = await call_owning(None, _hash_range, duplicate(fd), self.hasher, self.hashed,
+                                                    self.fill.written)
                 else:
                     await self.fill.changed()
             return self.hasher.hexdigest()
