@@ -43,10 +43,16 @@ def resident(path: str, start: int, end: int) -> float:
         os.close(fd)
 
 
+#: Share of a warmed window that must be in the page cache. Not all of it: pages made ahead are clean and not yet
+#: used, the first a machine's proactive reclaim drops (ours runs DAMON paging out cold unmapped page cache), and
+#: readahead gives up a page it cannot allocate at once. 3-8% of a window were gone in about one run in twelve.
+MADE = 0.75
+
+
 async def until_resident(path: str, end: int) -> None:
-    """Wait (up to 20 s: a loaded machine) until the file's pages up to ``end`` are all in the page cache."""
+    """Wait (up to 20 s: a loaded machine) until the file's pages up to ``end`` are in the page cache (``MADE``)."""
     for _ in range(2000):
-        if resident(path, 0, end) == 1.0:
+        if resident(path, 0, end) >= MADE:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"only {resident(path, 0, end):.0%} of the first {end} bytes were made")
