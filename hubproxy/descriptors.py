@@ -45,27 +45,28 @@ async def call_owning(executor: Executor | None, func: Callable[..., T], own: tu
     """``func(own, *args)`` in a thread of ``executor`` (None: the loop's default), ``own`` closed by it when it
     ends. Cancelling the caller leaves the call to run (a queued call withdrawn would leave ``own`` open)."""
     call = asyncio.get_running_loop().run_in_executor(executor, _run_closing, func, own, *args)
+    return await _run_to_its_end(call, _retrieve)
+
+
+async def open_for_reading(path: str) -> int:
+    """``os.open(path, O_RDONLY)`` in a worker thread (the file may be on NFS). If the caller is cancelled while
+    it runs, the descriptor it opens is closed once it is open, not left behind."""
+    opening = asyncio.get_running_loop().run_in_executor(None, os.open, path, os.O_RDONLY)
+    return await _run_to_its_end(opening, _close_result)
+
+
+async def _run_to_its_end(call: asyncio.Future[T], abandoned: Callable[[asyncio.Future[T]], None]) -> T:
+    """Await ``call``; if the caller is cancelled first, the call still runs and ``abandoned`` gets it when done."""
     try:
         return await asyncio.shield(call)
     except asyncio.CancelledError:
-        call.add_done_callback(_retrieve)
+        call.add_done_callback(abandoned)
         raise
 
 
 def _retrieve(call: asyncio.Future[object]) -> None:
     if not call.cancelled():
         call.exception()  # nobody waits for it any more; what it raised is of no use
-
-
-async def open_for_reading(path: str) -> int:
-    """``os.open(path, O_RDONLY)`` in a worker thread (the file may be on NFS). If the caller is cancelled while
-    it runs, the descriptor it opens is closed once it is open, not left behind."""
-    opening = asyncio.ensure_future(asyncio.to_thread(os.open, path, os.O_RDONLY))
-    try:
-        return await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        opening.add_done_callback(_close_result)
-        raise
 
 
 def _close_result(opening: asyncio.Future[int]) -> None:
