@@ -248,7 +248,7 @@ class PartedDownload:
             raise self._refusal(status, url)
         m = _CONTENT_RANGE.fullmatch(content_range)
         if not m or int(m.group(1)) != part.pos:
-            conn.close()
+            conn.reset()
             raise _Retryable(f"unexpected Content-Range {content_range!r}")
         await self._receive_lane(conn, part)
 

@@ -45,7 +45,7 @@ class RangeConnection:
     """One keep-alive connection for ranged GETs, reconnecting when the origin changes or after a failure.
 
     Every method blocks: call them from a worker thread, one at a time; ``close`` may also come from another
-    thread, to stop a read.
+    thread, to stop a read or a request for good.
     """
 
     def __init__(self, ssl_context: ssl.SSLContext, timeout: float) -> None:
@@ -59,6 +59,7 @@ class RangeConnection:
         self._guard = threading.Lock()
         self._inside = 0  # calls (request, read_into) in progress
         self._doomed: list[http.client.HTTPConnection] = []  # closed while a call was inside: freed as it leaves
+        self._closed = False  # ``close`` was called: no connection is made any more
 
     @contextlib.contextmanager
     def _call(self) -> Iterator[None]:
@@ -92,13 +93,13 @@ class RangeConnection:
             conn.request("GET", target or "/", headers={**headers, "Range": f"bytes={start}-{end}"})
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
-            self.close()
+            self.reset()
             raise RangeFailed.of(exc) from None
         status, content_range = resp.status, resp.headers.get("Content-Range", "")
         if status == 206:
             self._resp = resp
         else:
-            self.close()  # an error or a whole-file answer: not worth reading to keep the connection
+            self.reset()  # an error or a whole-file answer: not worth reading to keep the connection
         return status, content_range
 
     def read_into(self, buf: bytearray, limit: int, max_wait: float) -> int:
@@ -131,7 +132,7 @@ class RangeConnection:
             except (OSError, http.client.HTTPException) as exc:
                 if self._resp is not resp:  # closed meanwhile by the fill that gave up on it
                     raise RangeFailed("the connection was closed") from None
-                self.close()
+                self.reset()
                 error = RangeFailed.of(exc)
                 if not got:
                     raise error from None
@@ -142,9 +143,17 @@ class RangeConnection:
         return got
 
     def close(self) -> None:
-        """Drop the connection; safe from another thread to stop a read. The socket is shut down at once, which
-        wakes a thread blocked reading it, but its descriptor is freed only once no call is inside: freed
-        earlier, its number could go to a new connection (another fill's) while the read still uses it."""
+        """Drop the connection for good; safe from another thread to stop a read or a request. The socket is shut
+        down at once, which wakes a thread blocked reading it, but its descriptor is freed only once no call is
+        inside: freed earlier, its number could go to a new connection (another fill's) while the read still
+        uses it. A request whose connection was being made meanwhile closes it and fails."""
+        with self._guard:
+            self._closed = True
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop the current connection (the next request makes a new one), with ``close``'s care for a call
+        inside."""
         with self._guard:
             conn, self._conn, self._resp, self._origin = self._conn, None, None, None
             if conn is None:
@@ -159,17 +168,23 @@ class RangeConnection:
 
     def _connect(self, origin: tuple[str, str]) -> http.client.HTTPConnection:
         if self._resp is not None:  # the previous answer was not read to its end
-            self.close()
+            self.reset()
         if self._conn is not None and self._origin == origin:
             return self._conn
-        self.close()
+        self.reset()
         scheme, netloc = origin
         if scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(netloc, timeout=self.timeout,
                                                                            context=self.ssl_context)
         else:
             conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
-        conn.connect()
+        if self._closed:
+            raise RangeFailed("the connection was closed")
+        conn.connect()  # may take up to the timeout: ``close`` cannot reach this socket before it is kept below
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._conn, self._origin = conn, origin
-        return conn
+        with self._guard:
+            if not self._closed:
+                self._conn, self._origin = conn, origin
+                return conn
+        conn.close()  # closed while it was being made: never used, never left open
+        raise RangeFailed("the connection was closed")

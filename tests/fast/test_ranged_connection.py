@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import ssl
 import threading
@@ -147,3 +148,43 @@ def test_a_close_from_another_thread_frees_the_socket_only_once_the_read_left(se
     except OSError:
         still_open = False
     assert not still_open
+
+
+def test_a_close_while_the_connection_is_being_made_leaves_no_connection_open(
+        server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fill that gives a part up closes its lane's connection while the lane's thread may still be making it
+    (``connect`` is not yet done, so there is no socket to shut down): the request must fail and the new
+    socket must be closed, not kept for a request nobody waits for."""
+    entered, release = threading.Event(), threading.Event()
+    made: list[http.client.HTTPConnection] = []
+    real_connect = http.client.HTTPConnection.connect
+
+    def held_connect(self: http.client.HTTPConnection) -> None:  # the thread is making the connection
+        made.append(self)
+        entered.set()
+        release.wait(5)
+        real_connect(self)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", held_connect)
+    conn = RangeConnection(ssl.create_default_context(), timeout=5)
+    outcome: list[object] = []
+
+    def lane() -> None:
+        try:
+            outcome.append(conn.request(server + "/blob", 0, 9, {}))
+        except RangeFailed as exc:
+            outcome.append(exc)
+
+    requester = threading.Thread(target=lane)
+    requester.start()
+    assert entered.wait(5)
+    conn.close()  # from another thread, while connect is inside
+    release.set()
+    requester.join(5)
+    assert not requester.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], RangeFailed)
+    assert len(made) == 1 and made[0].sock is None  # the socket it made is closed
+    assert not _Handler.connections  # no request was sent on it
+    with pytest.raises(RangeFailed):  # and a closed connection makes no new one
+        conn.request(server + "/blob", 0, 9, {})
+    assert len(made) == 1
