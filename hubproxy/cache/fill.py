@@ -25,6 +25,7 @@ from hubproxy.cache.lease import FillLeases, Holder
 from hubproxy.cache.mismatch import Mismatches
 from hubproxy.cache.spool import Spool, SpoolFile
 from hubproxy.cache.upload import feed_upload
+from hubproxy.descriptors import open_for_reading
 from hubproxy.memory import release_free_memory
 from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore, Upload
@@ -116,9 +117,10 @@ class FillBody:
 
     @classmethod
     async def open(cls, fill: Fill, start: int, end: int, chunk_size: int) -> FillBody:
-        """The body, with the spool file opened in a worker thread (the spool may be on NFS)."""
+        """The body, with the spool file opened in a worker thread (the spool may be on NFS; a request cancelled
+        meanwhile leaves no descriptor behind)."""
         try:
-            fd = await asyncio.to_thread(os.open, fill.spool_path, os.O_RDONLY)
+            fd = await open_for_reading(fill.spool_path)
         except FileNotFoundError:
             fd = -1
         return cls(fill, start, end, chunk_size, fd)

@@ -6,12 +6,12 @@ fsync of the folder, so a blob appears complete or not at all.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from hubproxy.descriptors import open_for_reading
 from hubproxy.store.base import StoreUnavailable, is_blob_key
 from hubproxy.store.bodies import FileRange
 
@@ -37,7 +37,7 @@ class LocalBlobStore:
 
     async def read(self, key: str, start: int, end: int, chunk: int) -> FileRange | None:
         try:
-            fd = await asyncio.to_thread(os.open, self.path(key), os.O_RDONLY)
+            fd = await open_for_reading(self.path(key))
         except FileNotFoundError:
             return None
         return FileRange(fd, start, end, chunk)

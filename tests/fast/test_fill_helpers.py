@@ -15,11 +15,12 @@ import pytest
 
 from hubproxy.cache import filler
 from hubproxy.cache import spool as spool_module
-from hubproxy.cache.fill import Fill
+from hubproxy.cache.fill import Fill, FillBody
 from hubproxy.cache.filler import WARM_STEP_BYTES, PrefixHasher, warm_pages
 from hubproxy.cache.spool import Spool, filesystem_type
 from hubproxy.descriptors import open_for_reading
 from hubproxy.libc import LIBC
+from hubproxy.store.local import LocalBlobStore
 
 MIB = 1024 * 1024
 KEY = "cd" * 32
@@ -189,6 +190,37 @@ def test_a_cancelled_open_leaves_no_descriptor_behind(tmp_path: Path) -> None:
 
     asyncio.run(run())
 
+
+
+def test_a_request_cancelled_while_its_blob_file_opens_leaves_no_descriptor(tmp_path: Path) -> None:
+    """A client gone while the stored blob or the fill's spool file is being opened (a slow open on NFS; here a
+    FIFO, whose open waits in the worker thread until a writer comes): once the open completes, its descriptor
+    is closed, not left to nobody."""
+    store = LocalBlobStore(tmp_path / "store")
+    stored = store.path(KEY)
+    os.makedirs(os.path.dirname(stored))
+    os.mkfifo(stored)
+    spooled = str(tmp_path / "blob.part")
+    os.mkfifo(spooled)
+
+    async def run() -> None:
+        fill = Fill(KEY, 10, spooled, "/repo/resolve/main/file", store)  # type: ignore[arg-type]
+        before = open_descriptors()
+        for opening, path in ((store.read(KEY, 0, 10, 4), stored), (FillBody.open(fill, 0, 10, 4), spooled)):
+            task = asyncio.create_task(opening)
+            await asyncio.sleep(0.05)  # the worker thread is inside open, waiting for a writer
+            assert not task.done()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # a writer comes: the open completes
+            os.close(writer)
+        for _ in range(500):
+            if open_descriptors() == before:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{open_descriptors() - before} descriptors left open")
+
+    asyncio.run(run())
 
 def test_the_spool_knows_its_filesystem_and_a_network_one_is_not_warmed(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
