@@ -172,14 +172,14 @@ class RangeConnection:
         if self._conn is not None and self._origin == origin:
             return self._conn
         self.reset()
+        if self._closed:
+            raise RangeFailed("the connection was closed")
         scheme, netloc = origin
         if scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(netloc, timeout=self.timeout,
                                                                            context=self.ssl_context)
         else:
             conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
-        if self._closed:
-            raise RangeFailed("the connection was closed")
         conn.connect()  # may take up to the timeout: ``close`` cannot reach this socket before it is kept below
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._guard:
