@@ -63,6 +63,15 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+async def descriptors_back_to(before: int) -> None:
+    """Wait (up to 5 s) until the process holds ``before`` descriptors again; fail if it does not."""
+    for _ in range(500):
+        if open_descriptors() == before:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{open_descriptors() - before} descriptors left open")
+
+
 def test_pages_are_made_ahead_of_the_prefix_and_no_further_than_the_lead(tmp_path: Path) -> None:
     size, lead = 96 * MIB, 16 * MIB
     spool = Spool(tmp_path)
@@ -111,11 +120,7 @@ def test_a_cancelled_warmer_leaves_no_descriptor_open(tmp_path: Path) -> None:
         await asyncio.sleep(0.005)  # a call is most likely in flight
         warming.cancel()
         await asyncio.gather(warming, return_exceptions=True)
-        for _ in range(500):  # the call in flight (if any) returns and closes what it opened
-            if open_descriptors() == before:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("a warming call left its descriptor open")
+        await descriptors_back_to(before)  # the call in flight returns and closes what it opened
 
     try:
         asyncio.run(run())
@@ -161,11 +166,7 @@ def test_a_cancelled_hasher_closes_its_descriptor_only_once_its_call_left(tmp_pa
         await asyncio.sleep(0.05)
         assert open_descriptors() == before + 1  # the call is still inside: its descriptor stays open
         release.set()
-        for _ in range(500):
-            if open_descriptors() == before:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the hasher's descriptor stayed open after its call left")
+        await descriptors_back_to(before)  # the call in flight returns and closes what it opened
 
     asyncio.run(run())
 
@@ -182,14 +183,9 @@ def test_a_cancelled_open_leaves_no_descriptor_behind(tmp_path: Path) -> None:
             await asyncio.sleep(0)
             opening.cancel()
             await asyncio.gather(opening, return_exceptions=True)
-        for _ in range(500):
-            if open_descriptors() == before:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"{open_descriptors() - before} descriptors left open")
+        await descriptors_back_to(before)
 
     asyncio.run(run())
-
 
 
 def test_a_request_cancelled_while_its_blob_file_opens_leaves_no_descriptor(tmp_path: Path) -> None:
@@ -214,13 +210,10 @@ def test_a_request_cancelled_while_its_blob_file_opens_leaves_no_descriptor(tmp_
             await asyncio.gather(task, return_exceptions=True)
             writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # a writer comes: the open completes
             os.close(writer)
-        for _ in range(500):
-            if open_descriptors() == before:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"{open_descriptors() - before} descriptors left open")
+        await descriptors_back_to(before)
 
     asyncio.run(run())
+
 
 def test_the_spool_knows_its_filesystem_and_a_network_one_is_not_warmed(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
