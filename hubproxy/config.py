@@ -87,6 +87,9 @@ class Settings:
     s3_redirect: bool = False
     #: Seconds a presigned URL stays valid (it must outlive a resumed download).
     s3_presign_ttl: int = 3600
+    #: Seconds an upload to the bucket may stay unfinished (its process died) before it is aborted, unless its
+    #: blob is being filled; 0 = never. Must exceed the longest upload of one blob.
+    s3_abandoned_upload_seconds: float = 86400.0
     #: URL other replicas reach this one at (fill relays with the S3 store); default: this host's address and port.
     advertise_url: str | None = None
     #: Seconds a replica's claim to fill a blob lasts without renewal (a dead replica's claim then lapses).
@@ -224,7 +227,8 @@ def _validate(s: Settings) -> Settings:
         if p.scheme not in ("http", "https") or not p.netloc:
             raise ConfigError(f"setting 'public_url': {s.public_url!r} is not an http(s) URL")
     for name in ("revision_ttl", "stale_timeout", "upstream_timeout", "maintenance_interval", "cache_max_bytes",
-                 "fill_lease_seconds", "fill_single_stream_mbps", "token_cache_seconds", "audit_retention_days", "shutdown_timeout"):
+                 "fill_lease_seconds", "fill_single_stream_mbps", "token_cache_seconds", "audit_retention_days", "shutdown_timeout",
+                 "s3_abandoned_upload_seconds"):
         if getattr(s, name) < 0:
             raise ConfigError(f"setting {name!r} must not be negative")
     for name in ("tree_page_size", "tree_expand_page_size", "serve_chunk_size", "workers"):

@@ -172,9 +172,10 @@ class Runtime:
                                      settings.xet_convert_min_bytes, hosted.commits.blobs.tmp_dir)
             hosted.commits.on_commit.append(converter.wake.set)
             runtime.tasks.append(asyncio.create_task(converter.run(), name="xet-convert"))
+        uploads_to = [store] + ([hosted.xet.xorbs] if hosted.xet is not None else [])
         runtime.tasks += [asyncio.create_task(audit.run(), name="audit"),
                           asyncio.create_task(CacheWatcher(engine, runtime.apply).run(), name="cache-events"),
-                          asyncio.create_task(maintain(settings, engine, cache, auth), name="maintenance")]
+                          asyncio.create_task(maintain(settings, engine, cache, auth, uploads_to), name="maintenance")]
         if settings.anonymous_access == "read":
             log.warning("anonymous access is on: anyone who reaches hubproxy can download what the upstream serves")
         if settings.offline:

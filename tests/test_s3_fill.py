@@ -11,7 +11,7 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import get_cut_before_the_end, request
+from tests.helpers import get_cut_before_the_end, request, wait_until
 
 MIB = 1024 * 1024
 
@@ -84,3 +84,46 @@ def test_a_blob_that_fails_verification_is_never_in_the_bucket(make_proxy, fakeh
     status, _, body = request("GET", proxy.url + "/alice/s3bad/resolve/main/w.safetensors")
     assert status == 200 and body == data
     assert _wait_object(client, name, f"hubproxy/blobs/{sha[:2]}/{sha}") is not None
+
+
+def test_an_upload_left_by_a_killed_filler_is_aborted_and_a_live_fill_elsewhere_is_not(  # noqa: ANN201
+        make_proxy, fakehub: FakeHub, tmp_path: Path, s3_endpoint: str, bucket, pg_url: str):  # noqa: ANN001
+    """Replica ``a`` is killed mid-fill: its multipart upload stays in the bucket. Replica ``c`` (which
+    aborts uploads unfinished for a second) aborts it once ``a``'s lease lapses, while replica ``b``'s
+    slow fill of another blob, leased and unfinished for longer than that, goes on and completes."""
+    name, client = bucket
+    common = {**_s3_settings(s3_endpoint, name), "database_url": pg_url, "fill_connections": "1",
+              "fill_lease_seconds": "2"}
+    a = make_proxy(data_dir=tmp_path / "a", **common)
+    b = make_proxy(data_dir=tmp_path / "b", **common)
+    c = make_proxy(data_dir=tmp_path / "c", **common, s3_abandoned_upload_seconds="1", maintenance_interval="0.2")
+    killed, live = os.urandom(40 * MIB), os.urandom(40 * MIB)
+    killed_sha, live_sha = hashlib.sha256(killed).hexdigest(), hashlib.sha256(live).hexdigest()
+    fakehub.add_commit("model", "alice/s3killed", {"w.safetensors": killed})
+    fakehub.add_commit("model", "alice/s3live", {"w.safetensors": live})
+    fakehub.faults.trickle[killed_sha] = (1024 * 1024, 0.2)
+    fakehub.faults.trickle[live_sha] = (1024 * 1024, 0.25)  # about ten seconds to fill
+
+    def unfinished() -> set[str]:
+        return {u["Key"].rsplit("/", 1)[-1] for u in client.list_multipart_uploads(Bucket=name).get("Uploads", [])}
+
+    with ThreadPoolExecutor(2) as pool:
+        pool.submit(request, "GET", a.url + "/alice/s3killed/resolve/main/w.safetensors", timeout=60)
+        assert wait_until(lambda: killed_sha in unfinished(), timeout=20)
+        time.sleep(3)  # c looks every second and has seen a's upload for over a second: a's lease keeps it
+        assert killed_sha in unfinished()
+        a.kill()
+        downloading = pool.submit(hf_hub_download, "alice/s3live", "w.safetensors", endpoint=b.url,
+                                  cache_dir=tmp_path / "live")
+        assert wait_until(lambda: live_sha in unfinished(), timeout=20)
+        assert wait_until(lambda: killed_sha not in unfinished(), timeout=15)  # a's lease lapsed: aborted
+        time.sleep(2.5)  # c looks twice more at b's upload, unfinished for over a second: b's lease keeps it
+        assert not downloading.done() and live_sha in unfinished()
+        assert Path(downloading.result()).read_bytes() == live
+    assert _wait_object(client, name, f"hubproxy/blobs/{live_sha[:2]}/{live_sha}") is not None
+    assert not unfinished()
+    assert _wait_object(client, name, f"hubproxy/blobs/{killed_sha[:2]}/{killed_sha}", timeout=0) is None
+    assert "aborted 1 uploads left unfinished" in c.log()
+    fakehub.faults.trickle.pop(killed_sha)
+    again = hf_hub_download("alice/s3killed", "w.safetensors", endpoint=c.url, cache_dir=tmp_path / "again")
+    assert Path(again).read_bytes() == killed

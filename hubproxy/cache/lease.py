@@ -56,6 +56,12 @@ class FillLeases:
                                   {"k": key, "o": self.owner, "e": time.time() + self.ttl})
             return bool(result.rowcount)
 
+    def live_keys(self) -> set[str]:
+        """The blobs some replica is filling now (its lease not yet expired)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT key FROM fill_leases WHERE expires_at >= :now"), {"now": time.time()})
+            return {row[0] for row in rows}
+
     def release(self, key: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(text("DELETE FROM fill_leases WHERE key = :k AND owner = :o"), {"k": key, "o": self.owner})

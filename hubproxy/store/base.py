@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from typing import Protocol
 
 _KEY = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -80,6 +80,10 @@ class BlobStore(Protocol):
 
     def quarantine(self, key: str) -> None:
         """Move a blob that no longer matches its name out of the blob namespace, kept for inspection."""
+
+    def abort_abandoned_uploads(self, older_than: float, keep: Collection[str] = ()) -> int:
+        """Abort uploads of this store's blobs seen unfinished (their process died) for at least ``older_than``
+        seconds, counted from this process's first look, except those of the keys in ``keep``; returns how many."""
 
     def delete(self, key: str) -> None:
         """Delete a stored blob (nothing if it is not stored)."""

@@ -4,7 +4,7 @@ command's output) and each operation is counted and timed in ``/metrics``."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import Any, TypeVar
 
 from hubproxy.observability import metrics, tracing
@@ -67,6 +67,9 @@ class InstrumentedStore:
     def start_upload(self, key: str, size: int) -> Upload | None:
         upload = self._call("start_upload", lambda: self.driver.start_upload(key, size))
         return None if upload is None else _InstrumentedUpload(self, upload)
+
+    def abort_abandoned_uploads(self, older_than: float, keep: Collection[str] = ()) -> int:
+        return self._call("abort_uploads", lambda: self.driver.abort_abandoned_uploads(older_than, keep))
 
     def delete(self, key: str) -> None:
         self._call("delete", lambda: self.driver.delete(key))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from hubproxy.descriptors import open_for_reading
@@ -54,6 +54,9 @@ class LocalBlobStore:
 
     def start_upload(self, key: str, size: int) -> None:
         return None  # ingest is a rename
+
+    def abort_abandoned_uploads(self, older_than: float, keep: Collection[str] = ()) -> int:
+        return 0  # no uploads: unfinished fills are in the spool, which the server cleans when it starts
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

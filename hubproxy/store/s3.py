@@ -5,14 +5,17 @@ blob is verified, aborted otherwise); other verified files are ingested by uploa
 above 8 MiB, which boto3 aborts if a part fails). Either way an object exists complete or not at all.
 Reads of a plain-http endpoint are made with a presigned URL on a raw connection whose body is spliced
 to the client (``rawget.py``); others run ahead of the client in a worker thread (``readahead.py``).
-``presign`` gives a short-lived URL for ``s3_redirect``.
+``presign`` gives a short-lived URL for ``s3_redirect``. A multipart upload cut short by a crash (its
+process killed mid-fill or mid-ingest) leaves parts the bucket keeps and bills but never lists as objects;
+``abort_abandoned_uploads`` drops those of this store's blobs once they are old enough.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Collection, Iterator
 from typing import Any
 
 import boto3
@@ -76,6 +79,8 @@ class S3BlobStore:
         #: Reads may bypass boto3 (``rawget.py``): a plain-http endpoint no proxy applies to.
         self.plain_http = route(self.client.meta.endpoint_url) is not None and \
             self.client.meta.endpoint_url.startswith("http://")
+        #: Unfinished uploads listed by ``abort_abandoned_uploads``: when this process first saw each.
+        self._uploads_seen: dict[str, float] = {}
         self.transfer = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
                                        max_concurrency=4)
 
@@ -144,6 +149,35 @@ class S3BlobStore:
         answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.object_key(key),
                                                      ContentType="application/octet-stream")
         return S3Upload(self.client, self.bucket, self.object_key(key), answer["UploadId"], part_bytes)
+
+    def abort_abandoned_uploads(self, older_than: float, keep: Collection[str] = ()) -> int:
+        # An upload's age is counted from when this process first saw it, not from its "Initiated" time: the
+        # bucket's clock may differ from ours, and S3-compatible servers need not keep that time (moto gives
+        # every upload the same one). So a restarted process waits ``older_than`` again: late, never early.
+        now = time.monotonic()
+        seen: dict[str, float] = {}
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{self.folder}/"):
+            for upload in page.get("Uploads", []):
+                name = upload["Key"].rsplit("/", 1)[-1]
+                # Only the shape this store writes: never another application's upload in a shared bucket.
+                if not is_blob_key(name) or upload["Key"] != self.object_key(name):
+                    continue
+                first = seen[upload["UploadId"]] = self._uploads_seen.get(upload["UploadId"], now)
+                if name in keep or now - first < older_than:
+                    continue
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                        raise
+                    continue  # completed or aborted meanwhile
+                aborted += 1
+                log.info("aborted the unfinished multipart upload %s of %s", upload["UploadId"], upload["Key"])
+        self._uploads_seen = seen
+        return aborted
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))

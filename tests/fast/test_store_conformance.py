@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,33 @@ def test_presign_gives_the_bytes_or_nothing(store: BlobStore, tmp_path: Path) ->
         assert url is not None
         with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - moto on loopback
             assert resp.read() == data
+
+
+def test_uploads_left_unfinished_are_aborted_once_old_enough_unless_kept(store: BlobStore) -> None:
+    old, kept = hashlib.sha256(b"old").hexdigest(), hashlib.sha256(b"kept").hexdigest()
+    size = 64 * 1024 * 1024
+    uploads = [store.start_upload(old, size), store.start_upload(kept, size)]
+    if store.kind == "local":  # type: ignore[attr-defined]
+        assert uploads == [None, None]  # a fill's unfinished bytes live in the spool, not in the store
+        assert store.abort_abandoned_uploads(0) == 0
+        return
+    client, bucket = store.client, store.bucket  # type: ignore[attr-defined]
+    # Uploads that are not this store's blobs: another application's, and an odd name under the prefix.
+    client.create_multipart_upload(Bucket=bucket, Key=f"other-app/blobs/{old[:2]}/{old}")
+    client.create_multipart_upload(Bucket=bucket, Key=f"hubproxy/blobs/{old[:2]}/{old}.tmp")
+
+    def unfinished() -> set[str]:
+        return {u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+
+    every = unfinished()
+    assert len(every) == 4
+    assert store.abort_abandoned_uploads(1) == 0  # none seen for a second yet
+    time.sleep(1.1)
+    assert store.abort_abandoned_uploads(3600) == 0  # none seen for an hour
+    assert store.abort_abandoned_uploads(1, keep={kept}) == 1
+    assert unfinished() == every - {f"hubproxy/blobs/{old[:2]}/{old}"}
+    uploads[1].abort()  # type: ignore[union-attr]
+    assert store.abort_abandoned_uploads(0) == 0
 
 
 def test_ping_and_failures_are_store_unavailable(store: BlobStore, tmp_path: Path) -> None:
