@@ -3,11 +3,19 @@
 Parts are read back from the spool file (the very bytes the hash runs over) and sent by a few worker
 threads. The upload is only completed by the fill once the whole blob is verified, and aborted
 otherwise, so the store never holds a blob that failed verification, not even for a moment.
+
+The upload is background work: what a client waits for (the fill's receiving, hashing and sending) comes
+first. Its threads run at the lowest CPU priority (nice 19; on Linux a thread's own), so they take the
+CPU the fill leaves idle: all of it behind a slow upstream, little while a fast fill keeps the cores busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from hubproxy.store.base import Upload
@@ -17,6 +25,18 @@ if TYPE_CHECKING:
 
 #: Parts uploaded at once.
 CONCURRENT_PARTS = 4
+#: CPU priority (nice) of the threads that upload parts.
+UPLOAD_NICE = 19
+
+
+def _lower_priority() -> None:
+    """(In each new upload thread.) Give this thread, not the process, the upload's priority."""
+    with contextlib.suppress(OSError):  # not permitted, or no per-thread priorities: run at the usual one
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UPLOAD_NICE)
+
+
+#: The threads every fill's parts go up in (each fill uploads at most ``CONCURRENT_PARTS`` at once).
+uploaders = ThreadPoolExecutor(CONCURRENT_PARTS * 4, "hubproxy-upload", initializer=_lower_priority)
 
 
 async def feed_upload(fill: Fill, upload: Upload, path: str) -> None:
@@ -32,7 +52,8 @@ async def feed_upload(fill: Fill, upload: Upload, path: str) -> None:
                 done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()
-            running.add(asyncio.create_task(asyncio.to_thread(upload.put_part, number, path, offset, length)))
+            running.add(asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
+                uploaders, upload.put_part, number, path, offset, length)))
             number, offset = number + 1, offset + length
         for task in asyncio.as_completed(running):
             await task

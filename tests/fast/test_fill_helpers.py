@@ -1,5 +1,5 @@
-"""A fill's helpers beside its download: the page warmer (pages made ahead of the writers, within a window) and
-the prefix hasher, and the descriptors both use while a fill ends or is cancelled."""
+"""A fill's helpers beside its download: the page warmer (pages made ahead of the writers, within a window),
+the prefix hasher, the descriptors both use while a fill ends or is cancelled, and the upload fed as it fills."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hubproxy.cache import spool as spool_module
 from hubproxy.cache.fill import Fill, FillBody
 from hubproxy.cache.filler import WARM_STEP_BYTES, PrefixHasher, warm_pages
 from hubproxy.cache.spool import Spool, filesystem_type
+from hubproxy.cache.upload import UPLOAD_NICE, feed_upload
 from hubproxy.descriptors import open_for_reading
 from hubproxy.libc import LIBC
 from hubproxy.store.local import LocalBlobStore
@@ -222,3 +223,54 @@ def test_the_spool_knows_its_filesystem_and_a_network_one_is_not_warmed(tmp_path
     assert Spool(tmp_path).network_filesystem is False
     monkeypatch.setattr(spool_module, "filesystem_type", lambda _path: 0x6969)  # NFS
     assert Spool(tmp_path).network_filesystem is True
+
+
+class _FolderUpload:
+    """An upload into a folder of part files (``store.base.Upload``), noting each part's thread priority."""
+
+    part_bytes = 3 * MIB
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.priorities: dict[int, int] = {}
+
+    def put_part(self, number: int, path: str, offset: int, length: int) -> None:
+        self.priorities[number] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        with open(path, "rb") as f:
+            f.seek(offset)
+            (self.folder / f"{number:05d}").write_bytes(f.read(length))
+
+    def complete(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def test_parts_go_up_as_the_prefix_grows_in_threads_of_the_lowest_priority(tmp_path: Path) -> None:
+    data = os.urandom(10 * MIB + 5)
+    spool_path = tmp_path / "spool"
+    spool_path.write_bytes(b"\0" * len(data))
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    upload = _FolderUpload(parts)
+
+    async def run() -> None:
+        fill = Fill(KEY, len(data), str(spool_path), "", LocalBlobStore(tmp_path / "store"))
+        feeding = asyncio.create_task(feed_upload(fill, upload, str(spool_path)))
+        with open(spool_path, "r+b") as f:
+            for end in (4 * MIB, 7 * MIB, len(data)):
+                f.seek(fill.written)
+                f.write(data[fill.written:end])
+                f.flush()
+                fill.written = end
+                fill.notify()
+                await asyncio.sleep(0.2)
+                assert len(list(parts.iterdir())) == end // upload.part_bytes + (end == len(data))
+        await asyncio.wait_for(feeding, 10)
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    asyncio.run(run())
+    assert b"".join(p.read_bytes() for p in sorted(parts.iterdir())) == data
+    assert set(upload.priorities.values()) == {UPLOAD_NICE}  # what a client waits for goes first
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the rest of the process keeps its own
