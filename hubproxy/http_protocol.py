@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import select
 import socket
@@ -36,8 +37,12 @@ from hubproxy.observability import metrics
 
 log = logging.getLogger(__name__)
 
-#: Bytes handed to the kernel per worker-thread call (between calls the answer can be given up).
-SENDFILE_STEP = 16 * 1024 * 1024
+#: Most bytes one worker-thread call sends (between calls the answer can be given up).
+SENDFILE_STEP = 1024 * 1024 * 1024
+#: Longest one worker-thread call goes on sending before it comes back to the event loop. Each trip between the
+#: loop and a worker costs about a millisecond in which nothing is sent: with a call per 16 MiB, a client taking
+#: 2 GB/s lost 60-70 ms per GiB. A slow client's answer can still be given up within this time.
+STEP_SECONDS = 0.25
 #: Capacity asked for the pipe a spliced body passes through (Linux's default cap for a pipe).
 PIPE_BYTES = 1024 * 1024
 #: Seconds a client may take to accept more bytes before the answer is given up.
@@ -79,15 +84,17 @@ class ZeroCopy:
         """Send bytes ``[offset, offset + count)`` of the open file ``fd``."""
         if not await self._drained():
             return 0
-        return await self._move(lambda own, sent, step: _send_step(own[0], own[1], offset + sent, step), count, fd)
+        return await self._move(lambda own, sent, step, until: _send_step(own[0], own[1], offset + sent, step, until),
+                                count, fd)
 
     async def splice(self, source: socket.socket, count: int) -> int:
         """Move the next ``count`` bytes arriving on ``source`` to the client without reading them."""
         if not await self._drained():
             return 0
         timeout = source.gettimeout() or STALL_SECONDS
-        return await self._move(lambda own, _sent, step: _splice_through_pipe(own[1], own[0], step, timeout), count,
-                                source.fileno())
+        return await self._move(
+            lambda own, _sent, step, until: _splice_through_pipe(own[1], own[0], step, timeout, until), count,
+            source.fileno())
 
     async def _drained(self) -> bool:
         """Wait until what was sent before (the headers) has left; False if the client is gone or takes nothing."""
@@ -100,9 +107,11 @@ class ZeroCopy:
             await asyncio.sleep(0.001)  # the headers (and anything before) leave first, in order
         return not transport.is_closing()
 
-    async def _move(self, step: Callable[[tuple[int, ...], int, int], int], count: int, source: int) -> int:
-        """Run ``step((client, source), sent, at_most)`` in worker threads until ``count`` bytes went out or a step
-        falls short.
+    async def _move(self, step: Callable[[tuple[int, ...], int, int, float], tuple[int, bool]], count: int,
+                    source: int) -> int:
+        """Run ``step((client, source), sent, at_most, until)`` in worker threads until ``count`` bytes went out or a
+        step says it cannot go on (it returns the bytes it moved and whether it can; it stops by itself at the
+        monotonic time ``until``, ``STEP_SECONDS`` after it starts).
 
         Each step gets descriptors of its own for the client's socket and the ``source`` (``descriptors.py``:
         duplicated here on the event loop, closed by the step's thread when it ends). The transport closes its socket when the
@@ -125,9 +134,9 @@ class ZeroCopy:
                 except OSError as exc:  # out of descriptors (EMFILE): this answer ends short, the process goes on
                     log.warning("zero-copy answer cut after %d bytes: %s", sent, exc)
                     break
-                n = await call_owning(None, step, own, sent, asked)
+                n, more = await call_owning(None, step, own, sent, asked, time.monotonic() + STEP_SECONDS)
                 sent += n
-                if n < asked:
+                if not more:
                     break  # the client or the source is gone or stalled
         finally:
             _cork(client, False)
@@ -146,70 +155,76 @@ def _cork(client: Any, on: bool) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
 
 
-def _splice_through_pipe(source: int, sock: int, count: int, timeout: float) -> int:
+def _splice_through_pipe(source: int, sock: int, count: int, timeout: float, until: float) -> tuple[int, bool]:
     """(In a thread.) ``_splice_step`` through a pipe of its own, closed when it ends."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError):  # a smaller pipe only costs more calls
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        return _splice_step(source, read_end, write_end, sock, count, timeout)
+        return _splice_step(source, read_end, write_end, sock, count, timeout, until)
     finally:
         os.close(read_end)
         os.close(write_end)
 
 
-def _send_step(sock: int, fd: int, offset: int, count: int) -> int:
-    """(In a thread.) Send up to ``count`` bytes of ``fd`` to the non-blocking socket, waiting while it is full.
-    Returns what was sent; 0 if the client is gone or stalled."""
+def _send_step(sock: int, fd: int, offset: int, count: int, until: float = math.inf) -> tuple[int, bool]:
+    """(In a thread.) Send up to ``count`` bytes of ``fd`` to the non-blocking socket, waiting while it is full,
+    until the monotonic time ``until``. Returns what was sent, and False if the client is gone or stalled or the
+    file ended (True: all sent, or time to come back)."""
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
     sent = 0
     while sent < count:
+        if sent and time.monotonic() >= until:
+            return sent, True
         try:
             n = os.sendfile(sock, fd, offset + sent, count - sent)
         except BlockingIOError:
             events = poller.poll(STALL_SECONDS * 1000)
             if not events or events[0][1] & (select.POLLERR | select.POLLHUP):
-                break
+                return sent, False
             continue
         except OSError:  # the client went away (EPIPE, ECONNRESET)
-            break
+            return sent, False
         if n == 0:
-            break  # the file is shorter than asked
+            return sent, False  # the file is shorter than asked
         sent += n
-    return sent
+    return sent, True
 
 
-def _splice_step(source: int, read_end: int, write_end: int, sock: int, count: int, timeout: float) -> int:
+def _splice_step(source: int, read_end: int, write_end: int, sock: int, count: int, timeout: float,
+                 until: float = math.inf) -> tuple[int, bool]:
     """(In a thread.) Move up to ``count`` bytes from the ``source`` socket through the pipe to the client's
-    non-blocking socket. Returns what the client got; fewer than ``count`` if the source ended, failed or
-    stalled for ``timeout`` seconds, or the client went away or stalled."""
+    non-blocking socket, until the monotonic time ``until``. Returns what the client got, and False if the source
+    ended, failed or stalled for ``timeout`` seconds, or the client went away or stalled."""
     flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
     readable, writable = select.poll(), select.poll()
     readable.register(source, select.POLLIN)
     writable.register(sock, select.POLLOUT)
     moved = 0
     while moved < count:
+        if moved and time.monotonic() >= until:
+            return moved, True  # the pipe is empty here: nothing is held back
         try:
             in_pipe = os.splice(source, write_end, min(PIPE_BYTES, count - moved), flags=flags)
         except BlockingIOError:
             if not readable.poll(timeout * 1000):
-                break  # the source stalled
+                return moved, False  # the source stalled
             continue
         except OSError:  # the source failed (ECONNRESET)
-            break
+            return moved, False
         if in_pipe == 0:
-            break  # the source ended early
+            return moved, False  # the source ended early
         while in_pipe:
             try:
                 n = os.splice(read_end, sock, in_pipe, flags=flags)
             except BlockingIOError:
                 events = writable.poll(STALL_SECONDS * 1000)
                 if not events or events[0][1] & (select.POLLERR | select.POLLHUP):
-                    return moved
+                    return moved, False
                 continue
             except OSError:  # the client went away
-                return moved
+                return moved, False
             in_pipe -= n
             moved += n
-    return moved
+    return moved, True

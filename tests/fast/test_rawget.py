@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -127,9 +128,10 @@ def test_not_http_or_not_plain_is_refused(server: _OneShotServer) -> None:
         raw_get("https://127.0.0.1/k", {}, 10)
 
 
-def _pump(server: _OneShotServer, count: int) -> tuple[int, bytes, bytes]:
-    """Splice ``count`` body bytes from a raw GET to one end of a socket pair; what moved, what the other end
-    read, and the head that came with the headers."""
+def _pump(server: _OneShotServer, count: int, until: float = math.inf) -> tuple[int, bytes, bytes, int]:
+    """Splice ``count`` body bytes from a raw GET to one end of a socket pair (in calls that each stop at the
+    monotonic time ``until``, or when it has passed after their first bytes); what moved, what the other end
+    read, the head that came with the headers, and how many calls it took."""
     answer = raw_get(server.url + "/k", {}, 10)
     head = answer.head
     client, far = socket.socketpair()
@@ -143,8 +145,12 @@ def _pump(server: _OneShotServer, count: int) -> tuple[int, bytes, bytes]:
     reader = threading.Thread(target=drain)
     reader.start()
     read_end, write_end = os.pipe()
+    moved, calls = 0, 0
     try:
-        moved = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), count, 5)
+        more = True
+        while more and moved < count:
+            n, more = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), count - moved, 5, until)
+            moved, calls = moved + n, calls + 1
     finally:
         client.close()
         reader.join()
@@ -152,19 +158,29 @@ def _pump(server: _OneShotServer, count: int) -> tuple[int, bytes, bytes]:
         answer.close()
         os.close(read_end)
         os.close(write_end)
-    return moved, head, bytes(received)
+    return moved, head, bytes(received), calls
 
 
 def test_splice_moves_the_body_unread(server: _OneShotServer) -> None:
     server.answer = _answer("200 OK", DATA)
-    moved, head, received = _pump(server, len(DATA))
+    moved, head, received, calls = _pump(server, len(DATA))
+    assert len(head) + moved == len(DATA) and head + received == DATA and calls == 1
+
+
+def test_a_splice_whose_time_is_up_comes_back_with_its_pipe_empty_and_the_next_goes_on(
+        server: _OneShotServer) -> None:
+    """A call whose time is up returns after a pipe's worth (the answer can then be given up); none is lost."""
+    server.answer = _answer("200 OK", DATA)
+    moved, head, received, calls = _pump(server, len(DATA), until=0.0)
     assert len(head) + moved == len(DATA) and head + received == DATA
+    assert calls > 1
 
 
 def test_splice_stops_where_the_source_ends(server: _OneShotServer) -> None:
     server.answer = _answer("200 OK", DATA[:300_000], length=len(DATA))
-    moved, head, received = _pump(server, len(DATA))
+    moved, head, received, calls = _pump(server, len(DATA))
     assert len(head) + moved == 300_000 and head + received == DATA[:300_000]
+    assert calls == 1  # the call said it cannot go on: not called again
 
 
 def test_splice_stops_when_the_client_goes_away(server: _OneShotServer) -> None:
@@ -175,13 +191,13 @@ def test_splice_stops_when_the_client_goes_away(server: _OneShotServer) -> None:
     far.close()  # nobody reads: the first write fails
     read_end, write_end = os.pipe()
     try:
-        moved = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), len(DATA), 5)
+        moved, more = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), len(DATA), 5)
     finally:
         for fd in (read_end, write_end):
             os.close(fd)
         client.close()
         answer.close()
-    assert moved < len(DATA)
+    assert moved < len(DATA) and not more
 
 
 @pytest.mark.parametrize(("endpoint", "proxy", "raw"), [

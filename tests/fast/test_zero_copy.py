@@ -119,9 +119,9 @@ def test_a_file_is_sent_whole_from_a_corked_socket_that_is_uncorked_after(
     cork_while_sending: list[int] = []
     send_step = http_protocol._send_step
 
-    def watched_step(sock: int, fd: int, offset: int, count: int) -> int:
+    def watched_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool]:
         cork_while_sending.append(_corked(server))
-        return send_step(sock, fd, offset, count)
+        return send_step(sock, fd, offset, count, until)
 
     monkeypatch.setattr(http_protocol, "_send_step", watched_step)
     monkeypatch.setattr(http_protocol, "SENDFILE_STEP", 1024 * 1024)  # several steps
@@ -135,6 +135,35 @@ def test_a_file_is_sent_whole_from_a_corked_socket_that_is_uncorked_after(
     assert cork_while_sending == [1] * 4
     assert _corked(server) == 0
     assert sender.cycle.expected_content_length == 0  # uvicorn is told these bytes went out
+
+
+def test_a_step_whose_time_is_up_comes_back_to_the_event_loop_and_the_answer_goes_on(
+        connection: tuple[socket.socket, socket.socket], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps are bounded by time, not only bytes: a fast client gets few of them, and every one comes back in
+    time for the answer to be given up."""
+    server, client = connection
+    data = os.urandom(SIZE)
+    (tmp_path / "blob").write_bytes(data)
+    steps: list[int] = []
+    send_step = http_protocol._send_step
+
+    def counted_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool]:
+        sent, more = send_step(sock, fd, offset, count, until)
+        steps.append(sent)
+        return sent, more
+
+    monkeypatch.setattr(http_protocol, "_send_step", counted_step)
+    monkeypatch.setattr(http_protocol, "STEP_SECONDS", 0.0)  # every step's time is up after its first bytes
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)  # and a call moves only what fits
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    received = bytearray()
+    reader = _receive(client, SIZE, received)
+    with _opened(tmp_path / "blob") as fd:
+        sent = asyncio.run(_sender(_Transport(server), SIZE)(fd, 0, SIZE))
+    reader.join(10)
+    assert sent == SIZE and bytes(received) == data
+    assert len(steps) > 1 and sum(steps) == SIZE and all(steps)
+    assert _corked(server) == 0
 
 
 def test_an_answer_given_up_mid_way_leaves_the_socket_uncorked(
