@@ -9,7 +9,7 @@ import time
 from urllib.parse import parse_qsl, quote, unquote
 
 from tests.fakehub.base import HubHandler
-from tests.fakehub.content import TYPES, Blob
+from tests.fakehub.content import TYPES, Blob, Commit, RepoFile
 
 
 class FileRoutes(HubHandler):
@@ -23,15 +23,10 @@ class FileRoutes(HubHandler):
         repo_id = "/".join(segs[:idx])
         rev = unquote(segs[idx + 1])
         path = "/".join(unquote(s) for s in segs[idx + 2:])
-        repo = self._repo(t, repo_id, content=True)
-        if repo is None:
+        found = self._file(t, repo_id, rev, path)
+        if found is None:
             return
-        commit = self._commit(repo, rev)
-        if commit is None:
-            return
-        f = commit.files.get(path)
-        if f is None:
-            return self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit.sha})
+        commit, f = found
         if f.lfs:
             with self.hub._lock:
                 self.hub.signatures += 1
@@ -48,16 +43,24 @@ class FileRoutes(HubHandler):
             return self._send(307, b"", {"Location": loc})
         return self._serve_resolve(t, repo_id, commit.sha, path)
 
-    def _serve_resolve(self, t: str, repo_id: str, sha: str, path: str) -> None:
+    def _file(self, t: str, repo_id: str, rev: str, path: str) -> tuple[Commit, RepoFile] | None:
+        """The file at ``path`` in revision ``rev`` if the caller may download it; else answers the error."""
         repo = self._repo(t, repo_id, content=True)
-        if repo is None:
-            return
-        commit = self._commit(repo, sha)
+        commit = None if repo is None else self._commit(repo, rev)
         if commit is None:
-            return
+            return None
         f = commit.files.get(path)
         if f is None:
-            return self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
+            self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit.sha})
+            return None
+        return commit, f
+
+    def _serve_resolve(self, t: str, repo_id: str, sha: str, path: str) -> None:
+        found = self._file(t, repo_id, sha, path)
+        if found is None:
+            return
+        commit, f = found
+        sha = commit.sha
         etag = f'W/"{f.blob.sha1[:8]}-gz"' if f.blob.sha1 in self.hub.faults.opaque_etag else f'"{f.blob.sha1}"'
         self._serve_blob(f.blob, f.blob.sha1, {"X-Repo-Commit": sha, "ETag": etag})
 
