@@ -13,7 +13,8 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import ROOT, TcpForwarder, request, wait_until
+from tests.helpers import ROOT, request, wait_until
+from tests.relays import TcpForwarder
 
 
 def audit(data_dir: Path, *args: str, database_url: str | None = None) -> list[dict]:

@@ -57,7 +57,8 @@ def test_two_workers_on_postgres_fetch_once(make_proxy, fakehub: FakeHub, tmp_pa
 
 def test_database_outage_is_a_clear_503_and_recovers(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
                                                       pg_url: str) -> None:
-    from tests.helpers import TcpForwarder, request
+    from tests.helpers import request
+    from tests.relays import TcpForwarder
 
     relay = TcpForwarder(("127.0.0.1", 5432))
     url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")

@@ -77,7 +77,7 @@ def test_s3_streamed(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp
 def test_a_hot_read_the_bucket_cuts_never_completes(make_proxy, fakehub: FakeHub, s3_endpoint: str,  # noqa: ANN001
                                                     bucket) -> None:
     """A stored object's GET cut by the bucket mid-body: the client's answer is cut too, never completed."""
-    from tests.helpers import S3FaultRelay
+    from tests.relays import S3FaultRelay
 
     name, client = bucket
     relay = S3FaultRelay(s3_endpoint)
@@ -114,7 +114,7 @@ def test_uploads_carry_a_crc32_and_are_not_signed_twice(make_proxy, fakehub: Fak
                                                         bucket) -> None:
     """Every upload (parts while filling, a small blob's PUT) carries a CRC32 of its body for the server to
     check, and no sha256 of it: over plain http botocore would otherwise hash every byte a second time."""
-    from tests.helpers import S3FaultRelay
+    from tests.relays import S3FaultRelay
 
     name, client = bucket
     relay = S3FaultRelay(s3_endpoint)
@@ -241,7 +241,7 @@ def test_s3_outage_is_a_clear_503_and_recovers(make_proxy, fakehub: FakeHub,  # 
 
 def test_bucket_full_mid_fill(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     """Uploads refused (507): the client still gets the verified bytes, nothing partial stays, hits go on."""
-    from tests.helpers import S3FaultRelay
+    from tests.relays import S3FaultRelay
 
     name, client = bucket
     relay = S3FaultRelay(s3_endpoint)
