@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qsl, quote, unquote
 
 from tests.fakehub.base import HubHandler
@@ -130,14 +131,23 @@ class FileRoutes(HubHandler):
         with self.hub._lock:
             self.hub.streams[key] += 1
             self.hub.peak_streams[key] = max(self.hub.peak_streams[key], self.hub.streams[key])
-        try:
-            self._send_range(blob, key, start, end, drop, corrupting)
-        finally:
+        counted = [True]
+
+        def stream_ends() -> None:
+            """The body stops counting as a stream being sent: before its last bytes go out, so that a request
+            its client makes once it has them is never counted as sent at the same time."""
             with self.hub._lock:
-                self.hub.streams[key] -= 1
+                if counted[0]:
+                    counted[0] = False
+                    self.hub.streams[key] -= 1
+
+        try:
+            self._send_range(blob, key, start, end, drop, corrupting, stream_ends)
+        finally:
+            stream_ends()
 
     def _send_range(self, blob: Blob, key: str, start: int, end: int, drop: int | None,
-                    corrupting: bool) -> None:
+                    corrupting: bool, last_bytes: Callable[[], None]) -> None:
         faults, size = self.hub.faults, blob.size
         pos = start
         t0 = time.monotonic()
@@ -152,6 +162,8 @@ class FileRoutes(HubHandler):
                 ba = bytearray(data)
                 ba[size // 2 - pos] ^= 0xFF
                 data = bytes(ba)
+            if pos + n >= end or (drop is not None and pos + n >= drop):
+                last_bytes()
             try:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
