@@ -69,7 +69,7 @@ class InstrumentedStore:
         return None if upload is None else _InstrumentedUpload(self, upload)
 
     def abort_abandoned_uploads(self, older_than: float, keep: Collection[str] = ()) -> int:
-        return self._call("abort_uploads", lambda: self.driver.abort_abandoned_uploads(older_than, keep))
+        return self._call("abort_abandoned", lambda: self.driver.abort_abandoned_uploads(older_than, keep))
 
     def delete(self, key: str) -> None:
         self._call("delete", lambda: self.driver.delete(key))
