@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,8 +55,11 @@ def connection() -> Iterator[tuple[socket.socket, socket.socket]]:
         client.close()
 
 
-def _receive(sock: socket.socket, size: int, into: bytearray) -> threading.Thread:
+def _receive(sock: socket.socket, size: int, into: bytearray, after: float = 0.0) -> threading.Thread:
+    """A thread reading ``size`` bytes from ``sock`` into ``into``, starting ``after`` seconds from now."""
+
     def run() -> None:
+        time.sleep(after)
         while len(into) < size:
             chunk = sock.recv(1 << 20)
             if not chunk:
@@ -154,10 +158,12 @@ def test_a_step_whose_time_is_up_comes_back_to_the_event_loop_and_the_answer_goe
 
     monkeypatch.setattr(http_protocol, "_send_step", counted_step)
     monkeypatch.setattr(http_protocol, "STEP_SECONDS", 0.0)  # every step's time is up after its first bytes
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)  # and a call moves only what fits
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     received = bytearray()
-    reader = _receive(client, SIZE, received)
+    # Nobody reads at first, so the first call moves only what the buffers hold, far less than the file (a reader
+    # already draining could let one call send everything).
+    reader = _receive(client, SIZE, received, after=0.3)
     with _opened(tmp_path / "blob") as fd:
         sent = asyncio.run(_sender(_Transport(server), SIZE)(fd, 0, SIZE))
     reader.join(10)
