@@ -42,10 +42,14 @@ SPLICE_MIN_BYTES = 1024 * 1024
 RAW_URL_TTL = 300
 
 
+def error_code(exc: BaseException) -> str | None:
+    """The code of an S3 error answer (``NoSuchKey``, ``404``, ...); None for anything else."""
+    return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+
+
 def is_missing(exc: BaseException) -> bool:
     """An S3 error that means "no such object"."""
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey",
-                                                                                         "NotFound")
+    return error_code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
 class S3BlobStore:
@@ -171,7 +175,7 @@ class S3BlobStore:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
                                                        UploadId=upload["UploadId"])
                 except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    if error_code(exc) != "NoSuchUpload":
                         raise
                     continue  # completed or aborted meanwhile
                 aborted += 1
