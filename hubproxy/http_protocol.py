@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import math
 import os
 import select
 import socket
@@ -167,7 +166,7 @@ def _splice_through_pipe(source: int, sock: int, count: int, timeout: float, unt
         os.close(write_end)
 
 
-def _send_step(sock: int, fd: int, offset: int, count: int, until: float = math.inf) -> tuple[int, bool]:
+def _send_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool]:
     """(In a thread.) Send up to ``count`` bytes of ``fd`` to the non-blocking socket, waiting while it is full,
     until the monotonic time ``until``. Returns what was sent, and False if the client is gone or stalled or the
     file ended (True: all sent, or time to come back)."""
@@ -193,7 +192,7 @@ def _send_step(sock: int, fd: int, offset: int, count: int, until: float = math.
 
 
 def _splice_step(source: int, read_end: int, write_end: int, sock: int, count: int, timeout: float,
-                 until: float = math.inf) -> tuple[int, bool]:
+                 until: float) -> tuple[int, bool]:
     """(In a thread.) Move up to ``count`` bytes from the ``source`` socket through the pipe to the client's
     non-blocking socket, until the monotonic time ``until``. Returns what the client got, and False if the source
     ended, failed or stalled for ``timeout`` seconds, or the client went away or stalled."""

@@ -58,10 +58,10 @@ class AbandonedUploads:
 
 
 async def maintain(settings: Settings, engine: Engine, cache: BlobCache, auth: Authenticator,
-                   stores: Sequence[BlobStore] = ()) -> None:
+                   stores: Sequence[BlobStore]) -> None:
     """Run the periodic work until cancelled; ``stores``: every store uploads go to (blobs, xorbs)."""
     fills = cache.fills
-    abandoned = AbandonedUploads(stores or [cache.store], settings.s3_abandoned_upload_seconds, fills)
+    abandoned = AbandonedUploads(stores, settings.s3_abandoned_upload_seconds, fills)
     while True:
         await wake_or_timeout(fills.committed, settings.maintenance_interval)
         fills.committed.clear()

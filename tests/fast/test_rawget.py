@@ -191,7 +191,8 @@ def test_splice_stops_when_the_client_goes_away(server: _OneShotServer) -> None:
     far.close()  # nobody reads: the first write fails
     read_end, write_end = os.pipe()
     try:
-        moved, more = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), len(DATA), 5)
+        moved, more = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), len(DATA), 5,
+                                   math.inf)
     finally:
         for fd in (read_end, write_end):
             os.close(fd)
