@@ -225,6 +225,29 @@ def test_the_spool_knows_its_filesystem_and_a_network_one_is_not_warmed(tmp_path
     assert Spool(tmp_path).network_filesystem is True
 
 
+@pytest.mark.parametrize("network", [False, True], ids=["local", "nfs"])
+def test_a_fill_warms_its_spool_only_on_a_local_filesystem(make_app, fakehub, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+                                                           network: bool) -> None:
+    """The filler asks the spool where it is: on a network filesystem no warmer runs (it would read from the
+    server), on a local one it does; the bytes are exact either way."""
+    warmed: list[str] = []
+    real_warm = filler.warm_pages
+
+    async def recorded(fill: Fill, path: str, lead: int) -> None:
+        warmed.append(path)
+        await real_warm(fill, path, lead)
+
+    monkeypatch.setattr(filler, "warm_pages", recorded)
+    if network:
+        monkeypatch.setattr(spool_module, "filesystem_type", lambda _path: 0x6969)  # NFS
+    app = make_app()
+    repo = fakehub.repos[("model", "alice/files")]
+    data = repo.commits[repo.branches["main"]].files["weights.bin"].blob.data
+    status, _, body = app.request("GET", "/alice/files/resolve/main/weights.bin")
+    assert status == 200 and body == data
+    assert len(warmed) == (0 if network else 1)
+
+
 class _FolderUpload:
     """An upload into a folder of part files (``store.base.Upload``), noting each part's thread priority."""
 
