@@ -61,9 +61,8 @@ class FileRoutes(HubHandler):
         if found is None:
             return
         commit, f = found
-        sha = commit.sha
         etag = f'W/"{f.blob.sha1[:8]}-gz"' if f.blob.sha1 in self.hub.faults.opaque_etag else f'"{f.blob.sha1}"'
-        self._serve_blob(f.blob, f.blob.sha1, {"X-Repo-Commit": sha, "ETag": etag})
+        self._serve_blob(f.blob, f.blob.sha1, {"X-Repo-Commit": commit.sha, "ETag": etag})
 
     def _cdn(self, segs: list[str]) -> None:
         if len(segs) != 2 or segs[0] != "_cdn":
