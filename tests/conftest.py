@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 
 from hubproxy.db import normalize_url  # noqa: E402
 from tests.fakehub import FakeHub, Faults  # noqa: E402
-from tests.fixtures import folder_files, make_parquet_dataset, make_tiny_model, odd_files  # noqa: E402
+from tests.fixtures import add_common_repos, folder_files, make_tiny_model  # noqa: E402
 from tests.helpers import ProxyProcess, free_port  # noqa: E402
 
 UPSTREAM_TOKEN = "hf_upstream_secret_token"
@@ -69,12 +69,7 @@ def fakehub(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     hub.add_commit("model", "alice/tiny-gpt2", folder_files(model_dir))
     sharded = _shared_model(tmp_path_factory, "tiny-gpt2-sharded", shard=True)
     hub.add_commit("model", "alice/tiny-gpt2-sharded", folder_files(sharded))
-    hub.add_commit("model", "alice/files", odd_files())
-    hub.add_commit("model", "gpt2", {"config.json": b'{"canonical": true}'})
-    hub.add_commit("dataset", "alice/tiny-ds", make_parquet_dataset())
-    hub.add_commit("space", "alice/demo", {"app.py": b"print('hi')\n", "README.md": b"# demo\n"})
-    hub.add_commit("model", "alice/gated", {"config.json": b"{}", "model.safetensors": os.urandom(4096)}, gated=True)
-    hub.add_commit("model", "alice/private", {"config.json": b"{}"}, private=True)
+    add_common_repos(hub)
     hub.start()
     yield hub
     hub.stop()

@@ -6,6 +6,10 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.fakehub import FakeHub
 
 TEXT = ["hello world", "the quick brown fox", "jumps over the lazy dog", "hubproxy serves models"]
 
@@ -59,3 +63,14 @@ def odd_files() -> dict[str, bytes]:
         "weights.bin": rnd(3 * 1024 * 1024 + 17),
         "model.safetensors": rnd(256 * 1024),
     }
+
+
+def add_common_repos(hub: FakeHub) -> None:
+    """The repos both tiers read besides the real models: odd files, a canonical name, a dataset, a space,
+    a gated and a private repo."""
+    hub.add_commit("model", "alice/files", odd_files())
+    hub.add_commit("model", "gpt2", {"config.json": b'{"canonical": true}'})
+    hub.add_commit("dataset", "alice/tiny-ds", make_parquet_dataset())
+    hub.add_commit("space", "alice/demo", {"app.py": b"print('hi')\n", "README.md": b"# demo\n"})
+    hub.add_commit("model", "alice/gated", {"config.json": b"{}", "model.safetensors": os.urandom(4096)}, gated=True)
+    hub.add_commit("model", "alice/private", {"config.json": b"{}"}, private=True)

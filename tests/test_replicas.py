@@ -20,20 +20,7 @@ def test_two_replicas_one_fetch_and_survive_a_killed_filler(make_proxy, fakehub:
     shared = tmp_path / "shared-store"
     a = make_proxy(data_dir=shared, database_url=pg_url)
     b = make_proxy(data_dir=shared, database_url=pg_url)
-    data = os.urandom(12 * 1024 * 1024)
-    sha = hashlib.sha256(data).hexdigest()
-    fakehub.add_commit("model", "alice/replicated", {"w.safetensors": data})
-    fakehub.faults.trickle[sha] = (256 * 1024, 0.03)
-    fakehub.reset_counts()
-
-    def download(i: int) -> bytes:
-        endpoint = (a if i % 2 == 0 else b).url
-        return Path(hf_hub_download("alice/replicated", "w.safetensors", endpoint=endpoint,
-                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
-
-    with ThreadPoolExecutor(6) as pool:
-        assert all(r == data for r in pool.map(download, range(6)))
-    assert fakehub.blob_bytes[sha] == len(data)  # one fetch (in parts) for six clients on two replicas
+    _six_clients_one_fetch(a, b, fakehub, "alice/replicated", 12 * 1024 * 1024, tmp_path)
 
     # Now kill the replica that is filling; clients of the other one still get exact bytes.
     data2 = os.urandom(12 * 1024 * 1024)
@@ -66,6 +53,24 @@ def test_two_replicas_one_fetch_and_survive_a_killed_filler(make_proxy, fakehub:
     assert fakehub.blob_bytes[sha2] <= 1.1 * len(data2), fakehub.blob_bytes[sha2] / len(data2)
 
 
+def _six_clients_one_fetch(a, b, fakehub: FakeHub, repo: str, size: int, cache: Path) -> None:  # noqa: ANN001
+    """Six clients, alternating between replicas ``a`` and ``b``, download a new trickled blob of ``repo``: each
+    gets exact bytes and the upstream sends the blob once (in parts), whichever replica fills it."""
+    data = os.urandom(size)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", repo, {"w.safetensors": data})
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.03)
+    fakehub.reset_counts()
+
+    def download(i: int) -> bytes:
+        endpoint = (a if i % 2 == 0 else b).url
+        return Path(hf_hub_download(repo, "w.safetensors", endpoint=endpoint, cache_dir=cache / f"c{i}")).read_bytes()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(r == data for r in pool.map(download, range(6)))
+    assert fakehub.blob_bytes[sha] == len(data)
+
+
 def _swallow(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
     try:
         return fn(*args, **kwargs)
@@ -82,20 +87,7 @@ def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHu
           "fill_single_stream_mbps": "0"}  # a's parallel fill is cut midway
     a = make_proxy(data_dir=tmp_path / "spool-a", **s3)
     b = make_proxy(data_dir=tmp_path / "spool-b", **s3)  # separate spools: only the lease coordinates them
-    data = os.urandom(10 * 1024 * 1024)
-    sha = hashlib.sha256(data).hexdigest()
-    fakehub.add_commit("model", "alice/s3-replicated", {"w.safetensors": data})
-    fakehub.faults.trickle[sha] = (256 * 1024, 0.03)
-    fakehub.reset_counts()
-
-    def download(i: int) -> bytes:
-        endpoint = (a if i % 2 == 0 else b).url
-        return Path(hf_hub_download("alice/s3-replicated", "w.safetensors", endpoint=endpoint,
-                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
-
-    with ThreadPoolExecutor(6) as pool:
-        assert all(r == data for r in pool.map(download, range(6)))
-    assert fakehub.blob_bytes[sha] == len(data)  # one fetch (in parts) for six clients on two replicas
+    _six_clients_one_fetch(a, b, fakehub, "alice/s3-replicated", 10 * 1024 * 1024, tmp_path)
 
     # The replica holding the lease dies mid-fill: the other takes over and its clients get exact bytes. (Big
     # enough that clients resume from 10 MiB boundaries, as huggingface_hub 2.x does, not from 0.)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,19 +12,14 @@ from hubproxy.db import make_engine
 from tests.conftest import UPSTREAM_TOKEN
 from tests.fakehub import FakeHub
 from tests.fast.inprocess import InProcessHub
-from tests.fixtures import make_parquet_dataset, odd_files
+from tests.fixtures import add_common_repos
 
 
 @pytest.fixture(scope="session")
 def fakehub() -> Iterator[FakeHub]:
     """The fake upstream with the repos the fast tier reads (no transformers model: no torch to import)."""
     hub = FakeHub(page_size=3, token=UPSTREAM_TOKEN)
-    hub.add_commit("model", "alice/files", odd_files())
-    hub.add_commit("model", "gpt2", {"config.json": b'{"canonical": true}'})
-    hub.add_commit("dataset", "alice/tiny-ds", make_parquet_dataset())
-    hub.add_commit("space", "alice/demo", {"app.py": b"print('hi')\n", "README.md": b"# demo\n"})
-    hub.add_commit("model", "alice/gated", {"config.json": b"{}", "model.safetensors": os.urandom(4096)}, gated=True)
-    hub.add_commit("model", "alice/private", {"config.json": b"{}"}, private=True)
+    add_common_repos(hub)
     hub.start()
     yield hub
     hub.stop()
