@@ -82,6 +82,18 @@ def start_hubproxy(upstream: str, data_dir: Path, workdir: Path, **settings: str
     return proc, url
 
 
+def start_bare_asgi(workdir: Path) -> tuple[Proc, str]:
+    """``bare_asgi.py`` under uvicorn as hubproxy runs (uvloop, httptools, as many workers as hubproxy's
+    default in the benchmarks, no access log)."""
+    port = free_port()
+    proc = Proc([sys.executable, "-m", "uvicorn", "benchmarks.bare_asgi:app", "--port", str(port), "--loop", "uvloop",
+                 "--http", "httptools", "--workers", str(os.cpu_count() or 1), "--no-access-log", "--log-level",
+                 "warning"], env={**os.environ, "PYTHONPATH": str(ROOT)}, log=workdir / f"bare-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health")
+    return proc, url
+
+
 def _run_nginx(workdir: Path, name: str, server: str, probe: str) -> tuple[Proc, str]:
     """nginx (2 workers, sendfile and tcp_nopush on, no access log) with one ``server`` block; ``{port}`` in
     ``server`` is its port. Returns the process and its base URL once ``probe`` (a path) answers."""

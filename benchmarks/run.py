@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     sampled_peak,
     save_results,
     sha256_file,
+    start_bare_asgi,
     start_fakehub,
     start_hubproxy,
     start_nginx,
@@ -117,7 +118,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
             print(f"  hubproxy peak RSS during {n} clients: {peak / 1e6:.0f} MB", flush=True)
             rows.append(row_result)
         if "head" not in skip:
-            stats: dict[str, list[tuple[float, float]]] = {"ours": [], "ref": []}
+            stats: dict[str, list[tuple[float, float]]] = {"ours": [], "ref": [], "bare": []}
 
             def head(which: str, url: str) -> float:
                 stats[which].append(ab_stats(url))
@@ -131,6 +132,19 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
             print(f"  hubproxy HEAD: {row['hubproxy_rps']:.0f} req/s, p99 {row['hubproxy_p99_ms']:.0f} ms "
                   f"(nginx p99 {row['nginx_p99_ms']:.0f} ms); medians", flush=True)
             rows.append(row)
+            # The floor: what uvicorn itself answers on this machine, with an app that does nothing.
+            bare, bare_url = start_bare_asgi(work)
+            try:
+                floor = pairs("HEAD cached small file, 32 connections, req/s (x a do-nothing app under uvicorn)",
+                              lambda: head("ours", small), lambda: head("bare", f"{bare_url}/{REPO}/resolve/main/{SMALL}"),
+                              args.rounds, True)
+            finally:
+                bare.stop()
+            floor["bare_rps"] = statistics.median(r for r, _ in stats["bare"])
+            floor["bare_p99_ms"] = statistics.median(p for _, p in stats["bare"])
+            print(f"  do-nothing app under uvicorn: {floor['bare_rps']:.0f} req/s, p99 {floor['bare_p99_ms']:.0f} ms; "
+                  "medians", flush=True)
+            rows.append(floor)
 
         counter = [0]
 
