@@ -161,10 +161,10 @@ def get_after_refill_wait(url: str, timeout: float = 10) -> tuple[int, dict[str,
 def serve_in_thread(handler: type) -> tuple[Any, str]:
     """A threaded HTTP server on a free loopback port, serving in the background; returns it and its URL."""
     import threading
-    from http.server import ThreadingHTTPServer
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    from tests.fakehub.server import QuietHTTPServer
+
+    server = QuietHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import Counter
@@ -58,8 +59,19 @@ def make_handler(hub: FakeHub, cdn: bool) -> type[Handler]:
     return type("BoundHandler", (Handler,), {"hub": hub, "cdn": cdn})
 
 
-class _Server(ThreadingHTTPServer):
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threaded test server that takes a client hanging up for what it is in these tests (a killed replica,
+    a dropped pooled connection), not an error to print; any other error is printed as usual."""
+
     daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+class _Server(QuietHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
