@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REPO = "bench/model"
 BIG = "model.safetensors"
 SMALL = "config.json"
+#: Server processes for hubproxy (unless a benchmark says otherwise) and for the HEAD row's do-nothing app.
+WORKERS = str(os.cpu_count() or 1)
 
 
 def free_port() -> int:
@@ -74,7 +76,7 @@ def start_hubproxy(upstream: str, data_dir: Path, workdir: Path, **settings: str
     """hubproxy on a free port; ``settings`` as HUBPROXY_* variables."""
     port = free_port()
     env = {**os.environ, "HUBPROXY_LOG_LEVEL": "warning", **{f"HUBPROXY_{k.upper()}": v for k, v in settings.items()}}
-    env.setdefault("HUBPROXY_WORKERS", str(os.cpu_count() or 1))
+    env.setdefault("HUBPROXY_WORKERS", WORKERS)
     proc = Proc([sys.executable, "-m", "hubproxy", "serve", "--host", "127.0.0.1", "--port", str(port),
                  "--upstream", upstream, "--data-dir", str(data_dir)], env=env, log=workdir / f"hubproxy-{port}.log")
     url = f"http://127.0.0.1:{port}"
@@ -83,11 +85,10 @@ def start_hubproxy(upstream: str, data_dir: Path, workdir: Path, **settings: str
 
 
 def start_bare_asgi(workdir: Path) -> tuple[Proc, str]:
-    """``bare_asgi.py`` under uvicorn as hubproxy runs (uvloop, httptools, as many workers as hubproxy's
-    default in the benchmarks, no access log)."""
+    """``bare_asgi.py`` under uvicorn as hubproxy runs (uvloop, httptools, ``WORKERS``, no access log)."""
     port = free_port()
     proc = Proc([sys.executable, "-m", "uvicorn", "benchmarks.bare_asgi:app", "--port", str(port), "--loop", "uvloop",
-                 "--http", "httptools", "--workers", str(os.cpu_count() or 1), "--no-access-log", "--log-level",
+                 "--http", "httptools", "--workers", WORKERS, "--no-access-log", "--log-level",
                  "warning"], env={**os.environ, "PYTHONPATH": str(ROOT)}, log=workdir / f"bare-{port}.log")
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health")

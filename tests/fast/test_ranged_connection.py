@@ -7,11 +7,12 @@ import os
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from hubproxy.upstream.ranged import RangeConnection, RangeFailed
+from tests.fakehub.server import QuietHTTPServer
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)
 
@@ -49,8 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
+    httpd = QuietHTTPServer(("127.0.0.1", 0), _Handler)
     _Handler.connections.clear()
     _Handler.drop_after = None
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
