@@ -85,8 +85,12 @@ def _reset_fakehub(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
-def make_proxy(tmp_path: Path, fakehub: FakeHub) -> Iterator[Callable[..., ProxyProcess]]:
-    """Start hubproxy processes in front of the fake hub; all are stopped after the test."""
+def make_proxy(request: pytest.FixtureRequest, tmp_path: Path, fakehub: FakeHub) -> Iterator[Callable[..., ProxyProcess]]:
+    """Start hubproxy processes in front of the fake hub; all are stopped after the test. A test's ``pg_url`` is
+    set up first, so its schema is dropped only once every process is stopped (dropped under a running replica,
+    the ``DROP SCHEMA`` deadlocks with the replica's queries), whatever order the test names them in."""
+    if "pg_url" in request.fixturenames:
+        request.getfixturevalue("pg_url")
     started: list[ProxyProcess] = []
 
     def make(data_dir: Path | None = None, upstream: str | None = None, args: list[str] | None = None,
