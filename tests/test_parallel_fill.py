@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import time
 from collections import Counter
@@ -13,7 +14,15 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import ProxyProcess, get_after_refill_wait, get_cut_before_the_end, request, scrape, value
+from tests.helpers import (
+    ProxyProcess,
+    get_after_refill_wait,
+    get_cut_before_the_end,
+    request,
+    scrape,
+    value,
+    wait_until,
+)
 
 MIB = 1024 * 1024
 #: Small parts so that test-sized blobs are fetched in many parts by several connections (always: no
@@ -229,3 +238,45 @@ def test_a_stalled_parallel_fill_does_not_hold_up_other_requests(make_proxy, fak
         fakehub.faults.trickle.pop(sha)
         download.result(120)
     assert got == [data]
+
+
+def test_a_range_far_ahead_is_answered_from_the_parallel_fill(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    """A range beyond what the fill has written (a file system's read, one of hf_transfer's chunks) gets its part
+    fetched next and is answered as that part lands: no second fetch of those bytes from the upstream."""
+    proxy = make_proxy(**PARALLEL)
+    size = 40 * MIB
+    data, sha = _blob(fakehub, "farahead", size)
+    fakehub.faults.trickle[sha] = CDN_STREAM
+    fakehub.reset_counts()
+    far = 30 * MIB + 5
+    status, _, body = request("GET", proxy.url + "/alice/farahead/resolve/main/w.safetensors",
+                              {"Range": f"bytes={far}-{far + MIB - 1}"})
+    assert status == 206 and body == data[far: far + MIB]
+    assert request("GET", proxy.url + "/alice/farahead/resolve/main/w.safetensors")[2] == data
+    with fakehub._lock:
+        order = [h.get("Range", "") for m, p, h in fakehub.requests if m == "GET" and p.startswith(f"CDN /_cdn/{sha}")]
+    assert f"bytes={30 * MIB}-{32 * MIB - 1}" in order[:5]  # taken before the parts between
+    assert fakehub.blob_bytes[sha] == size and len(order) == size // (2 * MIB)
+
+
+def test_a_far_range_holding_the_last_byte_waits_for_verification(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    """Far ranges ahead of a one-stream fill are fetched on their own, except one that reaches the blob's end: an
+    unverified last byte would let a client that resumes, or assembles chunks, complete a wrong file."""
+    proxy = make_proxy(**{**PARALLEL, "fill_single_stream_mbps": "0.001"})  # one stream after the probe
+    size = 40 * MIB
+    _, sha = _blob(fakehub, "farend", size)
+    fakehub.faults.trickle[sha] = (256 * 1024, 0.02)  # about 13 MB/s: far ahead for a while
+    fakehub.faults.corrupt.add(sha)  # the middle byte
+    path = "/alice/farend/resolve/main/w.safetensors"
+    with ThreadPoolExecutor(1) as pool:
+        whole = pool.submit(get_cut_before_the_end, proxy.port, path, size)
+        assert wait_until(lambda: fakehub.count("GET", f"CDN /_cdn/{sha}") >= 2)  # the stream after the probe
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+        conn.request("GET", path, headers={"Range": f"bytes={size - MIB}-"})
+        resp = conn.getresponse()
+        assert resp.status == 206
+        with pytest.raises(http.client.IncompleteRead):
+            resp.read()
+        conn.close()
+        whole.result(60)
+    assert fakehub.count(contains=f"bytes={size - MIB}-") == 0  # not asked of the upstream on its own

@@ -32,7 +32,8 @@ from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_b
 
 log = logging.getLogger(__name__)
 
-#: A range starting this far beyond what a fill has written is fetched from the upstream directly.
+#: A range starting this far beyond what a one-stream fill has written is fetched from the upstream directly
+#: (unless it reaches the blob's end); a parallel fill fetches the part holding it next instead.
 FOLLOW_WINDOW = 16 * 1024 * 1024
 #: Free space a fill leaves on the spool's filesystem (the database and logs may live there too).
 ROOM_MARGIN = 64 * 1024
@@ -172,7 +173,9 @@ class BlobCache:
             return Served(await self.passthrough(want, start, end), "passthrough")
         except Exception as exc:  # noqa: BLE001
             raise _fill_failure(exc, want.what) from None
-        if start > fill.written + FOLLOW_WINDOW:
+        if start > fill.written + FOLLOW_WINDOW and end < want.size and not (fill.ahead and fill.ahead.parallel):
+            # Far ahead of a fill that comes in one stream: fetched on its own, unless it holds the blob's last
+            # byte, which no answer gives before the whole blob is verified.
             return Served(await self.passthrough(want, start, end), "passthrough")
         return Served(await FillBody.open(fill, start, end, self.settings.serve_chunk_size), "miss")
 

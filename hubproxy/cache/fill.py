@@ -23,6 +23,7 @@ from hubproxy.cache import records
 from hubproxy.cache.filler import BlobMismatch, Filler, FillError
 from hubproxy.cache.lease import FillLeases, Holder
 from hubproxy.cache.mismatch import Mismatches
+from hubproxy.cache.partmap import Ahead
 from hubproxy.cache.spool import Spool, SpoolFile
 from hubproxy.cache.upload import feed_upload
 from hubproxy.descriptors import open_for_reading
@@ -38,6 +39,7 @@ HOLDBACK = 1
 FOLLOW_POLL = 0.02
 
 __all__ = ["BlobMismatch", "Fill", "FillBody", "FillError", "FillManager"]
+
 
 
 class Fill:
@@ -56,6 +58,8 @@ class Fill:
         #: The upstream answered with the blob's bytes (a request may now promise them to its client).
         self.answered = False
         self.error: BaseException | None = None
+        #: The download's parts while this process downloads it: bytes written ahead of the prefix.
+        self.ahead: Ahead | None = None
         self.started = time.monotonic()
         self._event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -73,6 +77,16 @@ class Fill:
             return self.size
         return max(0, min(self.written, self.size - HOLDBACK))
 
+    def readable_from(self, pos: int) -> int:
+        """Up to where bytes from ``pos`` may be read now: the prefix, or a part written ahead of it (the
+        blob's last byte still only once it is verified)."""
+        if self.verified:
+            return self.size
+        reach = self.written
+        if pos >= reach and self.ahead is not None:
+            reach = self.ahead.extent(pos)
+        return max(0, min(reach, self.size - HOLDBACK))
+
     def notify(self) -> None:
         event, self._event = self._event, asyncio.Event()
         event.set()
@@ -82,8 +96,10 @@ class Fill:
         while True:
             if self.error is not None:
                 raise FillError(str(self.error))
-            if self.readable() > offset or (self.verified and offset >= self.size):
+            if self.readable_from(offset) > offset or (self.verified and offset >= self.size):
                 return
+            if self.ahead is not None and offset >= self.written:
+                self.ahead.want(offset)
             await self._event.wait()
 
     async def changed(self) -> None:
@@ -140,7 +156,7 @@ class FillBody:
         fill, pos = self.fill, self.start
         while pos < self.end:
             await fill.wait_readable(pos)
-            limit = min(self.end, fill.readable())
+            limit = min(self.end, fill.readable_from(pos))
             yield self._fd, pos, limit
             pos = limit
         if self.end >= fill.size and not fill.verified:

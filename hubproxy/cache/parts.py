@@ -27,11 +27,11 @@ import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
 
+from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.direct import route
 from hubproxy.observability import metrics
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
@@ -65,22 +65,6 @@ class _Retryable(Exception):
     """A transient upstream answer worth another (ranged) attempt."""
 
 
-@dataclass
-class Part:
-    """Bytes ``[start, end)`` of the blob; ``pos``: the next byte to write (all before it are written)."""
-
-    start: int
-    end: int
-    pos: int
-
-
-def plan(start: int, size: int, part_bytes: int, connections: int) -> list[Part]:
-    """Split ``[start, size)`` into parts; a single part when parallel requests would not pay."""
-    if connections < 2 or size - start < 2 * part_bytes:
-        return [Part(start, size, start)]
-    return [Part(s, min(s + part_bytes, size), s) for s in range(start, size, part_bytes)]
-
-
 class PartedDownload:
     """Fetches every part of one fill, ``connections`` at a time, advancing ``fill.written`` as the prefix grows."""
 
@@ -91,14 +75,14 @@ class PartedDownload:
         self.spool = spool
         self.fast_bps = fast_bps
         self.retries = retries
-        self.parts = plan(fill.written, fill.size, part_bytes, connections)
+        self.parts = PartMap(plan(fill.written, fill.size, part_bytes, connections), fill.size)
         self.connections = min(connections, len(self.parts))
-        self._next = 0  # index of the next part nobody has taken
-        self._head = 0  # index of the first part not complete
         #: Set once the probe's answer says whether the upstream serves ranges.
         self._decided = asyncio.Event()
         #: Set when more connections should start (the probe's stream is slow), or nothing is left for them.
         self._widen = asyncio.Event()
+        #: The probe's stream was timed: the fill either widened or keeps one stream for the rest.
+        self._judged = False
         #: Where later parts are requested: the probe's final URL once known.
         self.url = fill.source_path
         #: The probe got a 206: later parts may come on blocking connections read by threads.
@@ -111,6 +95,7 @@ class PartedDownload:
         """Fetch every part; raises ``FillError`` (or a cancellation) and stops the other requests on failure."""
         workers = {asyncio.create_task(self._work(i == 0)) for i in range(self.connections)}
         publisher = asyncio.create_task(self._publish())
+        self.fill.ahead = self
         try:
             pending = workers | {publisher}
             while pending - {publisher}:  # the publisher ends only when told to, or if it fails
@@ -118,6 +103,7 @@ class PartedDownload:
                 for task in done:
                     task.result()  # the first failure (of a part, or of the publisher) ends the download
         finally:
+            self.fill.ahead = None
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -146,14 +132,11 @@ class PartedDownload:
             await self._widen.wait()
         conn = self.upstream.range_connection()
         try:
-            while self._next < len(self.parts):
-                part = self.parts[self._next]
-                self._next += 1
+            while (part := self.parts.take()) is not None:
                 await self._fetch(part, conn)
-                if probe and not self._widen.is_set() and self._next < len(self.parts):
+                if probe and not self._widen.is_set() and self.parts.untaken():
                     # The probe's stream was fast: the rest of the blob comes in one more answer.
-                    rest = self.parts[self._next]
-                    self.parts[self._next:] = [Part(rest.start, self.fill.size, rest.start)]
+                    self.parts.join_untaken()
         finally:
             if probe:
                 self._widen.set()  # the others start, or see that nothing is left
@@ -208,9 +191,7 @@ class PartedDownload:
             elif resp.status == 200:
                 skip = part.pos  # the whole blob from byte 0: drop what this part does not need
                 if not self._decided.is_set():  # the probe: one stream takes the whole blob
-                    part.end = self.fill.size
-                    self.parts = [part]
-                    self._next = 1
+                    self.parts.only(part)
             else:
                 raise self._refusal(resp.status, url)
             measure = not self._decided.is_set() and len(self.parts) > 1
@@ -328,6 +309,7 @@ class PartedDownload:
 
     def _judge(self, received: int, seconds: float) -> None:
         """Start the other connections if the probe's stream is slow."""
+        self._judged = True
         if not self.fast_bps or received / max(seconds, 1e-6) < self.fast_bps:
             self._widen.set()
 
@@ -336,11 +318,25 @@ class PartedDownload:
         self._advance(part, size)
 
     def _advance(self, part: Part, size: int) -> None:
-        """``size`` more bytes of ``part`` are written: move the prefix if they extend it, and wake its followers."""
-        part.pos += size
-        while self._head < len(self.parts) and self.parts[self._head].pos == self.parts[self._head].end:
-            self._head += 1
-        prefix = self.parts[self._head].pos if self._head < len(self.parts) else self.fill.size
+        """``size`` more bytes of ``part`` are written: move the prefix if they extend it, and wake its followers
+        (and the readers waiting on this part ahead of the prefix)."""
+        watched = self.parts.advance(part, size)
+        prefix = self.parts.prefix
         if prefix > self.fill.written:
             self.fill.written = prefix
             self.fill.notify()
+        elif watched:
+            self.fill.notify()
+
+    @property
+    def parallel(self) -> bool:
+        """Whether parts may still be fetched out of order (several are planned, not one stream for the rest)."""
+        return len(self.parts) > 1 and (self._widen.is_set() or not self._judged)
+
+    def extent(self, pos: int) -> int:
+        """Where the written bytes that run on from ``pos`` end (for readers ahead of the prefix)."""
+        return self.parts.extent(pos)
+
+    def want(self, pos: int) -> None:
+        """A reader waits for byte ``pos`` ahead of the prefix: its part is fetched next."""
+        self.parts.want(pos)

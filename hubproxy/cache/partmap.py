@@ -1,0 +1,133 @@
+"""The parts of one fill: which are taken, how far each is written, and how far written bytes reach from an offset.
+
+Parts are taken in order, except that a part a reader waits for (its range starts beyond the prefix:
+``hf_transfer`` asks for every 10 MiB chunk of a file at once, a file system reads at any offset) is taken
+before the others still waiting. Readers beyond the prefix read a part's bytes as soon as they are written,
+so such a range is answered from the one fill instead of a second, unverified fetch from the upstream.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(eq=False)  # compared and hashed by identity: parts with equal fields are still different parts
+class Part:
+    """Bytes ``[start, end)`` of the blob; ``pos``: the next byte to write (all before it are written)."""
+
+    start: int
+    end: int
+    pos: int
+
+
+def plan(start: int, size: int, part_bytes: int, connections: int) -> list[Part]:
+    """Split ``[start, size)`` into parts; a single part when parallel requests would not pay."""
+    if connections < 2 or size - start < 2 * part_bytes:
+        return [Part(start, size, start)]
+    return [Part(s, min(s + part_bytes, size), s) for s in range(start, size, part_bytes)]
+
+
+class Ahead(Protocol):
+    """What a fill's readers see of its running download (``parts.PartedDownload``) beyond the prefix."""
+
+    @property
+    def parallel(self) -> bool:
+        """Whether a part far ahead can be fetched before the prefix reaches it."""
+
+    def extent(self, pos: int) -> int:
+        """Where the written bytes that run on from ``pos`` end."""
+
+    def want(self, pos: int) -> None:
+        """A reader waits for byte ``pos``."""
+
+
+class PartMap:
+    """The parts of one fill, in blob order. Used on the event loop only."""
+
+    def __init__(self, parts: list[Part], size: int) -> None:
+        self.size = size
+        self._set(parts)
+
+    def _set(self, parts: list[Part]) -> None:
+        self.parts = parts
+        self._starts = [p.start for p in parts]
+        self._taken: set[Part] = set()
+        self._wanted: list[Part] = []  # parts readers wait for, in the order they asked
+        self._watched: set[Part] = set()  # parts readers wait on: their progress wakes the readers
+        self._head = 0  # index of the first part not complete
+        while self._head < len(parts) and parts[self._head].pos == parts[self._head].end:
+            self._head += 1
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    @property
+    def prefix(self) -> int:
+        """Bytes from the first part's start that are all written."""
+        return self.parts[self._head].pos if self._head < len(self.parts) else self.size
+
+    def take(self) -> Part | None:
+        """The next part to fetch (one a reader waits for first), or None when every part is taken."""
+        while self._wanted:
+            part = self._wanted.pop(0)
+            if part not in self._taken:
+                self._taken.add(part)
+                return part
+        for part in self.parts[self._head:]:
+            if part not in self._taken:
+                self._taken.add(part)
+                return part
+        return None
+
+    def untaken(self) -> bool:
+        return any(p not in self._taken for p in self.parts[self._head:])
+
+    def join_untaken(self) -> None:
+        """Make every part not yet taken one part up to the blob's end (one stream fetches the rest). Only
+        before any of them is taken out of order, which is so while one connection runs."""
+        taken = [p for p in self.parts if p in self._taken]
+        rest = next(p.start for p in self.parts if p not in self._taken)
+        self._set([*taken, Part(rest, self.size, rest)])
+        self._taken.update(taken)
+
+    def only(self, part: Part) -> None:
+        """``part`` (made to reach the blob's end) is now the one part: the upstream answered it whole."""
+        part.end = self.size
+        self._set([part])
+        self._taken.add(part)
+
+    def advance(self, part: Part, size: int) -> bool:
+        """``size`` more bytes of ``part`` are written; whether a reader waits on it beyond the prefix."""
+        part.pos += size
+        parts = self.parts
+        while self._head < len(parts) and parts[self._head].pos == parts[self._head].end:
+            self._head += 1
+        return part in self._watched
+
+    def _index(self, pos: int) -> int:
+        """Index of the part holding byte ``pos`` (-1 before the first)."""
+        return bisect.bisect_right(self._starts, pos) - 1
+
+    def extent(self, pos: int) -> int:
+        """Where the written bytes that run on from ``pos`` end (``pos`` itself when it is not written yet)."""
+        reach = pos
+        for part in self.parts[max(self._index(pos), 0):]:
+            if part.start > reach:
+                break
+            reach = max(reach, part.pos)
+            if part.pos < part.end:
+                break
+        return reach
+
+    def want(self, pos: int) -> None:
+        """A reader waits for byte ``pos``: fetch its part next if nobody has taken it, and wake the reader
+        as it is written."""
+        i = self._index(pos)
+        if i < 0 or pos >= self.size:
+            return
+        part = self.parts[i]
+        self._watched.add(part)
+        if part not in self._taken and part not in self._wanted:
+            self._wanted.append(part)
