@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakehub import FakeHub
-from tests.helpers import request, wait_until
+from tests.helpers import get_cut_before_the_end, request, wait_until
 
 
 def _mount(args: list[str], mount: Path) -> None:
@@ -74,6 +74,28 @@ def test_file_larger_than_free_space_passes_through(make_proxy, fakehub: FakeHub
     assert status == 200 and body == big
     assert hashlib.sha256(big).hexdigest() not in _stored(data_dir)
     assert list((data_dir / "tmp").iterdir()) == []
+
+
+def test_a_file_passed_through_is_verified_before_its_last_byte(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                                small_disk: Path) -> None:
+    """Uncached is not unverified: an answer that reaches the last byte is hashed over the whole blob (a range
+    is fetched from byte 0 for that), and cut if the upstream's bytes are wrong; the cut client's resume then
+    starts over, as after a failed fill."""
+    data_dir = small_disk / "data"
+    proxy = make_proxy(data_dir=data_dir, database_url=f"sqlite:///{tmp_path / 'index.db'}")
+    big = os.urandom(6 * 1024 * 1024)
+    sha = hashlib.sha256(big).hexdigest()
+    fakehub.add_commit("model", "alice/too-big-bad", {"w.safetensors": big})
+    path = "/alice/too-big-bad/resolve/main/w.safetensors"
+    status, _, body = request("GET", proxy.url + path, {"Range": "bytes=5000000-"})
+    assert status == 206 and body == big[5000000:]
+    assert fakehub.requests[-1][2].get("Range", "bytes=0-").startswith("bytes=0-")  # hashed from the first byte
+    fakehub.faults.corrupt.add(sha)
+    assert get_cut_before_the_end(proxy.port, path, len(big)) < len(big)
+    fakehub.faults.corrupt.discard(sha)
+    status, _, body = request("GET", proxy.url + path, {"Range": "bytes=1000-"})  # the cut client resumes
+    assert status == 200 and body == big  # whole: what it holds may be wrong
+    assert sha not in _stored(data_dir)
 
 
 def test_disk_filling_mid_fill_where_space_cannot_be_reserved(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001

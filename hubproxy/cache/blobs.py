@@ -25,7 +25,8 @@ from hubproxy.cache.usage import Usage
 from hubproxy.config import Settings
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.relay import HEADER, PATH, sign
-from hubproxy.store.base import BlobStore, is_blob_key
+from hubproxy.observability import metrics
+from hubproxy.store.base import BlobHasher, BlobStore, is_blob_key
 from hubproxy.store.bodies import WrappedBody
 from hubproxy.upstream.answers import unavailable_error
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 #: A range starting this far beyond what a one-stream fill has written is fetched from the upstream directly
 #: (unless it reaches the blob's end); a parallel fill fetches the part holding it next instead.
 FOLLOW_WINDOW = 16 * 1024 * 1024
+#: Chunks of a verified pass-through at least this large are hashed in a worker thread.
+HASH_IN_THREAD_BYTES = 256 * 1024
 #: Free space a fill leaves on the spool's filesystem (the database and logs may live there too).
 ROOM_MARGIN = 64 * 1024
 #: errno values meaning the spool's filesystem has no room left.
@@ -228,12 +231,29 @@ class BlobCache:
                 return Served(stored, "hit")
         return Served(await self.passthrough(want, start, end), "passthrough")
 
+    async def _mismatched(self, want: Wanted) -> None:
+        """A passed-through blob failed verification: recorded as a failed fill is (``cache/mismatch.py``), so a
+        client resuming the cut answer starts over."""
+        metrics.UPSTREAM_ERRORS.labels("mismatch").inc()
+        self.fills.mismatches.remember(want.key)
+        try:
+            await self.fills.mismatches.record(want.key)
+        except Exception as exc:  # noqa: BLE001 - still known in this process's memory
+            log.warning("could not record the failed verification of %s: %s", want.key, exc)
+
     async def passthrough(self, want: Wanted, start: int, end: int, url: str | None = None,
                           headers: dict[str, str] | None = None) -> AsyncIterator[bytes]:
-        """Stream a range straight from the upstream, or from ``url`` (a replica filling it); nothing is stored."""
-        whole = start == 0 and end == want.size
+        """Stream a range straight from the upstream, or from ``url`` (a replica filling it); nothing is stored.
+
+        An answer from the upstream that reaches a blob's last byte is verified like a fill: it is fetched from
+        the blob's first byte (those before ``start`` only hashed), and its last byte goes out only if the whole
+        blob hashed to its name; otherwise the answer is cut. A replica's relay needs none of this: the
+        replica's own fill holds the last byte back."""
+        verify = url is None and end == want.size and is_blob_key(want.key)
+        first = 0 if verify else start
+        whole = first == 0 and end == want.size
         try:
-            resp = await self.upstream.open_stream(url or want.source_path, start, None if whole else end - 1,
+            resp = await self.upstream.open_stream(url or want.source_path, first, None if whole else end - 1,
                                                    headers, direct=url is not None)
         except UpstreamUnavailable as exc:
             raise unavailable_error(exc, want.what) from None
@@ -242,24 +262,43 @@ class BlobCache:
             if url is not None and resp.status in (403, 404):  # a replica that no longer has it
                 raise HubError(resp.status, None, f"the replica at {url} cannot relay {want.what}")
             raise HubError(502, "UpstreamError", f"Upstream answered {resp.status} for {want.what}")
-        skip = start if resp.status == 200 else 0
+        skip = first if resp.status == 200 else 0
+        hasher = BlobHasher(want.key, want.size) if verify else None
+        last = end - 1 if verify else end  # with ``verify``, the last byte waits for the hash
 
         async def body() -> AsyncIterator[bytes]:
-            remaining = end - start
+            pos, held = first, b""
             try:
-                async for data in iter_body(resp, skip):
-                    if len(data) > remaining:
-                        data = data[:remaining]
-                    remaining -= len(data)
-                    yield data
-                    if remaining <= 0:
+                async for chunk in iter_body(resp, skip):
+                    data = chunk[: end - pos]
+                    if hasher is not None:
+                        await _hash(hasher, data)
+                    low, high = max(pos, start), min(pos + len(data), last)
+                    if high > low:
+                        yield data[low - pos: high - pos]
+                    pos += len(data)
+                    if pos >= end:
+                        held = data[len(data) - (end - last):]
                         break
-                if remaining > 0:
+                if pos < end:
                     raise OSError("upstream ended the body early")
+                if hasher is not None and hasher.hexdigest() != want.key:
+                    await self._mismatched(want)
+                    raise OSError(f"the upstream's bytes of {want.what} failed verification")
+                if held:
+                    yield held
             finally:
                 resp.release()
 
         return body()
+
+
+async def _hash(hasher: BlobHasher, data: bytes) -> None:
+    """Hash a passed-through chunk: large ones in a worker thread, off the event loop."""
+    if len(data) >= HASH_IN_THREAD_BYTES:
+        await asyncio.to_thread(hasher.update, data)
+    else:
+        hasher.update(data)
 
 
 def _fill_failure(exc: BaseException, what: str) -> HubError:
