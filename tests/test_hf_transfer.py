@@ -13,6 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.clients import client_python
 from tests.fakehub import FakeHub
 from tests.helpers import (
@@ -65,16 +67,20 @@ def _blob(hub: FakeHub, name: str) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def test_hf_transfer_cold_then_hot(proxy: ProxyProcess, fakehub: FakeHub, tmp_path: Path) -> None:
-    """Every chunk of a cold download joins one upstream fetch; the hot one asks the upstream for nothing."""
-    _, sha = _blob(fakehub, "hft")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_hf_transfer_cold_then_hot(make_proxy, fakehub: FakeHub, tmp_path: Path, workers: int) -> None:  # noqa: ANN001
+    """Every chunk of a cold download joins one upstream fetch, also where the chunks reach two worker
+    processes (the one not filling answers from the parts the filler shares); the hot one asks the upstream for
+    nothing."""
+    proxy = make_proxy(workers=str(workers))
+    _, sha = _blob(fakehub, f"hft{workers}")
     fakehub.faults.trickle[sha] = (1024 * 1024, 0.02)  # about 50 MB/s a connection: the chunks overlap the fill
     fakehub.reset_counts()
-    digest, urls = _through_hf_transfer(_hf_transfer(proxy.url, tmp_path / "cold", "alice/hft"))
+    digest, urls = _through_hf_transfer(_hf_transfer(proxy.url, tmp_path / "cold", f"alice/hft{workers}"))
     assert digest == sha and len(urls) == 1 and urls[0].startswith(proxy.url)  # through hf_transfer, right bytes
     assert fakehub.blob_bytes[sha] <= 1.02 * SIZE  # one fetch for every chunk of the client
     fakehub.reset_counts()
-    assert _through_hf_transfer(_hf_transfer(proxy.url, tmp_path / "hot", "alice/hft"))[0] == sha
+    assert _through_hf_transfer(_hf_transfer(proxy.url, tmp_path / "hot", f"alice/hft{workers}"))[0] == sha
     assert fakehub.count(contains=sha) == 0
 
 

@@ -18,7 +18,8 @@ from math import ceil
 
 import aiohttp
 
-from hubproxy.cache.fill import Fill, FillBody, FillManager
+from hubproxy.cache.fill import Fill, FillManager
+from hubproxy.cache.fillbody import FillBody
 from hubproxy.cache.lease import Holder
 from hubproxy.cache.spool import Spool
 from hubproxy.cache.usage import Usage

@@ -1,8 +1,9 @@
 """Single-flight fills: one upstream fetch per blob; readers follow the growing spool file.
 
 The first request for a blob that is not stored starts its fill (``filler.py``) into the spool
-(``spool.py``); every other request in this process joins that fill, and processes sharing the data
-dir follow it through the spool file. Readers get bytes as they land, minus the last ``HOLDBACK``,
+(``spool.py``); every other request in this process joins that fill (reading it through ``fillbody.py``),
+and processes sharing the data dir follow it through the spool file (and the parts it shares with them:
+``sharedparts.py``). Readers get bytes as they land, minus the last ``HOLDBACK``,
 released only once the blob is verified: on a mismatch every reader is cut, so no client receives a
 complete wrong file. A verified blob is handed to the store; only then is it recorded. Replicas with
 separate spools coordinate through a fill lease (``lease.py``): one fills, the others relay its bytes.
@@ -13,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy.engine import Engine
 
@@ -24,9 +23,9 @@ from hubproxy.cache.filler import BlobMismatch, Filler, FillError
 from hubproxy.cache.lease import FillLeases, Holder
 from hubproxy.cache.mismatch import Mismatches
 from hubproxy.cache.partmap import Ahead
+from hubproxy.cache.sharedparts import FollowedParts, announce, read_parts
 from hubproxy.cache.spool import Spool, SpoolFile
 from hubproxy.cache.upload import feed_upload
-from hubproxy.descriptors import open_for_reading
 from hubproxy.memory import release_free_memory
 from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore, Upload
@@ -38,7 +37,7 @@ HOLDBACK = 1
 #: Seconds between looks at another process's fill.
 FOLLOW_POLL = 0.02
 
-__all__ = ["BlobMismatch", "Fill", "FillBody", "FillError", "FillManager"]
+__all__ = ["BlobMismatch", "Fill", "FillError", "FillManager"]
 
 
 
@@ -113,81 +112,6 @@ class Fill:
             if self.error is not None:
                 raise self.error
             await self._event.wait()
-
-
-class FillBody:
-    """Bytes ``[start, end)`` of a fill as they become readable (the tail only once verified): iterated in chunks,
-    or as ``spans()`` of the spool file for zero-copy sending (``store/bodies.py``).
-
-    A fill already verified and handed to the store may have left the spool: then the store serves it
-    (and there are no spans).
-    """
-
-    def __init__(self, fill: Fill, start: int, end: int, chunk_size: int, fd: int) -> None:
-        self.fill = fill
-        self.start = start
-        self.end = end
-        self.chunk_size = chunk_size
-        self._fd = fd
-        self._chunks = self._read()
-
-    @classmethod
-    async def open(cls, fill: Fill, start: int, end: int, chunk_size: int) -> FillBody:
-        """The body, with the spool file opened in a worker thread (the spool may be on NFS; a request cancelled
-        meanwhile leaves no descriptor behind)."""
-        try:
-            fd = await open_for_reading(fill.spool_path)
-        except FileNotFoundError:
-            fd = -1
-        return cls(fill, start, end, chunk_size, fd)
-
-    @property
-    def spans(self) -> Callable[[], AsyncIterator[tuple[int, int, int]]] | None:
-        """The readable prefix as pieces of the spool file; None once the blob left the spool."""
-        return self._spans if self._fd >= 0 else None
-
-    def __aiter__(self) -> FillBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        return await self._chunks.__anext__()
-
-    async def _spans(self) -> AsyncIterator[tuple[int, int, int]]:
-        fill, pos = self.fill, self.start
-        while pos < self.end:
-            await fill.wait_readable(pos)
-            limit = min(self.end, fill.readable_from(pos))
-            yield self._fd, pos, limit
-            pos = limit
-        if self.end >= fill.size and not fill.verified:
-            await fill.wait_readable(fill.size)
-
-    async def _read(self) -> AsyncIterator[bytes]:
-        if self._fd < 0:
-            await self.fill.wait_readable(self.fill.size)  # raises if it failed; returns once verified
-            body = await self.fill.store.read(self.fill.key, self.start, self.end, self.chunk_size)
-            if body is None:
-                raise FillError("the blob left the spool and is not in the store")
-            try:
-                async for data in body:
-                    yield data
-            finally:
-                await body.aclose()  # type: ignore[attr-defined]
-            return
-        async with contextlib.aclosing(self._spans()) as pieces:  # the pieces zero-copy sending gets, in chunks
-            async for fd, pos, limit in pieces:
-                while pos < limit:
-                    data = await asyncio.to_thread(os.pread, fd, min(limit - pos, self.chunk_size), pos)
-                    if not data:
-                        raise FillError("fill data vanished")
-                    pos += len(data)
-                    yield data
-
-    async def aclose(self) -> None:
-        await self._chunks.aclose()  # type: ignore[attr-defined]
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 class FillManager:
@@ -360,7 +284,9 @@ class FillManager:
         fill over where it stopped (this process's readers read on)."""
         missing_since: float | None = None
         taken_over = False
+        fill.ahead = followed = FollowedParts(self.spool.want_path(fill.key))
         try:
+            await asyncio.to_thread(announce, followed.want_path)
             while True:
                 if await asyncio.to_thread(self.store.stat, fill.key) is not None:
                     fill.written = fill.size
@@ -383,14 +309,17 @@ class FillManager:
                         raise FillError("the fill of this blob failed in another process")
                 else:
                     missing_since = None
-                    if written > fill.written:
-                        fill.written = written
+                    published = await asyncio.to_thread(read_parts, self.spool.parts_path(fill.key))
+                    changed = published is not None and followed.update(published)
+                    if written > fill.written or changed:
+                        fill.written = max(fill.written, written)
                         fill.notify()
                 await asyncio.sleep(FOLLOW_POLL)
         except Exception as exc:  # noqa: BLE001
             fill.error = exc
         finally:
             if not taken_over:
+                fill.ahead = None
                 self.active.pop(fill.key, None)
                 fill.notify()
 

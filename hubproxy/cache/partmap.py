@@ -106,6 +106,10 @@ class PartMap:
             self._head += 1
         return part in self._watched
 
+    def written_ahead(self) -> list[tuple[int, int]]:
+        """``(start, end)`` of the bytes written in each part beyond the prefix."""
+        return [(p.start, p.pos) for p in self.parts[self._head + 1:] if p.pos > p.start]
+
     def _index(self, pos: int) -> int:
         """Index of the part holding byte ``pos`` (-1 before the first)."""
         return bisect.bisect_right(self._starts, pos) - 1

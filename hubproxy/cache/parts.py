@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from hubproxy.cache.partmap import Part, PartMap, plan
+from hubproxy.cache.sharedparts import Wants, write_parts
 from hubproxy.direct import route
 from hubproxy.observability import metrics
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
@@ -48,6 +49,8 @@ FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL = 0.05
 #: Batch size of each part received by a thread (one such buffer per part in flight).
 LANE_BATCH_BYTES = 1024 * 1024
+#: Longest pause between looks at what other processes following a fill want.
+SHARE_INTERVAL = 0.02
 #: Bytes of the probe's answer that measure its stream's speed.
 RAMP_BYTES = 4 * 1024 * 1024
 #: Threads receiving the parts of parallel fills, one per part being received (``fill_connections`` per
@@ -90,6 +93,9 @@ class PartedDownload:
         #: The prefix last written into the spool's lock file, and whether that writer should end.
         self._published = fill.written
         self._stopped = False
+        #: Other processes following this fill: the offsets they want, and where this one's parts are shown.
+        self._wants = Wants(spool.spool.want_path(fill.key))
+        self._parts_path = spool.spool.parts_path(fill.key)
 
     async def run(self) -> None:
         """Fetch every part; raises ``FillError`` (or a cancellation) and stops the other requests on failure."""
@@ -116,7 +122,11 @@ class PartedDownload:
     async def _publish(self) -> None:
         """Write the prefix into the spool's lock file for followers whenever it grew (in a thread: the spool may
         be on NFS), the last one included once told to stop; prefixes that grow while one is written are
-        published together. Any value published was a true prefix when it was read."""
+        published together. Any value published was a true prefix when it was read. Once another process
+        follows, also the parts written beyond the prefix, and take the offsets its readers wait for
+        (``sharedparts.py``), looking at least every ``SHARE_INTERVAL`` seconds."""
+        shared: tuple[bool, list[tuple[int, int]]] | None = None
+        followed, looked = False, 0.0
         while True:
             if self.fill.written > self._published:
                 prefix = self.fill.written
@@ -124,8 +134,19 @@ class PartedDownload:
                 self._published = prefix
             elif self._stopped:
                 return
-            else:
-                await self.fill.changed()
+            if time.monotonic() - looked >= SHARE_INTERVAL:
+                looked = time.monotonic()
+                followed = followed or await asyncio.to_thread(self._wants.followed)
+                if followed:
+                    for pos in await asyncio.to_thread(self._wants.new):
+                        self.parts.want(pos)
+                    now = (self.parallel, self.parts.written_ahead())
+                    if now != shared:
+                        await asyncio.to_thread(write_parts, self._parts_path, *now)
+                        shared = now
+            if self.fill.written == self._published and not self._stopped:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.fill.changed(), SHARE_INTERVAL)
 
     async def _work(self, probe: bool) -> None:
         if not probe:

@@ -1,6 +1,7 @@
 """The fill spool: where a blob grows while it is filled, before it is verified and handed to the store.
 
-Layout under the data dir: ``tmp/<key>.part`` with its ``tmp/<key>.lock``. The lock (``flock``) makes
+Layout under the data dir: ``tmp/<key>.part`` with its ``tmp/<key>.lock`` (and, while other processes
+follow a parallel fill, ``tmp/<key>.parts`` and ``tmp/<key>.want``: ``sharedparts.py``). The lock (``flock``) makes
 one process the filler of a blob while others on the same folder follow its ``.part`` file (several
 workers, or replicas sharing an NFS export); the kernel releases it when the filler dies, so a crash
 never blocks a blob, and whoever takes the fill over continues the ``.part`` it left (``resume``).
@@ -113,6 +114,9 @@ class SpoolFile:
             self._closed = True
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        for side in (self.spool.parts_path(self.key), self.spool.want_path(self.key)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(side)
         if self._lock_fd >= 0:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.spool.lock_path(self.key))
@@ -178,6 +182,12 @@ class Spool:
     def lock_path(self, key: str) -> str:
         return self.part_path(key)[: -len(".part")] + ".lock"
 
+    def parts_path(self, key: str) -> str:
+        return self.part_path(key)[: -len(".part")] + ".parts"
+
+    def want_path(self, key: str) -> str:
+        return self.part_path(key)[: -len(".part")] + ".want"
+
     def begin(self, key: str, resume: bool = False) -> SpoolFile | None:
         """Become the filler of ``key``, or None if another process is. ``resume``: keep a dead filler's bytes."""
         fd = _try_lock(self.lock_path(key))
@@ -208,7 +218,7 @@ class Spool:
         removed = 0
         for entry in self.folder.iterdir():
             key = entry.name.split(".", 1)[0]
-            if not is_blob_key(key) or not entry.name.endswith(".part"):
+            if not is_blob_key(key) or not entry.name.endswith((".part", ".parts", ".want")):
                 if not entry.name.endswith(".lock"):
                     entry.unlink(missing_ok=True)
                 continue
@@ -217,7 +227,7 @@ class Spool:
                 continue  # another process is filling it right now
             try:
                 entry.unlink(missing_ok=True)
-                removed += 1
+                removed += entry.name.endswith(".part")
                 os.unlink(self.lock_path(key))
             finally:
                 os.close(fd)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
 from hubproxy import signing
-from hubproxy.cache.fill import FillBody
+from hubproxy.cache.fillbody import FillBody
 from hubproxy.db import upsert
 from hubproxy.db.models import cluster_secrets
 from hubproxy.hub.errors import HubError

@@ -15,7 +15,8 @@ import pytest
 
 from hubproxy.cache import filler
 from hubproxy.cache import spool as spool_module
-from hubproxy.cache.fill import Fill, FillBody
+from hubproxy.cache.fill import Fill
+from hubproxy.cache.fillbody import FillBody
 from hubproxy.cache.filler import WARM_STEP_BYTES, PrefixHasher, warm_pages
 from hubproxy.cache.spool import Spool, filesystem_type
 from hubproxy.cache.upload import UPLOAD_NICE, feed_upload

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hubproxy.cache import mismatch
-from hubproxy.cache.fill import Fill, FillBody
+from hubproxy.cache.fill import Fill
+from hubproxy.cache.fillbody import FillBody
 from hubproxy.cache.mismatch import Mismatches
 from hubproxy.cache.parts import plan
 from hubproxy.cache.spool import Spool
