@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,7 +41,7 @@ from common import (  # noqa: E402
     upstream_bytes,
 )
 
-ROWS = "hot1,hot8,hot64,head,cold,coldhft,cold8,coldfast,olah"
+ROWS = "hot1,hot8,hot64,head,cold,coldhft,hftvia,cold8,coldfast,olah"
 HF_TRANSFER_DOWNLOAD = """
 import sys, time
 from huggingface_hub import hf_hub_download
@@ -148,13 +149,16 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
 
         counter = [0]
 
-        def cold_ours(upstream_url: str, clients: int = 1) -> float:
-            """A fresh hubproxy (empty cache) in front of ``upstream_url``: time of the first download(s)."""
+        def cold_ours(upstream_url: str, clients: int = 1, fetch: Callable[[str], float] | None = None) -> float:
+            """A fresh hubproxy (empty cache) in front of ``upstream_url``: time of the first download(s), by curl
+            or by ``fetch`` (given hubproxy's URL)."""
             counter[0] += 1
             data = work / f"cold-{counter[0]}"
             proc, url = start_hubproxy(upstream_url, data, work)
             try:
                 curl_time(f"{url}/{REPO}/resolve/main/{SMALL}")  # metadata warm-up is not what we time
+                if fetch is not None:
+                    return fetch(url)
                 if clients == 1:
                     return curl_time(f"{url}/{REPO}/resolve/main/{BIG}")
                 return parallel_curls(f"{url}/{REPO}/resolve/main/{BIG}", clients)
@@ -164,20 +168,38 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
 
         throttle = f"upstream {args.throttle_mbps:.0f} MB/s per connection"
         slow_url = None
-        if {"cold", "coldhft", "cold8"} - skip:
+        if {"cold", "coldhft", "hftvia", "cold8"} - skip:
             slow, slow_url = start_fakehub(served, args.throttle_mbps * 1e6)
             procs.append(slow)
         if "cold" not in skip:
             rows.append(pairs(f"cold, {throttle}, time (x direct, one stream)", lambda: cold_ours(slow_url),
                               lambda: curl_time(f"{slow_url}/{REPO}/resolve/main/{BIG}", follow=True),
                               args.rounds, False))
-        if "coldhft" not in skip:
+        if {"coldhft", "hftvia"} - skip:
             from tests.clients import client_python
 
             python = client_python("huggingface_hub==0.36.2", "hf_transfer")
             cache = Path("/dev/shm" if os.path.isdir("/dev/shm") else work) / f"hft-{os.getpid()}"
+        if "coldhft" not in skip:
             rows.append(pairs(f"cold, {throttle}, time (x hf_transfer direct)", lambda: cold_ours(slow_url),
                               lambda: hf_transfer_time(python, slow_url, cache), args.rounds, False))
+        if "hftvia" not in skip:
+            # The users who keep HF_HUB_ENABLE_HF_TRANSFER=1: hf_transfer's 10 MiB chunks, all at once, against a
+            # cold hubproxy; the upstream should still send the blob once.
+            big_sha, sent = sha256_file(files / BIG), []
+
+            def hft_via_hubproxy() -> float:
+                before = upstream_bytes(slow_url).get(big_sha, 0)
+                took = cold_ours(slow_url, fetch=lambda url: hf_transfer_time(python, url, cache))
+                sent.append((upstream_bytes(slow_url).get(big_sha, 0) - before) / size)
+                return took
+
+            row = pairs(f"cold, {throttle}, hf_transfer through hubproxy, time (x hf_transfer direct)",
+                        hft_via_hubproxy, lambda: hf_transfer_time(python, slow_url, cache), args.rounds, False)
+            row["upstream_bytes_x_blob"] = sent
+            print(f"  upstream bytes of each hf_transfer download through hubproxy: "
+                  f"{', '.join(f'{b:.4f}x' for b in sent)} the blob", flush=True)
+            rows.append(row)
         if "cold8" not in skip:
             ratios = []
             big_sha = sha256_file(files / BIG)
