@@ -177,10 +177,13 @@ class BlobCache:
             return Served(await self.passthrough(want, start, end), "passthrough")
         except Exception as exc:  # noqa: BLE001
             raise _fill_failure(exc, want.what) from None
-        if start > fill.written + FOLLOW_WINDOW and end < want.size and not (fill.ahead and fill.ahead.parallel):
-            # Far ahead of a fill that comes in one stream: fetched on its own, unless it holds the blob's last
-            # byte, which no answer gives before the whole blob is verified.
-            return Served(await self.passthrough(want, start, end), "passthrough")
+        if start > fill.written + FOLLOW_WINDOW:
+            if end < want.size and not (fill.ahead and fill.ahead.parallel):
+                # Far ahead of a fill that comes in one stream: fetched on its own, unless it holds the blob's
+                # last byte, which no answer gives before the whole blob is verified.
+                return Served(await self.passthrough(want, start, end), "passthrough")
+            if fill.ahead is not None:
+                fill.ahead.want(start)  # its part next, before the answer even starts
         return Served(await FillBody.open(fill, start, end, self.settings.serve_chunk_size), "miss")
 
     async def _room_for(self, size: int) -> bool:

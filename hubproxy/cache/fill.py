@@ -286,7 +286,7 @@ class FillManager:
         taken_over = False
         fill.ahead = followed = FollowedParts(self.spool.want_path(fill.key))
         try:
-            await asyncio.to_thread(announce, followed.want_path)
+            await asyncio.to_thread(announce, followed.want_path, self.spool.part_path(fill.key))
             while True:
                 if await asyncio.to_thread(self.store.stat, fill.key) is not None:
                     fill.written = fill.size
@@ -310,7 +310,7 @@ class FillManager:
                 else:
                     missing_since = None
                     published = await asyncio.to_thread(read_parts, self.spool.parts_path(fill.key))
-                    changed = published is not None and followed.update(published)
+                    changed = followed.update(published or (True, []))
                     if written > fill.written or changed:
                         fill.written = max(fill.written, written)
                         fill.notify()

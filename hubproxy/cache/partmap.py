@@ -22,11 +22,29 @@ class Part:
     pos: int
 
 
-def plan(start: int, size: int, part_bytes: int, connections: int) -> list[Part]:
-    """Split ``[start, size)`` into parts; a single part when parallel requests would not pay."""
-    if connections < 2 or size - start < 2 * part_bytes:
-        return [Part(start, size, start)]
-    return [Part(s, min(s + part_bytes, size), s) for s in range(start, size, part_bytes)]
+def plan(start: int, size: int, part_bytes: int, connections: int,
+         written: list[tuple[int, int]] | None = None) -> list[Part]:
+    """Split ``[start, size)`` into parts; a single part where parallel requests would not pay. ``written``:
+    ranges beyond ``start`` already in the spool file (left by a filler that stopped, whose followers may have
+    answered from them): they become complete parts, kept rather than fetched again, and the final hash
+    covers them like every other byte."""
+    parts: list[Part] = []
+    pos = start
+    for first, end in sorted(written or ()):
+        first, end = max(first, pos), min(end, size)
+        if end > first:
+            parts += _split(pos, first, part_bytes, connections)
+            parts.append(Part(first, end, end))
+            pos = end
+    return parts + _split(pos, size, part_bytes, connections)
+
+
+def _split(start: int, end: int, part_bytes: int, connections: int) -> list[Part]:
+    if end <= start:
+        return []
+    if connections < 2 or end - start < 2 * part_bytes:
+        return [Part(start, end, start)]
+    return [Part(s, min(s + part_bytes, end), s) for s in range(start, end, part_bytes)]
 
 
 class Ahead(Protocol):
@@ -50,10 +68,10 @@ class PartMap:
         self.size = size
         self._set(parts)
 
-    def _set(self, parts: list[Part]) -> None:
+    def _set(self, parts: list[Part], taken: set[Part] | None = None) -> None:
         self.parts = parts
         self._starts = [p.start for p in parts]
-        self._taken: set[Part] = set()
+        self._taken: set[Part] = {p for p in parts if p.pos == p.end} | (taken or set())
         self._wanted: list[Part] = []  # parts readers wait for, in the order they asked
         self._watched: set[Part] = set()  # parts readers wait on: their progress wakes the readers
         self._head = 0  # index of the first part not complete
@@ -85,18 +103,21 @@ class PartMap:
         return any(p not in self._taken for p in self.parts[self._head:])
 
     def join_untaken(self) -> None:
-        """Make every part not yet taken one part up to the blob's end (one stream fetches the rest). Only
-        before any of them is taken out of order, which is so while one connection runs."""
-        taken = [p for p in self.parts if p in self._taken]
-        rest = next(p.start for p in self.parts if p not in self._taken)
-        self._set([*taken, Part(rest, self.size, rest)])
-        self._taken.update(taken)
+        """Make each run of parts not yet taken one part (one stream fetches it). Only while one connection
+        runs, so that none of them is taken out of order yet."""
+        joined: list[Part] = []
+        for part in self.parts:
+            last = joined[-1] if joined else None
+            if last is not None and part not in self._taken and last not in self._taken and last.end == part.start:
+                joined[-1] = Part(last.start, part.end, last.pos)
+            else:
+                joined.append(part)
+        self._set(joined, {p for p in joined if p in self._taken})
 
     def only(self, part: Part) -> None:
         """``part`` (made to reach the blob's end) is now the one part: the upstream answered it whole."""
         part.end = self.size
-        self._set([part])
-        self._taken.add(part)
+        self._set([part], {part})
 
     def advance(self, part: Part, size: int) -> bool:
         """``size`` more bytes of ``part`` are written; whether a reader waits on it beyond the prefix."""

@@ -78,7 +78,7 @@ class PartedDownload:
         self.spool = spool
         self.fast_bps = fast_bps
         self.retries = retries
-        self.parts = PartMap(plan(fill.written, fill.size, part_bytes, connections), fill.size)
+        self.parts = PartMap(plan(fill.written, fill.size, part_bytes, connections, spool.left_ahead), fill.size)
         self.connections = min(connections, len(self.parts))
         #: Set once the probe's answer says whether the upstream serves ranges.
         self._decided = asyncio.Event()
@@ -145,7 +145,7 @@ class PartedDownload:
                         await asyncio.to_thread(write_parts, self._parts_path, *now)
                         shared = now
             if self.fill.written == self._published and not self._stopped:
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):  # not the builtin one before Python 3.11
                     await asyncio.wait_for(self.fill.changed(), SHARE_INTERVAL)
 
     async def _work(self, probe: bool) -> None:

@@ -21,12 +21,18 @@ _PARALLEL, _SINGLE = b"parallel", b"single"
 
 
 def write_parts(path: str, parallel: bool, extents: list[tuple[int, int]]) -> None:
-    """Replace the parts file with ``extents`` (``(start, end)`` of written bytes beyond the prefix)."""
+    """Replace the parts file with ``extents`` (``(start, end)`` of written bytes beyond the prefix). A failure
+    is not the fill's: followers then wait for the prefix. (The temporary name ends like the parts file's, so
+    that a process starting meanwhile and cleaning the spool leaves it to the live filler.)"""
     body = (_PARALLEL if parallel else _SINGLE) + b"\n" + b"".join(b"%d %d\n" % e for e in extents)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(body)
-    os.replace(tmp, path)
+    tmp = f"{path}.{os.getpid()}.parts"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(body)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def read_parts(path: str) -> tuple[bool, list[tuple[int, int]]] | None:
@@ -71,9 +77,13 @@ class Wants:
         return [int(line) for line in whole.split(b"\n") if line.isdigit()]
 
 
-def announce(path: str) -> None:
-    """Tell the filler that this process follows its fill (creates ``<key>.want``)."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+def announce(path: str, part_path: str) -> None:
+    """Tell the filler that this process follows its fill (creates ``<key>.want``), unless the fill ended: its
+    filler removes the file when it finishes, and one made after that would stay behind."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+        if not os.path.exists(part_path):
+            os.unlink(path)
 
 
 def _append(path: str, pos: int) -> None:

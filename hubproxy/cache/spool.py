@@ -21,6 +21,7 @@ import os
 import threading
 from pathlib import Path
 
+from hubproxy.cache.sharedparts import read_parts
 from hubproxy.libc import LIBC
 from hubproxy.store.base import is_blob_key
 
@@ -57,7 +58,18 @@ class SpoolFile:
         self._lock_fd = lock_fd
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_TRUNC), 0o644)
         held = _read_prefix(lock_fd) if resume else 0
-        self.resume_from = min(held, os.fstat(self._fd).st_size)
+        length = os.fstat(self._fd).st_size
+        self.resume_from = min(held, length)
+        #: Ranges beyond ``resume_from`` that the stopped filler shared with followers (``sharedparts.py``): they
+        #: may have been served, so they are kept, not fetched again, and the final hash covers them.
+        self.left_ahead: list[tuple[int, int]] = []
+        shared = read_parts(spool.parts_path(key)) if resume else None
+        if shared is not None:
+            clipped = ((a, min(b, length)) for a, b in shared[1] if a >= self.resume_from)
+            self.left_ahead = [(a, b) for a, b in clipped if b > a]
+        elif not resume:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spool.parts_path(key))
         self._end = self.resume_from  # where ``write`` appends
         self._closed = False
         #: Writers of this file take turns here. The kernel serializes writes to one file anyway (the inode's
@@ -98,6 +110,9 @@ class SpoolFile:
         """Drop the bytes of an earlier filler (they cannot be used) and start from byte 0."""
         os.ftruncate(self._fd, 0)
         self.resume_from = self._end = 0
+        self.left_ahead = []
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spool.parts_path(self.key))
         self.publish(0)
 
     def close(self) -> None:

@@ -90,3 +90,22 @@ def test_a_fill_gives_a_part_written_ahead_but_never_the_last_byte_unverified() 
         assert fill.readable_from(10 * MIB) == SIZE
 
     asyncio.run(run())
+
+
+def test_ranges_a_stopped_filler_left_are_kept_and_only_the_gaps_fetched() -> None:
+    parts = PartMap(plan(MIB, SIZE, 2 * MIB, 4, [(3 * MIB, 4 * MIB), (0, MIB // 2), (9 * MIB, 20 * MIB)]), SIZE)
+    assert [(p.start, p.end, p.pos) for p in parts.parts] == [
+        (MIB, 3 * MIB, MIB), (3 * MIB, 4 * MIB, 4 * MIB), (4 * MIB, 6 * MIB, 4 * MIB), (6 * MIB, 8 * MIB, 6 * MIB),
+        (8 * MIB, 9 * MIB, 8 * MIB), (9 * MIB, SIZE, SIZE)]
+    assert [p.start for p in iter(parts.take, None)] == [MIB, 4 * MIB, 6 * MIB, 8 * MIB]  # the kept ones are done
+    assert parts.extent(3 * MIB) == 4 * MIB and parts.extent(9 * MIB) == SIZE
+
+
+def test_joining_for_one_stream_keeps_the_kept_ranges_apart() -> None:
+    parts = PartMap(plan(0, SIZE, 2 * MIB, 4, [(6 * MIB, 7 * MIB)]), SIZE)
+    probe = parts.take()
+    assert probe and probe.start == 0
+    parts.join_untaken()
+    assert [(p.start, p.end) for p in parts.parts] == [(0, 2 * MIB), (2 * MIB, 6 * MIB), (6 * MIB, 7 * MIB),
+                                                       (7 * MIB, SIZE)]
+    assert [p.start for p in iter(parts.take, None)] == [2 * MIB, 7 * MIB]
