@@ -42,7 +42,8 @@ def test_s3_streamed(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp
         time.sleep(0.1)
     assert client.get_object(Bucket=name, Key=key)["Body"].read() == data
     assert not (proxy.data_dir / "blobs").exists() or not any((proxy.data_dir / "blobs").rglob("*"))
-    assert list((proxy.data_dir / "tmp").iterdir()) == []
+    # The spool file goes just after the upload completes, which is when the object appears.
+    assert wait_until(lambda: list((proxy.data_dir / "tmp").iterdir()) == [])
     fakehub.reset_counts()
     spliced = value(scrape(proxy.url), "hubproxy_zero_copy_bytes_total")
     local = hf_hub_download("alice/s3-model", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path / "b")
