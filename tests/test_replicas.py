@@ -184,3 +184,42 @@ def _describe(got: bytes | None, want: bytes) -> str:
         return f"{len(got)} bytes: {got[:200]!r}"
     first = next(i for i, (x, y) in enumerate(zip(got, want, strict=False)) if x != y)
     return f"{len(got)} bytes, first wrong byte at {first}"
+
+
+def test_a_process_sharing_the_spool_answers_far_ranges_from_the_fillers_parts(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                                              tmp_path: Path, pg_url: str) -> None:
+    """Far ranges asked of a process that follows another's fill are answered from the parts the filler shares
+    (asked for first), not fetched again; when the filler dies, the process that takes over keeps those ranges."""
+    mib = 1024 * 1024
+    shared = tmp_path / "shared-store"
+    parallel = {"fill_connections": "4", "fill_part_bytes": str(2 * mib), "fill_single_stream_mbps": "0",
+                "database_url": pg_url}
+    a = make_proxy(data_dir=shared, **parallel)
+    b = make_proxy(data_dir=shared, **parallel)
+    size = 40 * mib
+    data = os.urandom(size)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/sharedparts", {"w.safetensors": data})
+    fakehub.faults.trickle[sha] = (128 * 1024, 0.05)  # about 2.5 MB/s a connection: 16 s in order
+    fakehub.reset_counts()
+    path = "/alice/sharedparts/resolve/main/w.safetensors"
+    threading.Thread(target=lambda: _swallow(request, "GET", a.url + path), daemon=True).start()  # a fills
+    assert wait_until(lambda: (shared / "tmp" / f"{sha}.part").exists())
+    far = 30 * mib + 5
+    status, _, body = request("GET", b.url + path, {"Range": f"bytes={far}-{far + 65535}"})
+    assert status == 206 and body == data[far: far + 65536]
+    with fakehub._lock:
+        asked = [h.get("Range", "") for m, p, h in fakehub.requests if m == "GET" and p.startswith(f"CDN /_cdn/{sha}")]
+    assert not any(r.startswith(f"bytes={far}-") for r in asked)  # not fetched on its own
+    assert f"bytes={30 * mib}-{32 * mib - 1}" in asked and f"bytes={28 * mib}-{30 * mib - 1}" not in asked
+    seen = len(fakehub.requests)
+    a.kill()
+    fakehub.faults.trickle[sha] = (1024 * 1024, 0.0)
+    status, _, body = request("GET", b.url + path, timeout=120)
+    assert status == 200 and body == data
+    with fakehub._lock:
+        after = [h.get("Range", "") for m, p, h in fakehub.requests[seen:] if m == "GET" and sha in p]
+    covered = [(int(a), int(b) if b else size) for a, _, b in (r.removeprefix("bytes=").partition("-") for r in after)]
+    assert covered and not any(a <= far <= b for a, b in covered)  # what b answered from was kept, not fetched again
+    assert wait_until(lambda: (shared / "blobs" / sha[:2] / sha).exists())
+    assert (shared / "blobs" / sha[:2] / sha).read_bytes() == data
