@@ -33,6 +33,9 @@ def test_the_published_prefix_not_the_file_size_is_what_followers_and_take_overs
     spool = Spool(tmp_path)
     filler = spool.begin(KEY)
     assert filler is not None
+    # Published at once: the lock file's block is taken before the fill reserves its space, so a disk that
+    # fills up mid-fill cannot fail the first publication.
+    assert os.path.getsize(spool.lock_path(KEY)) == 20 and spool.progress(KEY) == (0, True)
     filler.write_at([b"b" * 10], 20)  # a later part lands first: the file is 30 bytes, the prefix 0
     assert os.path.getsize(spool.part_path(KEY)) == 30
     assert spool.progress(KEY) == (0, True)
