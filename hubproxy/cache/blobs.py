@@ -26,7 +26,6 @@ from hubproxy.cache.usage import Usage
 from hubproxy.config import Settings
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.relay import HEADER, PATH, sign
-from hubproxy.observability import metrics
 from hubproxy.store.base import BlobHasher, BlobStore, is_blob_key
 from hubproxy.store.bodies import WrappedBody
 from hubproxy.upstream.answers import unavailable_error
@@ -37,8 +36,8 @@ log = logging.getLogger(__name__)
 #: A range starting this far beyond what a one-stream fill has written is fetched from the upstream directly
 #: (unless it reaches the blob's end); a parallel fill fetches the part holding it next instead.
 FOLLOW_WINDOW = 16 * 1024 * 1024
-#: Chunks of a verified pass-through at least this large are hashed in a worker thread.
-HASH_IN_THREAD_BYTES = 256 * 1024
+#: A verified pass-through is hashed in a worker thread, in batches of this many bytes (never on the event loop).
+HASH_BATCH_BYTES = 1024 * 1024
 #: Free space a fill leaves on the spool's filesystem (the database and logs may live there too).
 ROOM_MARGIN = 64 * 1024
 #: errno values meaning the spool's filesystem has no room left.
@@ -235,16 +234,6 @@ class BlobCache:
                 return Served(stored, "hit")
         return Served(await self.passthrough(want, start, end), "passthrough")
 
-    async def _mismatched(self, want: Wanted) -> None:
-        """A passed-through blob failed verification: recorded as a failed fill is (``cache/mismatch.py``), so a
-        client resuming the cut answer starts over."""
-        metrics.UPSTREAM_ERRORS.labels("mismatch").inc()
-        self.fills.mismatches.remember(want.key)
-        try:
-            await self.fills.mismatches.record(want.key)
-        except Exception as exc:  # noqa: BLE001 - still known in this process's memory
-            log.warning("could not record the failed verification of %s: %s", want.key, exc)
-
     async def passthrough(self, want: Wanted, start: int, end: int, url: str | None = None,
                           headers: dict[str, str] | None = None) -> AsyncIterator[bytes]:
         """Stream a range straight from the upstream, or from ``url`` (a replica filling it); nothing is stored.
@@ -267,7 +256,7 @@ class BlobCache:
                 raise HubError(resp.status, None, f"the replica at {url} cannot relay {want.what}")
             raise HubError(502, "UpstreamError", f"Upstream answered {resp.status} for {want.what}")
         skip = first if resp.status == 200 else 0
-        hasher = BlobHasher(want.key, want.size) if verify else None
+        hasher = _BatchHasher(want.key, want.size) if verify else None
         last = end - 1 if verify else end  # with ``verify``, the last byte waits for the hash
 
         async def body() -> AsyncIterator[bytes]:
@@ -276,7 +265,7 @@ class BlobCache:
                 async for chunk in iter_body(resp, skip):
                     data = chunk[: end - pos]
                     if hasher is not None:
-                        await _hash(hasher, data)
+                        await hasher.add(data)
                     low, high = max(pos, start), min(pos + len(data), last)
                     if high > low:
                         yield data[low - pos: high - pos]
@@ -286,8 +275,10 @@ class BlobCache:
                         break
                 if pos < end:
                     raise OSError("upstream ended the body early")
-                if hasher is not None and hasher.hexdigest() != want.key:
-                    await self._mismatched(want)
+                if hasher is not None and await hasher.hexdigest() != want.key:
+                    # Recorded as a failed fill's (``cache/mismatch.py``): the cut client's resume starts over.
+                    self.fills.mismatches.remember(want.key)
+                    await self.fills.mismatches.record(want.key)
                     raise OSError(f"the upstream's bytes of {want.what} failed verification")
                 if held:
                     yield held
@@ -297,12 +288,27 @@ class BlobCache:
         return body()
 
 
-async def _hash(hasher: BlobHasher, data: bytes) -> None:
-    """Hash a passed-through chunk: large ones in a worker thread, off the event loop."""
-    if len(data) >= HASH_IN_THREAD_BYTES:
-        await asyncio.to_thread(hasher.update, data)
-    else:
-        hasher.update(data)
+class _BatchHasher:
+    """The blob hash of a passed-through answer, computed in a worker thread a batch of chunks at a time."""
+
+    def __init__(self, key: str, size: int) -> None:
+        self._hasher = BlobHasher(key, size)
+        self._batch: list[bytes] = []
+        self._held = 0
+
+    async def add(self, data: bytes) -> None:
+        self._batch.append(data)
+        self._held += len(data)
+        if self._held >= HASH_BATCH_BYTES:
+            await self._flush()
+
+    async def hexdigest(self) -> str:
+        await self._flush()
+        return self._hasher.hexdigest()
+
+    async def _flush(self) -> None:
+        batch, self._batch, self._held = self._batch, [], 0
+        await asyncio.to_thread(lambda: [self._hasher.update(b) for b in batch])
 
 
 def _fill_failure(exc: BaseException, what: str) -> HubError:

@@ -70,12 +70,6 @@ class Fill:
     def done(self) -> bool:
         return self.verified or self.error is not None
 
-    def readable(self) -> int:
-        """How many leading bytes readers may have now."""
-        if self.verified:
-            return self.size
-        return max(0, min(self.written, self.size - HOLDBACK))
-
     def readable_from(self, pos: int) -> int:
         """Up to where bytes from ``pos`` may be read now: the prefix, or a part written ahead of it (the
         blob's last byte still only once it is verified)."""
@@ -203,11 +197,7 @@ class FillManager:
                 fill.error = exc if isinstance(exc, Exception) else FillError("fill cancelled")
             log.warning("fill of blob %s failed: %s", fill.key, exc)
             if isinstance(exc, BlobMismatch):
-                metrics.UPSTREAM_ERRORS.labels("mismatch").inc()
-                try:
-                    await self.mismatches.record(fill.key)
-                except Exception as record_exc:  # noqa: BLE001 - still known in this process's memory
-                    log.warning("could not record the failed verification of %s: %s", fill.key, record_exc)
+                await self.mismatches.record(fill.key)
             await asyncio.to_thread(spool_file.finish)
             if not isinstance(exc, Exception):
                 raise
@@ -292,7 +282,7 @@ class FillManager:
                     fill.written = fill.size
                     fill.verified = True
                     return
-                written, alive = await asyncio.to_thread(self.spool.progress, fill.key)
+                written, alive, published = await asyncio.to_thread(self._progress, fill.key)
                 if written is not None and not alive:
                     spool_file = await asyncio.to_thread(self.spool.begin, fill.key, True)
                     if spool_file is None:
@@ -309,7 +299,6 @@ class FillManager:
                         raise FillError("the fill of this blob failed in another process")
                 else:
                     missing_since = None
-                    published = await asyncio.to_thread(read_parts, self.spool.parts_path(fill.key))
                     changed = followed.update(published or (True, []))
                     if written > fill.written or changed:
                         fill.written = max(fill.written, written)
@@ -322,6 +311,11 @@ class FillManager:
                 fill.ahead = None
                 self.active.pop(fill.key, None)
                 fill.notify()
+
+    def _progress(self, key: str) -> tuple[int | None, bool, tuple[bool, list[tuple[int, int]]] | None]:
+        """(In a thread.) Another process's fill of ``key``: its prefix, whether it lives, the parts it shares."""
+        written, alive = self.spool.progress(key)
+        return written, alive, read_parts(self.spool.parts_path(key)) if alive else None
 
     async def close(self) -> None:
         tasks = [f.task for f in self.active.values() if f.task]

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from sqlalchemy.engine import Engine
 
 from hubproxy.cache import records
+from hubproxy.observability import metrics
+
+log = logging.getLogger(__name__)
 
 #: How long closed ranges of a blob are refused after a failed fill.
 CLOSED_RANGE_SECONDS = 600.0
@@ -51,7 +55,8 @@ class Mismatches:
         self._streak: dict[str, tuple[int, float]] = {}
 
     def remember(self, key: str) -> None:
-        """Note a failure in this process's memory at once."""
+        """Note a failure in this process's memory at once (and count it)."""
+        metrics.UPSTREAM_ERRORS.labels("mismatch").inc()
         self._known[key] = time.time()
         count, _ = self._streak.get(key, (0, 0.0))
         self._streak[key] = (count + 1, time.monotonic())
@@ -68,10 +73,14 @@ class Mismatches:
         return max(0.0, at + min(2.0 ** (count - 1), REFILL_MAX_SECONDS) - time.monotonic())
 
     async def record(self, key: str) -> None:
-        """Remember that a fill of ``key`` failed verification now (in memory at once, then in the database)."""
+        """Remember that a fill of ``key`` failed verification now (in memory at once, then in the database; if
+        the database cannot take it, this process still knows)."""
         now = time.time()
         self._known[key] = now
-        await asyncio.to_thread(self._write, key, now)
+        try:
+            await asyncio.to_thread(self._write, key, now)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not record the failed verification of %s: %s", key, exc)
 
     def _write(self, key: str, now: float) -> None:
         with self.engine.begin() as conn:

@@ -9,6 +9,7 @@ so such a range is answered from the one fill instead of a second, unverified fe
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +46,17 @@ def _split(start: int, end: int, part_bytes: int, connections: int) -> list[Part
     if connections < 2 or end - start < 2 * part_bytes:
         return [Part(start, end, start)]
     return [Part(s, min(s + part_bytes, end), s) for s in range(start, end, part_bytes)]
+
+
+def reach(pos: int, written: Iterable[tuple[int, int]]) -> int:
+    """Where the bytes written from ``pos`` on end, given ``written``: ``(start, end)`` of each written range, in
+    order and not overlapping (a range ending where the next starts runs on into it)."""
+    end_of_run = pos
+    for start, end in written:
+        if start > end_of_run:
+            break
+        end_of_run = max(end_of_run, end)
+    return end_of_run
 
 
 class Ahead(Protocol):
@@ -137,14 +149,7 @@ class PartMap:
 
     def extent(self, pos: int) -> int:
         """Where the written bytes that run on from ``pos`` end (``pos`` itself when it is not written yet)."""
-        reach = pos
-        for part in self.parts[max(self._index(pos), 0):]:
-            if part.start > reach:
-                break
-            reach = max(reach, part.pos)
-            if part.pos < part.end:
-                break
-        return reach
+        return reach(pos, ((p.start, p.pos) for p in self.parts[max(self._index(pos), 0):]))
 
     def want(self, pos: int) -> None:
         """A reader waits for byte ``pos``: fetch its part next if nobody has taken it, and wake the reader

@@ -145,6 +145,9 @@ class PartedDownload:
                         await asyncio.to_thread(write_parts, self._parts_path, *now)
                         shared = now
             if self.fill.written == self._published and not self._stopped:
+                if not followed:  # (one process alone: nothing to look at between changes)
+                    await self.fill.changed()
+                    continue
                 with contextlib.suppress(asyncio.TimeoutError):  # not the builtin one before Python 3.11
                     await asyncio.wait_for(self.fill.changed(), SHARE_INTERVAL)
 

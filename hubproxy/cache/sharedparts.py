@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import os
 
+from hubproxy.cache.partmap import reach
+
 #: First line of a parts file: whether parts far ahead can still be fetched before the prefix reaches them.
 _PARALLEL, _SINGLE = b"parallel", b"single"
 
@@ -113,12 +115,7 @@ class FollowedParts:
         return changed
 
     def extent(self, pos: int) -> int:
-        reach = pos
-        for start, end in self._extents:
-            if start > reach:
-                break
-            reach = max(reach, end)
-        return reach
+        return reach(pos, self._extents)
 
     def want(self, pos: int) -> None:
         if pos not in self._asked:
