@@ -86,8 +86,10 @@ class PartedDownload:
         self._widen = asyncio.Event()
         #: The probe's stream was timed: the fill either widened or keeps one stream for the rest.
         self._judged = False
-        #: Where later parts are requested: the probe's final URL once known.
-        self.url = fill.source_path
+        #: Where parts are requested: the CDN URL the upstream's HEAD of the file just redirected to, if it
+        #: did (``upstream/recent.py``), else the upstream; later, the probe's final URL once known.
+        self._located = upstream.locations.take(fill.key)
+        self.url = self._located or fill.source_path
         #: The probe got a 206: later parts may come on blocking connections read by threads.
         self._ranged = False
         #: The prefix last written into the spool's lock file, and whether that writer should end.
@@ -171,7 +173,7 @@ class PartedDownload:
         """Every byte of ``part``, resuming after drops (on ``conn`` when it can take the request)."""
         attempts = 0
         while part.pos < part.end:
-            before = part.pos
+            before, tried = part.pos, self.url
             try:
                 on_thread = conn is not None and self._ranged and route(self.upstream.absolute(self.url)) is not None
                 metrics.FILL_REQUESTS.labels("thread" if on_thread else "event_loop").inc()
@@ -185,6 +187,12 @@ class PartedDownload:
                     raise FillError(f"upstream ended the body at {part.pos} of {part.end} bytes")
                 # A range answered shorter than asked (some servers cap ranges): ask for the rest.
             except (UpstreamUnavailable, aiohttp.ClientError, asyncio.TimeoutError, RangeFailed, _Retryable) as exc:
+                if tried == self._located and not self.fill.answered:
+                    # The remembered location did not answer with the bytes (expired, unreachable): not the
+                    # upstream's failure; ask the upstream as a fill without one would, at once.
+                    log.info("fill of %s: the CDN URL the upstream gave failed (%s); asking the upstream", self.fill.key, exc)
+                    self.url, self._located = self.fill.source_path, None
+                    continue
                 attempts += 1
                 if isinstance(exc, RangeFailed):  # the upstream client counts its own
                     metrics.UPSTREAM_ERRORS.labels("timeout" if exc.timeout else "unreachable").inc()
@@ -206,9 +214,9 @@ class PartedDownload:
                 m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
                 if not m or int(m.group(1)) != part.pos:
                     raise _Retryable(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}")
-                if url == self.fill.source_path:
-                    # Asked through the upstream (the probe, or after a CDN link expired): later parts go
-                    # where it redirected, and may come on blocking connections.
+                if url in (self.fill.source_path, self._located):
+                    # Asked through the upstream (the probe, or after a CDN link expired) or where it had just
+                    # redirected: later parts go where this answer came from, and may come on blocking connections.
                     if str(resp.url) != self.upstream.absolute(url):
                         self.url = str(resp.url)
                     self._ranged = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 from hubproxy.hub.errors import HubError, entry_not_found
 from hubproxy.hub.routing import resolve_url_path
@@ -23,10 +23,13 @@ from hubproxy.upstream.answers import (
     unavailable_error,
 )
 from hubproxy.upstream.client import UpstreamUnavailable
+from hubproxy.upstream.recent import Recent
 
 if TYPE_CHECKING:
     from hubproxy.repos.upstream import UpstreamSource
 
+#: Seconds a file the upstream's HEAD found counts as fetchable without asking again.
+FOUND_SECONDS = 5.0
 #: Fields only a listing with ``expand=true`` carries.
 EXPANDED = "lastCommit"
 
@@ -46,6 +49,8 @@ class UpstreamFiles:
         self.source = source
         self.index = source.index
         self.upstream = source.upstream
+        #: Files the upstream's HEAD has just found (``upstream/recent.py``).
+        self._headed: Recent[bool] = Recent(FOUND_SECONDS)
 
     def _tree_path(self, repo: RepoRef, commit: str, folder: str) -> str:
         return api_path(repo.type, repo.id, "tree", commit, *([folder] if folder else []))
@@ -134,9 +139,9 @@ class UpstreamFiles:
             if listing is not None:  # a complete listing knows every file, and that no other exists
                 return listing.file(path) or Entry(path, MISSING)
         key = f"HEAD|{repo.type}|{repo.id}|{commit}|{path}"
-        return await self.source.flights.run(key, lambda: self._head(repo, commit, path, found))
+        return await self.source.flights.run(key, lambda: self._head(key, repo, commit, path, found))
 
-    async def _head(self, repo: RepoRef, commit: str, path: str, known: Entry | None) -> Entry:
+    async def _head(self, key: str, repo: RepoRef, commit: str, path: str, known: Entry | None) -> Entry:
         try:
             resp = await self.upstream.head_file(resolve_url_path(repo.type, repo.id, commit, path))
         except UpstreamUnavailable as exc:
@@ -159,11 +164,18 @@ class UpstreamFiles:
             if not etag or size_text is None or not size_text.isdigit():
                 raise HubError(502, "UpstreamError", f"Upstream metadata for {path} lacks an ETag or a size")
             found = Entry(path, FILE, int(size_text), None if linked else etag, etag, linked is not None)
+            location = resp.headers.get("Location")
+            if linked and location and 300 <= resp.status < 400:  # where the fill of its bytes can go at once
+                self.upstream.locations.put(linked, urljoin(resp.url, location))
+            self._headed.put(key, True)
         await self.index.put_entry(repo.type, repo.id, commit, found)
         return found
 
     async def fetchable(self, repo: RepoRef, commit: str, path: str) -> None:
-        """One upstream HEAD of the file: the error a download would meet now, if any."""
+        """One upstream HEAD of the file: the error a download would meet now, if any (none if that HEAD has just
+        found the file)."""
+        if self._headed.get(f"HEAD|{repo.type}|{repo.id}|{commit}|{path}"):
+            return
 
         async def ask() -> None:
             try:

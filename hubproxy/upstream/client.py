@@ -23,10 +23,13 @@ from hubproxy import __version__
 from hubproxy.config import Settings
 from hubproxy.observability import metrics, tracing
 from hubproxy.upstream.ranged import RangeConnection
+from hubproxy.upstream.recent import Recent
 
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 10
+#: Seconds a CDN URL from a HEAD is used for a fill (the Hub's signed URLs last far longer).
+LOCATION_SECONDS = 60.0
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = f"hubproxy/{__version__}"
 
@@ -88,6 +91,8 @@ class UpstreamClient:
         self._session: aiohttp.ClientSession | None = None
         self._direct: aiohttp.ClientSession | None = None
         self.ssl_context: ssl.SSLContext | None = None
+        #: Blob key -> the CDN URL the upstream's HEAD of the file just redirected to, for the fill that follows.
+        self.locations: Recent[str] = Recent(LOCATION_SECONDS)
 
     async def start(self) -> None:
         """Open the sessions: one to the upstream and CDNs (through ``HTTPS_PROXY``/``HTTP_PROXY`` unless

@@ -1,0 +1,57 @@
+"""A cold file's fill goes straight to the CDN URL that the upstream's HEAD of that file had just given,
+and back through the upstream when that URL no longer works (``upstream/locations.py``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from huggingface_hub import hf_hub_download
+
+from tests.fakehub import FakeHub
+from tests.helpers import ProxyProcess
+
+MIB = 1024 * 1024
+
+
+def _lfs_file(hub: FakeHub, repo: str, size: int = 3 * MIB) -> str:
+    data = os.urandom(size)
+    hub.add_commit("model", repo, {"w.safetensors": data})
+    return hashlib.sha256(data).hexdigest()
+
+
+def _asked(hub: FakeHub, repo: str, sha: str) -> dict[str, list[str]]:
+    """The upstream requests for the file: HEADs and GETs of its resolve URL, and GETs of its CDN URL."""
+    asked: dict[str, list[str]] = {"HEAD": [], "GET": [], "CDN": []}
+    for method, path, _ in hub.requests:
+        if f"/{repo}/resolve/" in path and method in ("HEAD", "GET"):
+            asked[method].append(path)
+        elif method == "GET" and path.startswith(f"CDN /_cdn/{sha}"):
+            asked["CDN"].append(path)
+    return asked
+
+
+def test_a_cold_download_fetches_from_the_cdn_url_the_head_gave(proxy: ProxyProcess, fakehub: FakeHub,
+                                                                tmp_path: Path) -> None:
+    sha = _lfs_file(fakehub, "alice/located")
+    local = hf_hub_download("alice/located", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == sha
+    asked = _asked(fakehub, "alice/located", sha)
+    # As the client itself would: one HEAD of the resolve URL, then the bytes from the CDN, no second resolve.
+    assert len(asked["HEAD"]) == 1, asked
+    assert asked["GET"] == [], asked
+    assert len(asked["CDN"]) == 1, asked
+
+
+def test_an_expired_cdn_url_sends_the_fill_back_through_the_upstream(proxy: ProxyProcess, fakehub: FakeHub,
+                                                                     tmp_path: Path) -> None:
+    sha = _lfs_file(fakehub, "alice/expiring")
+    fakehub.faults.cdn_expires[sha] = 0  # the first CDN request finds every link handed out so far expired
+    local = hf_hub_download("alice/expiring", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == sha
+    asked = _asked(fakehub, "alice/expiring", sha)
+    assert len(asked["HEAD"]) == 1, asked
+    assert len(asked["GET"]) == 1, asked  # the fill asked the upstream for a fresh link, once
+    assert len(asked["CDN"]) == 2, asked  # the refused link, then the fresh one
+    assert "failed after" not in proxy.log()
