@@ -23,9 +23,10 @@ from hubproxy.auth.gate import Gate
 from hubproxy.cache.blobs import BlobCache
 from hubproxy.cache.events import CacheEvent, CacheWatcher
 from hubproxy.cache.fill import FillManager
-from hubproxy.cache.filler import Filler
+from hubproxy.cache.filler import WARMER_THREADS, WARMERS, Filler
 from hubproxy.cache.lease import FillLeases
 from hubproxy.cache.spool import Spool
+from hubproxy.cache.upload import UPLOAD_THREADS, uploaders
 from hubproxy.cache.usage import Usage
 from hubproxy.config import Settings, default_db_url, trusted_networks
 from hubproxy.db import make_engine, record_database
@@ -52,6 +53,7 @@ from hubproxy.repos.index import RepoIndex
 from hubproxy.repos.upstream import UpstreamSource
 from hubproxy.store import make_store
 from hubproxy.store.base import BlobStore
+from hubproxy.threads import start_threads
 from hubproxy.upstream.client import UpstreamClient
 from hubproxy.xet.cas import PATH as XET_PATH
 from hubproxy.xet.cas import XetCas
@@ -125,7 +127,10 @@ class Runtime:
     async def start(cls, settings: Settings) -> Runtime:
         # Disk, hashing, store and database calls run in worker threads: a fill alone keeps several busy
         # (its parts' writes, its hash, its upload), so the default pool (cores + 4) would queue them.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "hubproxy-io"))
+        workers = ThreadPoolExecutor(WORKER_THREADS, "hubproxy-io")
+        start_threads(workers, WORKER_THREADS)  # now, not in a request's submit (``threads.py``)
+        start_threads(WARMERS, WARMER_THREADS)
+        asyncio.get_running_loop().set_default_executor(workers)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = make_store(settings)
         spool = Spool(settings.data_dir)
@@ -142,6 +147,7 @@ class Runtime:
         hide_origin(settings.upstream_url)
         leases = None
         if settings.store == "s3":  # replicas do not share a spool: coordinate fills through the database
+            start_threads(uploaders, UPLOAD_THREADS)  # blobs go up while they fill
             leases = FillLeases(engine, process_name(), advertise_url(settings), settings.fill_lease_seconds)
         secret = await asyncio.to_thread(shared_secret, engine)
         filler = Filler(upstream, settings.fill_retries, settings.fill_connections, settings.fill_part_bytes,

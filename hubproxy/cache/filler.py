@@ -82,7 +82,8 @@ WARM_AHEAD_BYTES = 64 * 1024 * 1024
 WARM_STEP_BYTES = 8 * 1024 * 1024
 #: Threads making pages for every fill of the process: the work is CPU, more threads than cores gain nothing,
 #: and in a pool of their own many fills at once never keep the shared worker threads from disk and database calls.
-_WARMERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="fill-warm")
+WARMER_THREADS = os.cpu_count() or 2
+WARMERS = ThreadPoolExecutor(max_workers=WARMER_THREADS, thread_name_prefix="fill-warm")
 
 
 async def warm_pages(fill: Fill, path: str, lead: int) -> None:
@@ -107,7 +108,7 @@ async def warm_pages(fill: Fill, path: str, lead: int) -> None:
             target = min(fill.size, fill.written + lead)
             if warmed < target:
                 step = min(WARM_STEP_BYTES, target - warmed)
-                await call_owning(_WARMERS, _advise, duplicate(fd), warmed, step)
+                await call_owning(WARMERS, _advise, duplicate(fd), warmed, step)
                 warmed += step
             else:
                 await fill.changed()

@@ -36,7 +36,8 @@ def _lower_priority() -> None:
 
 
 #: The threads every fill's parts go up in (each fill uploads at most ``CONCURRENT_PARTS`` at once).
-uploaders = ThreadPoolExecutor(CONCURRENT_PARTS * 4, "hubproxy-upload", initializer=_lower_priority)
+UPLOAD_THREADS = CONCURRENT_PARTS * 4
+uploaders = ThreadPoolExecutor(UPLOAD_THREADS, "hubproxy-upload", initializer=_lower_priority)
 
 
 async def feed_upload(fill: Fill, upload: Upload, path: str) -> None:
