@@ -40,8 +40,9 @@ from common import (  # noqa: E402
     start_olah,
     upstream_bytes,
 )
+from snapshot import make_repo, snapshot_time  # noqa: E402
 
-ROWS = "hot1,hot8,hot64,head,cold,coldhft,hftvia,cold8,coldfast,olah"
+ROWS = "hot1,hot8,hot64,head,cold,coldhft,hftvia,cold8,coldfast,repocold,repohot,olah"
 HF_TRANSFER_DOWNLOAD = """
 import sys, time
 from huggingface_hub import hf_hub_download
@@ -69,6 +70,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--hot64-mib", type=int, default=256, help="file size for the 64-client row")
+    ap.add_argument("--repo-weight-mib", type=int, default=64, help="size of each of the repo rows' 3 weight files")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--throttle-mbps", type=float, default=100.0, help="per-connection upstream limit, MB/s")
     ap.add_argument("--olah", default=shutil.which("olah-cli"), help="olah-cli binary for the peer rows")
@@ -219,6 +221,22 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
             rows.append(pairs("cold, unthrottled loopback, time (x direct)", lambda: cold_ours(hub_url),
                               lambda: curl_time(f"{hub_url}/{REPO}/resolve/main/{BIG}", follow=True),
                               args.rounds, False))
+        if {"repocold", "repohot"} - skip:
+            # A whole repo as users first pull one (``snapshot.py``), from an unthrottled upstream of its own.
+            repo_hub, repo_url = start_fakehub(make_repo(work / "repo", args.repo_weight_mib), None)
+            procs.append(repo_hub)
+            cache = work / "snapshot-cache"
+            if "repocold" not in skip:
+                rows.append(pairs("repo (15 files) cold, snapshot_download time (x direct)",
+                                  lambda: cold_ours(repo_url, fetch=lambda url: snapshot_time(url, REPO, cache)),
+                                  lambda: snapshot_time(repo_url, REPO, cache), args.rounds, False))
+            if "repohot" not in skip:
+                warm, warm_url = start_hubproxy(repo_url, work / "repo-hot", work)
+                procs.append(warm)
+                snapshot_time(warm_url, REPO, cache)  # every file stored
+                rows.append(pairs("repo (15 files) hot, snapshot_download time (x direct)",
+                                  lambda: snapshot_time(warm_url, REPO, cache),
+                                  lambda: snapshot_time(repo_url, REPO, cache), args.rounds, False))
         if "olah" not in skip and args.olah:
             olah, olah_url = start_olah(args.olah, hub_url, hub.cdn_url, work)  # type: ignore[attr-defined]
             procs.append(olah)
