@@ -42,6 +42,11 @@ SENDFILE_STEP = 1024 * 1024 * 1024
 #: loop and a worker costs about a millisecond in which nothing is sent: with a call per 16 MiB, a client taking
 #: 2 GB/s lost 60-70 ms per GiB. A slow client's answer can still be given up within this time.
 STEP_SECONDS = 0.25
+#: Longest a worker thread waits for a full client socket to take more bytes before it hands the wait to the
+#: event loop: a client taking bytes as fast as they come is back within it; a slow or stalled client then
+#: waits on the event loop, which holds no thread, not in one of the worker threads every disk and database
+#: call of the process shares.
+BRIEF_WAIT_MS = 2
 #: Capacity asked for the pipe a spliced body passes through (Linux's default cap for a pipe).
 PIPE_BYTES = 1024 * 1024
 #: Seconds a client may take to accept more bytes before the answer is given up.
@@ -106,11 +111,12 @@ class ZeroCopy:
             await asyncio.sleep(0.001)  # the headers (and anything before) leave first, in order
         return not transport.is_closing()
 
-    async def _move(self, step: Callable[[tuple[int, ...], int, int, float], tuple[int, bool]], count: int,
+    async def _move(self, step: Callable[[tuple[int, ...], int, int, float], tuple[int, bool | str]], count: int,
                     source: int) -> int:
         """Run ``step((client, source), sent, at_most, until)`` in worker threads until ``count`` bytes went out or a
         step says it cannot go on (it returns the bytes it moved and whether it can; it stops by itself at the
-        monotonic time ``until``, ``STEP_SECONDS`` after it starts).
+        monotonic time ``until``, ``STEP_SECONDS`` after it starts). A step that found the client's socket full
+        says ``BLOCKED``: the wait for room is the event loop's, so a slow or stalled client holds no thread.
 
         Each step gets descriptors of its own for the client's socket and the ``source`` (``descriptors.py``:
         duplicated here on the event loop, closed by the step's thread when it ends). The transport closes its socket when the
@@ -135,7 +141,10 @@ class ZeroCopy:
                     break
                 n, more = await call_owning(None, step, own, sent, asked, time.monotonic() + STEP_SECONDS)
                 sent += n
-                if not more:
+                if more is BLOCKED:
+                    if not await _writable(client, STALL_SECONDS):
+                        break  # the client takes nothing more
+                elif not more:
                     break  # the client or the source is gone or stalled
         finally:
             _cork(client, False)
@@ -166,10 +175,36 @@ def _splice_through_pipe(source: int, sock: int, count: int, timeout: float, unt
         os.close(write_end)
 
 
-def _send_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool]:
-    """(In a thread.) Send up to ``count`` bytes of ``fd`` to the non-blocking socket, waiting while it is full,
-    until the monotonic time ``until``. Returns what was sent, and False if the client is gone or stalled or the
-    file ended (True: all sent, or time to come back)."""
+#: What a step says when the client's socket stayed full for ``BRIEF_WAIT_MS``: wait on the event loop.
+BLOCKED = "blocked"
+
+
+async def _writable(client: socket.socket, timeout: float) -> bool:
+    """Wait on the event loop until the client's socket takes more bytes (or reports an error, which the next
+    step meets); False after ``timeout`` seconds or if the socket is closed. The wait is registered on a duplicate
+    of the socket's descriptor, which the transport does not use (it has its own registration of the number)."""
+    if client.fileno() < 0:
+        return False
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    watched = os.dup(client.fileno())
+    try:
+        loop.add_writer(watched, lambda: ready.done() or ready.set_result(True))
+        try:
+            return await asyncio.wait_for(ready, timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            loop.remove_writer(watched)
+    finally:
+        os.close(watched)
+
+
+def _send_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool | str]:
+    """(In a thread.) Send up to ``count`` bytes of ``fd`` to the non-blocking socket until the monotonic time
+    ``until``, waiting at most ``BRIEF_WAIT_MS`` at a time while it is full. Returns what was sent, and False if
+    the client is gone or the file ended, ``BLOCKED`` if the socket stayed full (the caller waits for it), True
+    if all was sent or it is time to come back."""
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
     sent = 0
@@ -179,8 +214,10 @@ def _send_step(sock: int, fd: int, offset: int, count: int, until: float) -> tup
         try:
             n = os.sendfile(sock, fd, offset + sent, count - sent)
         except BlockingIOError:
-            events = poller.poll(STALL_SECONDS * 1000)
-            if not events or events[0][1] & (select.POLLERR | select.POLLHUP):
+            events = poller.poll(BRIEF_WAIT_MS)
+            if not events:
+                return sent, BLOCKED
+            if events[0][1] & (select.POLLERR | select.POLLHUP):
                 return sent, False
             continue
         except OSError:  # the client went away (EPIPE, ECONNRESET)
