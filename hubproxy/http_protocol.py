@@ -26,6 +26,8 @@ import logging
 import os
 import select
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,9 +98,16 @@ class ZeroCopy:
         if not await self._drained():
             return 0
         timeout = source.gettimeout() or STALL_SECONDS
-        return await self._move(
-            lambda own, _sent, step, until: _splice_through_pipe(own[1], own[0], step, timeout, until), count,
-            source.fileno())
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)  # one pipe for the whole answer: steps may leave bytes in it
+        try:
+            with contextlib.suppress(OSError):  # a smaller pipe only costs more calls
+                fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            return await self._move(
+                lambda own, sent, step, until: _splice_step(own[1], own[2], own[3], own[0], step, until), count,
+                source.fileno(), read_end, write_end, source_timeout=timeout)
+        finally:
+            os.close(read_end)  # steps still running hold duplicates of their own
+            os.close(write_end)
 
     async def _drained(self) -> bool:
         """Wait until what was sent before (the headers) has left; False if the client is gone or takes nothing."""
@@ -112,11 +121,13 @@ class ZeroCopy:
         return not transport.is_closing()
 
     async def _move(self, step: Callable[[tuple[int, ...], int, int, float], tuple[int, bool | str]], count: int,
-                    source: int) -> int:
+                    source: int, *more_fds: int, source_timeout: float = STALL_SECONDS) -> int:
         """Run ``step((client, source), sent, at_most, until)`` in worker threads until ``count`` bytes went out or a
         step says it cannot go on (it returns the bytes it moved and whether it can; it stops by itself at the
         monotonic time ``until``, ``STEP_SECONDS`` after it starts). A step that found the client's socket full
-        says ``BLOCKED``: the wait for room is the event loop's, so a slow or stalled client holds no thread.
+        says ``BLOCKED``: the wait for room is the event loop's, so a slow or stalled client holds no thread; one
+        that found its source socket empty says ``STARVED``, and the event loop waits for bytes on it (at most
+        ``source_timeout``). ``more_fds`` are duplicated for each step too (the pipe a splice goes through).
 
         Each step gets descriptors of its own for the client's socket and the ``source`` (``descriptors.py``:
         duplicated here on the event loop, closed by the step's thread when it ends). The transport closes its socket when the
@@ -135,15 +146,18 @@ class ZeroCopy:
             while sent < count and not transport.is_closing() and client.fileno() >= 0:
                 asked = min(SENDFILE_STEP, count - sent)
                 try:
-                    own = duplicate(client.fileno(), source)
+                    own = duplicate(client.fileno(), source, *more_fds)
                 except OSError as exc:  # out of descriptors (EMFILE): this answer ends short, the process goes on
                     log.warning("zero-copy answer cut after %d bytes: %s", sent, exc)
                     break
                 n, more = await call_owning(None, step, own, sent, asked, time.monotonic() + STEP_SECONDS)
                 sent += n
                 if more is BLOCKED:
-                    if not await _writable(client, STALL_SECONDS):
+                    if not await _ready(client.fileno(), True, STALL_SECONDS):
                         break  # the client takes nothing more
+                elif more is STARVED:
+                    if not await _ready(source, False, source_timeout):
+                        break  # the source sends nothing more
                 elif not more:
                     break  # the client or the source is gone or stalled
         finally:
@@ -163,39 +177,31 @@ def _cork(client: Any, on: bool) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
 
 
-def _splice_through_pipe(source: int, sock: int, count: int, timeout: float, until: float) -> tuple[int, bool]:
-    """(In a thread.) ``_splice_step`` through a pipe of its own, closed when it ends."""
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    try:
-        with contextlib.suppress(OSError):  # a smaller pipe only costs more calls
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        return _splice_step(source, read_end, write_end, sock, count, timeout, until)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-
-
 #: What a step says when the client's socket stayed full for ``BRIEF_WAIT_MS``: wait on the event loop.
 BLOCKED = "blocked"
+#: What a splice step says when its source socket had nothing for ``BRIEF_WAIT_MS``: wait on the event loop.
+STARVED = "starved"
 
 
-async def _writable(client: socket.socket, timeout: float) -> bool:
-    """Wait on the event loop until the client's socket takes more bytes (or reports an error, which the next
-    step meets); False after ``timeout`` seconds or if the socket is closed. The wait is registered on a duplicate
-    of the socket's descriptor, which the transport does not use (it has its own registration of the number)."""
-    if client.fileno() < 0:
+async def _ready(fd: int, writing: bool, timeout: float) -> bool:
+    """Wait on the event loop until the socket ``fd`` takes more bytes (``writing``) or has some to read (or reports
+    an error, which the next step meets); False after ``timeout`` seconds or if it is closed. The wait is
+    registered on a duplicate of the descriptor, which no transport uses (uvicorn's has its own registration of
+    the number); the caller holds ``fd`` open meanwhile (it and whoever would close it run on the event loop)."""
+    if fd < 0:
         return False
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    watched = os.dup(client.fileno())
+    watched = os.dup(fd)
+    add, remove = (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
     try:
-        loop.add_writer(watched, lambda: ready.done() or ready.set_result(True))
+        add(watched, lambda: ready.done() or ready.set_result(True))
         try:
             return await asyncio.wait_for(ready, timeout)
         except asyncio.TimeoutError:
             return False
         finally:
-            loop.remove_writer(watched)
+            remove(watched)
     finally:
         os.close(watched)
 
@@ -228,39 +234,44 @@ def _send_step(sock: int, fd: int, offset: int, count: int, until: float) -> tup
     return sent, True
 
 
-def _splice_step(source: int, read_end: int, write_end: int, sock: int, count: int, timeout: float,
-                 until: float) -> tuple[int, bool]:
-    """(In a thread.) Move up to ``count`` bytes from the ``source`` socket through the pipe to the client's
-    non-blocking socket, until the monotonic time ``until``. Returns what the client got, and False if the source
-    ended, failed or stalled for ``timeout`` seconds, or the client went away or stalled."""
+def _splice_step(source: int, read_end: int, write_end: int, sock: int, count: int,
+                 until: float) -> tuple[int, bool | str]:
+    """(In a thread.) Move up to ``count`` more bytes from the ``source`` socket through the answer's pipe (which may
+    hold bytes a step before left) to the client's non-blocking socket, until the monotonic time ``until``, waiting
+    at most ``BRIEF_WAIT_MS`` at a time on either socket. Returns what the client got, and False if the source
+    ended or failed or the client went away, ``STARVED`` or ``BLOCKED`` if the source had nothing or the client's
+    socket stayed full (the caller waits for it), True if all was moved or it is time to come back."""
     flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
     readable, writable = select.poll(), select.poll()
     readable.register(source, select.POLLIN)
     writable.register(sock, select.POLLOUT)
+    in_pipe = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0"))[0]
     moved = 0
     while moved < count:
-        if moved and time.monotonic() >= until:
-            return moved, True  # the pipe is empty here: nothing is held back
-        try:
-            in_pipe = os.splice(source, write_end, min(PIPE_BYTES, count - moved), flags=flags)
-        except BlockingIOError:
-            if not readable.poll(timeout * 1000):
-                return moved, False  # the source stalled
-            continue
-        except OSError:  # the source failed (ECONNRESET)
-            return moved, False
-        if in_pipe == 0:
-            return moved, False  # the source ended early
-        while in_pipe:
-            try:
-                n = os.splice(read_end, sock, in_pipe, flags=flags)
+        if not in_pipe:
+            if moved and time.monotonic() >= until:
+                return moved, True
+            try:  # never more than the answer still owes: the source may carry what follows it
+                in_pipe = os.splice(source, write_end, min(PIPE_BYTES, count - moved), flags=flags)
             except BlockingIOError:
-                events = writable.poll(STALL_SECONDS * 1000)
-                if not events or events[0][1] & (select.POLLERR | select.POLLHUP):
-                    return moved, False
+                if not readable.poll(BRIEF_WAIT_MS):
+                    return moved, STARVED
                 continue
-            except OSError:  # the client went away
+            except OSError:  # the source failed (ECONNRESET)
                 return moved, False
-            in_pipe -= n
-            moved += n
+            if in_pipe == 0:
+                return moved, False  # the source ended early
+        try:
+            n = os.splice(read_end, sock, in_pipe, flags=flags)
+        except BlockingIOError:
+            events = writable.poll(BRIEF_WAIT_MS)
+            if not events:
+                return moved, BLOCKED
+            if events[0][1] & (select.POLLERR | select.POLLHUP):
+                return moved, False
+            continue
+        except OSError:  # the client went away
+            return moved, False
+        in_pipe -= n
+        moved += n
     return moved, True

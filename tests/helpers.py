@@ -103,6 +103,12 @@ class ProxyProcess:
             return ""
 
 
+def s3_settings(endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
+    """Settings of a hubproxy whose store is ``bucket`` at the S3 endpoint ``endpoint`` (moto in the tests)."""
+    return {"store": "s3", "s3_bucket": bucket, "s3_endpoint_url": endpoint, "s3_region": "us-east-1",
+            "s3_path_style": "true", **extra}
+
+
 def request(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None,
             timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
     """One raw HTTP request (no redirects followed); header names are lower-cased."""

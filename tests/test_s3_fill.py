@@ -11,14 +11,13 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import get_cut_before_the_end, request, wait_until
+from tests.helpers import get_cut_before_the_end, request, s3_settings, wait_until
 
 MIB = 1024 * 1024
 
 
 def _s3_settings(s3_endpoint: str, name: str) -> dict[str, str]:
-    return {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
-            "s3_path_style": "true", "fill_part_bytes": str(4 * MIB)}
+    return s3_settings(s3_endpoint, name, fill_part_bytes=str(4 * MIB))
 
 
 def _wait_object(client, name: str, key: str, timeout: float = 20) -> dict | None:  # noqa: ANN001

@@ -16,12 +16,7 @@ import pytest
 from huggingface_hub import hf_hub_download, snapshot_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import free_port, request, scrape, value, wait_until
-
-
-def _s3_env(endpoint: str, name: str, **extra: str) -> dict[str, str]:
-    return {"store": "s3", "s3_bucket": name, "s3_endpoint_url": endpoint, "s3_region": "us-east-1",
-            "s3_path_style": "true", **extra}
+from tests.helpers import free_port, request, s3_settings, scrape, value, wait_until
 
 
 def _objects(client, name: str) -> list[str]:  # noqa: ANN001
@@ -30,7 +25,7 @@ def _objects(client, name: str) -> list[str]:  # noqa: ANN001
 
 def test_s3_streamed(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp_path: Path) -> None:  # noqa: ANN001
     name, client = bucket
-    proxy = make_proxy(**_s3_env(s3_endpoint, name))
+    proxy = make_proxy(**s3_settings(s3_endpoint, name))
     data = os.urandom(20 * 1024 * 1024 + 3)  # several multipart parts
     sha = hashlib.sha256(data).hexdigest()
     fakehub.add_commit("model", "alice/s3-model", {"w.safetensors": data, "config.json": b'{"a": 1}'})
@@ -83,7 +78,7 @@ def test_a_hot_read_the_bucket_cuts_never_completes(make_proxy, fakehub: FakeHub
     name, client = bucket
     relay = S3FaultRelay(s3_endpoint)
     try:
-        proxy = make_proxy(**_s3_env(relay.url, name))
+        proxy = make_proxy(**s3_settings(relay.url, name))
         data = os.urandom(6 * 1024 * 1024)
         sha = hashlib.sha256(data).hexdigest()
         fakehub.add_commit("model", "alice/s3-cut", {"w.safetensors": data})
@@ -120,7 +115,7 @@ def test_uploads_carry_a_crc32_and_are_not_signed_twice(make_proxy, fakehub: Fak
     name, client = bucket
     relay = S3FaultRelay(s3_endpoint)
     try:
-        proxy = make_proxy(**_s3_env(relay.url, name))
+        proxy = make_proxy(**s3_settings(relay.url, name))
         big, small = os.urandom(33 * 1024 * 1024), os.urandom(100_000)
         fakehub.add_commit("model", "alice/s3-crc", {"big.safetensors": big, "small.safetensors": small})
         for path, data in (("big.safetensors", big), ("small.safetensors", small)):
@@ -140,7 +135,7 @@ def test_uploads_carry_a_crc32_and_are_not_signed_twice(make_proxy, fakehub: Fak
 
 def test_s3_redirect(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp_path: Path) -> None:  # noqa: ANN001
     name, client = bucket
-    proxy = make_proxy(**_s3_env(s3_endpoint, name, s3_redirect="true"))
+    proxy = make_proxy(**s3_settings(s3_endpoint, name, s3_redirect="true"))
     repo = fakehub.repos[("model", "alice/tiny-gpt2-sharded")]
     files = {p: f.blob.data for p, f in repo.commits[repo.branches["main"]].files.items()}
     first = Path(snapshot_download("alice/tiny-gpt2-sharded", endpoint=proxy.url, cache_dir=tmp_path / "a"))
@@ -161,7 +156,7 @@ def test_s3_redirect(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket, tmp
 
 def test_s3_corrupt_upstream_uploads_nothing(make_proxy, fakehub: FakeHub, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     name, client = bucket
-    proxy = make_proxy(**_s3_env(s3_endpoint, name))
+    proxy = make_proxy(**s3_settings(s3_endpoint, name))
     data = os.urandom(9 * 1024 * 1024)
     sha = hashlib.sha256(data).hexdigest()
     fakehub.add_commit("model", "alice/s3-bad", {"w.safetensors": data})
@@ -183,7 +178,7 @@ def test_s3_verify_quarantines_and_purge(make_proxy, fakehub: FakeHub, s3_endpoi
     from hubproxy.store import make_store
 
     name, client = bucket
-    env = _s3_env(s3_endpoint, name)
+    env = s3_settings(s3_endpoint, name)
     proxy = make_proxy(**env)
     # The good blob is over 1 MiB: verify reads it by iterating the body left on the bucket's socket
     # (store/rawget.py) rather than splicing it, so a wrong byte there would quarantine it.
@@ -222,7 +217,7 @@ def test_s3_outage_is_a_clear_503_and_recovers(make_proxy, fakehub: FakeHub,  # 
     endpoint = f"http://127.0.0.1:{port}"
     name = f"hubproxy-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
-    proxy = make_proxy(**_s3_env(endpoint, name))
+    proxy = make_proxy(**s3_settings(endpoint, name))
     data = os.urandom(300_000)
     fakehub.add_commit("model", "alice/s3-outage", {"w.safetensors": data})
     url = proxy.url + "/alice/s3-outage/resolve/main/w.safetensors"
@@ -247,7 +242,7 @@ def test_bucket_full_mid_fill(make_proxy, fakehub: FakeHub, s3_endpoint: str, bu
     name, client = bucket
     relay = S3FaultRelay(s3_endpoint)
     try:
-        proxy = make_proxy(**_s3_env(relay.url, name))
+        proxy = make_proxy(**s3_settings(relay.url, name))
         hot = os.urandom(100_000)
         fakehub.add_commit("model", "alice/s3-full", {"hot.safetensors": hot})
         assert request("GET", proxy.url + "/alice/s3-full/resolve/main/hot.safetensors")[2] == hot
@@ -280,12 +275,12 @@ def test_bundle_import_into_the_bucket(make_proxy, fakehub: FakeHub, s3_endpoint
     bundle = tmp_path / "bundle.tar"
     sync("export", "--source", fakehub.url, "--repo", "alice/tiny-gpt2", "--out", str(bundle),
          env={"HUBPROXY_UPSTREAM_TOKEN": "hf_upstream_secret_token"})
-    env = {f"HUBPROXY_{k.upper()}": v for k, v in _s3_env(s3_endpoint, name).items()}
+    env = {f"HUBPROXY_{k.upper()}": v for k, v in s3_settings(s3_endpoint, name).items()}
     imported = json.loads(sync("import", str(bundle), "--data-dir", str(tmp_path / "site"), "--json", env=env).stdout)
     stored = {key.rsplit("/", 1)[-1] for key in _objects(client, name)}
     assert imported["blobs_stored"] == imported["blobs"] == len(_bundle_blobs(bundle))
     assert stored == _bundle_blobs(bundle)
-    site = offline_proxy(make_proxy, tmp_path / "site", **_s3_env(s3_endpoint, name))
+    site = offline_proxy(make_proxy, tmp_path / "site", **s3_settings(s3_endpoint, name))
     repo = fakehub.repos[("model", "alice/tiny-gpt2")]
     for path, f in repo.commits[repo.branches["main"]].files.items():
         assert Path(hf_hub_download("alice/tiny-gpt2", path, endpoint=site.url,
