@@ -247,11 +247,14 @@ class PartedDownload:
         return FillError(f"upstream answered {status} for the blob")
 
     async def _fetch_on(self, conn: RangeConnection, part: Part) -> None:
-        """One request for the rest of ``part`` on a blocking connection, its body received by worker threads."""
+        """One request for the rest of ``part`` on a blocking connection, its body received by worker threads. The
+        request waits for its answer's head in a lane thread too: a CDN slow to answer must not hold the worker
+        threads every disk, hash and database call shares (16 parts of each of a few fills would hold them all)."""
         url = self.url
         absolute = self.upstream.absolute(url)
-        status, content_range = await asyncio.to_thread(conn.request, absolute, part.pos, part.end - 1,
-                                                        self.upstream.range_headers(absolute))
+        asking = await asyncio.to_thread(_LANES.submit, contextvars.copy_context().run, conn.request, absolute,
+                                         part.pos, part.end - 1, self.upstream.range_headers(absolute))
+        status, content_range = await asyncio.wrap_future(asking)
         if status != 206:
             if status == 200 or 300 <= status < 400:  # a redirect, or Range ignored: the upstream client copes
                 self._ranged = False

@@ -93,6 +93,7 @@ class Faults:
     trickle: dict[str, tuple[int, float]] = field(default_factory=dict)  # (chunk bytes, delay seconds)
     ignore_range: set[str] = field(default_factory=set)  # answer 200 with the whole body to a Range
     metadata_delay: float = 0.0  # seconds to sleep before every /api answer
+    answer_delay: dict[str, float] = field(default_factory=dict)  # seconds before a ranged answer's status line
     opaque_etag: set[str] = field(default_factory=set)  # regular files answered with an ETag that is no hash
     # After this many more CDN answers for a blob, the CDN links issued so far expire (403); resolve hands out new ones.
     cdn_expires: dict[str, int] = field(default_factory=dict)

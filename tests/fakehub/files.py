@@ -106,6 +106,9 @@ class FileRoutes(HubHandler):
             if start >= size:
                 return self._send(416, b"", {"Content-Range": f"bytes */{size}"})
             status = 206
+            delay = faults.answer_delay.get(key, 0.0)
+            if delay:  # a far CDN, or a busy one: the head of each ranged answer comes late
+                time.sleep(delay)
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
