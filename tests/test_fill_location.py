@@ -46,11 +46,11 @@ def test_a_cold_download_fetches_from_the_cdn_url_the_head_gave(proxy: ProxyProc
 
 def test_an_expired_cdn_url_sends_the_fill_back_through_the_upstream(proxy: ProxyProcess, fakehub: FakeHub,
                                                                      tmp_path: Path) -> None:
-    sha = _lfs_file(fakehub, "alice/expiring")
+    sha = _lfs_file(fakehub, "alice/located-expiring")
     fakehub.faults.cdn_expires[sha] = 0  # the first CDN request finds every link handed out so far expired
-    local = hf_hub_download("alice/expiring", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    local = hf_hub_download("alice/located-expiring", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
     assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == sha
-    asked = _asked(fakehub, "alice/expiring", sha)
+    asked = _asked(fakehub, "alice/located-expiring", sha)
     assert len(asked["HEAD"]) == 1, asked
     assert len(asked["GET"]) == 1, asked  # the fill asked the upstream for a fresh link, once
     assert len(asked["CDN"]) == 2, asked  # the refused link, then the fresh one

@@ -58,15 +58,15 @@ def test_stalled_clients_leave_the_others_served(make_proxy, fakehub: FakeHub, t
     of its own."""
     big = os.urandom(32 * MIB)
     sha = hashlib.sha256(big).hexdigest()
-    fakehub.add_commit("model", "alice/big", {"w.safetensors": big})
+    fakehub.add_commit("model", f"alice/stalled-{store}", {"w.safetensors": big})
     small = os.urandom(3 * MIB)
-    fakehub.add_commit("model", "alice/other", {"w.safetensors": small})
+    fakehub.add_commit("model", f"alice/beside-stalled-{store}", {"w.safetensors": small})
     if store == "s3":
         name, s3 = request_fixture.getfixturevalue("bucket")
         proxy = make_proxy(**s3_settings(request_fixture.getfixturevalue("s3_endpoint"), name))
     else:
         proxy = make_proxy()
-    path = "/alice/big/resolve/main/w.safetensors"
+    path = f"/alice/stalled-{store}/resolve/main/w.safetensors"
     status, _, body = request("GET", proxy.url + path)
     assert status == 200 and body == big
     if store == "s3":  # stored in the bucket: from now on each answer is spliced from a GET of the object
@@ -79,7 +79,8 @@ def test_stalled_clients_leave_the_others_served(make_proxy, fakehub: FakeHub, t
         done: list[str] = []
 
         def download() -> None:
-            local = hf_hub_download("alice/other", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+            local = hf_hub_download(f"alice/beside-stalled-{store}", "w.safetensors", endpoint=proxy.url,
+                                    cache_dir=tmp_path)
             done.append(hashlib.sha256(Path(local).read_bytes()).hexdigest())
 
         worker = threading.Thread(target=download, daemon=True)

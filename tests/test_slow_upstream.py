@@ -24,16 +24,16 @@ LATE = 2.0
 def test_parts_waiting_for_a_slow_cdn_leave_the_worker_threads_free(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
     proxy = make_proxy(fill_connections="16", fill_part_bytes=str(MIB), fill_single_stream_mbps="0")
     stored = os.urandom(2 * MIB)
-    fakehub.add_commit("model", "alice/stored", {"w.safetensors": stored})
-    stored_path = "/alice/stored/resolve/main/w.safetensors"
+    fakehub.add_commit("model", "alice/beside-late", {"w.safetensors": stored})
+    stored_path = "/alice/beside-late/resolve/main/w.safetensors"
     assert request("GET", proxy.url + stored_path)[2] == stored
     blobs = {}
     for i in range(3):  # three fills of 16 parts at once: 45 part requests besides the probes, more than 32 threads
         data = os.urandom(17 * MIB)
-        fakehub.add_commit("model", f"alice/late{i}", {"w.safetensors": data})
+        fakehub.add_commit("model", f"alice/late-cdn{i}", {"w.safetensors": data})
         sha = hashlib.sha256(data).hexdigest()
         fakehub.faults.answer_delay[sha] = LATE
-        blobs[f"/alice/late{i}/resolve/main/w.safetensors"] = (data, sha)
+        blobs[f"/alice/late-cdn{i}/resolve/main/w.safetensors"] = (data, sha)
     got: dict[str, bytes] = {}
 
     def download(path: str) -> None:
