@@ -44,6 +44,11 @@ def normalize_etag(value: str | None) -> str | None:
     return value.strip('"') or None
 
 
+def _head_key(repo: RepoRef, commit: str, path: str) -> str:
+    """The single flight of the upstream's HEAD of a file, and what is remembered of its answer."""
+    return f"HEAD|{repo.type}|{repo.id}|{commit}|{path}"
+
+
 class UpstreamFiles:
     def __init__(self, source: UpstreamSource) -> None:
         self.source = source
@@ -138,7 +143,7 @@ class UpstreamFiles:
             listing = await self.index.listing(repo.type, repo.id, commit)
             if listing is not None:  # a complete listing knows every file, and that no other exists
                 return listing.file(path) or Entry(path, MISSING)
-        key = f"HEAD|{repo.type}|{repo.id}|{commit}|{path}"
+        key = _head_key(repo, commit, path)
         return await self.source.flights.run(key, lambda: self._head(key, repo, commit, path, found))
 
     async def _head(self, key: str, repo: RepoRef, commit: str, path: str, known: Entry | None) -> Entry:
@@ -174,7 +179,7 @@ class UpstreamFiles:
     async def fetchable(self, repo: RepoRef, commit: str, path: str) -> None:
         """One upstream HEAD of the file: the error a download would meet now, if any (none if that HEAD has just
         found the file)."""
-        if self._headed.get(f"HEAD|{repo.type}|{repo.id}|{commit}|{path}"):
+        if self._headed.get(_head_key(repo, commit, path)):
             return
 
         async def ask() -> None:
