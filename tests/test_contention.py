@@ -8,6 +8,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.fakehub import FakeHub
+from tests.helpers import s3_settings
 
 
 def _get(port: int, path: str, method: str = "GET") -> tuple[int, int, bool]:
@@ -39,8 +40,7 @@ def test_simultaneous_cold_heads_on_one_sqlite_process(make_proxy, fakehub: Fake
 def test_two_s3_replicas_under_a_crowd(make_proxy, fakehub: FakeHub, tmp_path, pg_url: str,  # noqa: ANN001
                                        s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     name, _ = bucket
-    s3 = {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
-          "s3_path_style": "true", "database_url": pg_url}
+    s3 = s3_settings(s3_endpoint, name, database_url=pg_url)
     replicas = [make_proxy(data_dir=tmp_path / "a", **s3), make_proxy(data_dir=tmp_path / "b", **s3)]
     data = os.urandom(32 * 1024 * 1024)
     sha = hashlib.sha256(data).hexdigest()

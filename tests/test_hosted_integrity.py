@@ -7,7 +7,7 @@ import socket
 import threading
 from pathlib import Path
 
-from tests.helpers import AdminClient, admin_json, client_env, request, run_client, wait_until
+from tests.helpers import AdminClient, admin_json, client_env, request, run_client, s3_settings, wait_until
 
 UPLOAD = ("import sys; from huggingface_hub import HfApi; from huggingface_hub.errors import HfHubHTTPError\n"
           "try:\n"
@@ -61,8 +61,7 @@ def test_concurrent_pushes_to_one_branch(make_proxy, tmp_path: Path) -> None:  #
 def test_replicas_share_hosted_repos(make_proxy, tmp_path: Path, pg_url: str, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     """Two replicas on PostgreSQL and S3: a push through one is served by the other at once; commits through
     both on one branch are never lost, and a shared parent lets exactly one land."""
-    s3 = {"store": "s3", "s3_bucket": bucket[0], "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
-          "s3_path_style": "true", "database_url": pg_url, "token_cache_seconds": "0"}
+    s3 = s3_settings(s3_endpoint, bucket[0], database_url=pg_url, token_cache_seconds="0")
     a = make_proxy(data_dir=tmp_path / "a", **s3)
     b = make_proxy(data_dir=tmp_path / "b", **s3)
     token = _alice(a, pg_url)

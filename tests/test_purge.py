@@ -7,7 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.fakehub import FakeHub, git_sha1
-from tests.helpers import hubproxy_cli, request, wait_until
+from tests.helpers import hubproxy_cli, request, s3_settings, wait_until
 
 
 def test_purge_reaches_every_worker_on_a_local_store(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
@@ -34,8 +34,7 @@ def test_purge_reaches_every_worker_on_a_local_store(make_proxy, fakehub: FakeHu
 def test_purge_and_quarantine_reach_replicas_on_s3_with_redirects(make_proxy, fakehub: FakeHub, tmp_path,  # noqa: ANN001
                                                                   pg_url: str, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     name, client = bucket
-    s3 = {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
-          "s3_path_style": "true", "s3_redirect": "true", "database_url": pg_url}
+    s3 = s3_settings(s3_endpoint, name, s3_redirect="true", database_url=pg_url)
     a = make_proxy(data_dir=tmp_path / "a", **s3)
     b = make_proxy(data_dir=tmp_path / "b", **s3)
     data = os.urandom(3 * 1024 * 1024)

@@ -12,7 +12,7 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import AdminClient, admin_json, request, wait_until
+from tests.helpers import AdminClient, admin_json, request, s3_settings, wait_until
 
 
 def test_two_replicas_one_fetch_and_survive_a_killed_filler(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
@@ -81,10 +81,8 @@ def _swallow(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
 def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
                                                      pg_url: str, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     name, client = bucket
-    s3 = {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
-          "s3_path_style": "true", "database_url": pg_url, "fill_lease_seconds": "30",
-          "fill_connections": "2", "fill_part_bytes": str(4 * 1024 * 1024),
-          "fill_single_stream_mbps": "0"}  # a's parallel fill is cut midway
+    s3 = s3_settings(s3_endpoint, name, database_url=pg_url, fill_lease_seconds="30", fill_connections="2",
+                     fill_part_bytes=str(4 * 1024 * 1024), fill_single_stream_mbps="0")  # a's parallel fill is cut midway
     a = make_proxy(data_dir=tmp_path / "spool-a", **s3)
     b = make_proxy(data_dir=tmp_path / "spool-b", **s3)  # separate spools: only the lease coordinates them
     _six_clients_one_fetch(a, b, fakehub, "alice/s3-replicated", 10 * 1024 * 1024, tmp_path)
@@ -144,8 +142,7 @@ def test_two_replicas_on_s3_fetch_once_and_take_over(make_proxy, fakehub: FakeHu
 def test_replicas_relay_with_projects_and_anonymous_access_off(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
                                                                pg_url: str, s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     name, _ = bucket
-    s3 = {"store": "s3", "s3_bucket": name, "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1",
-          "s3_path_style": "true", "database_url": pg_url, "anonymous_access": "off"}
+    s3 = s3_settings(s3_endpoint, name, database_url=pg_url, anonymous_access="off")
     a = make_proxy(data_dir=tmp_path / "spool-a", **s3)
     b = make_proxy(data_dir=tmp_path / "spool-b", **s3)
     rest = AdminClient(b.url, admin_json(a.data_dir, "bootstrap", database_url=pg_url)["token"])  # one database
