@@ -308,7 +308,8 @@ class _BatchHasher:
 
     async def _flush(self) -> None:
         batch, self._batch, self._held = self._batch, [], 0
-        await asyncio.to_thread(lambda: [self._hasher.update(b) for b in batch])
+        if batch:  # (the end of an answer that ended on a full batch leaves nothing to hand over)
+            await asyncio.to_thread(lambda: [self._hasher.update(b) for b in batch])
 
 
 def _fill_failure(exc: BaseException, what: str) -> HubError:

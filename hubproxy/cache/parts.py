@@ -26,8 +26,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 
@@ -57,6 +58,16 @@ RAMP_BYTES = 4 * 1024 * 1024
 #: fill). Their own pool: a lane blocks on its socket for as long as the upstream is slow, and must neither
 #: wait behind nor hold up the disk, hashing and database calls of the default executor. Idle threads stay.
 _LANES = ThreadPoolExecutor(max_workers=512, thread_name_prefix="fill-lane")
+T = TypeVar("T")
+
+
+async def _to_lane(fn: Callable[..., T], *args: object) -> Future[T]:
+    """Hand ``fn(*args)`` to a lane thread; returns its future once submitted. Submitted from a worker thread:
+    starting a new lane thread waits for it to run, which on a busy machine held the event loop for 100 ms and
+    more when a fill's lanes started together (the lanes are too many to start up front, ``threads.py``)."""
+    return await asyncio.to_thread(_LANES.submit, contextvars.copy_context().run, fn, *args)
+
+
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
 
 
@@ -252,8 +263,7 @@ class PartedDownload:
         threads every disk, hash and database call shares (16 parts of each of a few fills would hold them all)."""
         url = self.url
         absolute = self.upstream.absolute(url)
-        asking = await asyncio.to_thread(_LANES.submit, contextvars.copy_context().run, conn.request, absolute,
-                                         part.pos, part.end - 1, self.upstream.range_headers(absolute))
+        asking = await _to_lane(conn.request, absolute, part.pos, part.end - 1, self.upstream.range_headers(absolute))
         status, content_range = await asyncio.wrap_future(asking)
         if status != 206:
             if status == 200 or 300 <= status < 400:  # a redirect, or Range ignored: the upstream client copes
@@ -294,9 +304,7 @@ class PartedDownload:
                     pos += got
                     loop.call_soon_threadsafe(landed, pos)
 
-        # Submitted from a worker thread: starting a new pool thread waits for it to run, which on a busy
-        # machine held the event loop for 100 ms and more when a fill's lanes started together.
-        submitting = asyncio.ensure_future(asyncio.to_thread(_LANES.submit, contextvars.copy_context().run, lane))
+        submitting = asyncio.ensure_future(_to_lane(lane))
         running: Future[None] | None = None
         try:
             running = await asyncio.shield(submitting)
