@@ -9,9 +9,16 @@ milliseconds and about nothing in memory (an idle thread's stack is reserved, no
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
+import functools
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Longest wait for a pool's threads to start.
 START_TIMEOUT = 10.0
@@ -33,3 +40,13 @@ def start_threads(pool: ThreadPoolExecutor, count: int) -> None:
         barrier.wait(START_TIMEOUT)
     for task in waiting:
         task.result()
+
+
+async def run_in(pool: Executor | None, fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a thread of ``pool`` (the default pool if None), in the caller's context, as
+    ``asyncio.to_thread`` runs it in the default pool: for calls that wait on something slow (a bucket, a CDN),
+    which must not hold the threads every disk and database call of the process shares."""
+    if pool is None:
+        return await asyncio.to_thread(fn, *args)
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)

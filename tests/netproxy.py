@@ -57,7 +57,7 @@ class ForwardProxy:
                 forward(self, target.hostname or "", target.port or 80,
                         target.path + (f"?{target.query}" if target.query else ""), body, headers)
 
-            do_GET = do_HEAD = do_POST = _relay  # noqa: N815
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _relay  # noqa: N815
 
         self.server, self.url = serve_in_thread(Handler)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
@@ -80,13 +81,17 @@ class S3FaultRelay:
 
     Reads (GET, HEAD) pass; requests for which ``refuse(method, path)`` is true get the 507 an
     S3-compatible server sends when it is out of space, so uploads fail while reads keep working.
-    With ``cut_gets`` set, every GET answer is cut after that many bytes of its body.
+    With ``cut_gets`` set, every GET answer is cut after that many bytes of its body; and
+    requests for which ``delayed(method, path)`` is true are held ``delay`` seconds before they are passed on (a
+    slow or throttling bucket).
     """
 
     def __init__(self, target: str) -> None:
         self.target = urlsplit(target)
         self.refuse: Callable[[str, str], bool] = lambda method, path: False
         self.cut_gets: int | None = None
+        self.delayed: Callable[[str, str], bool] = lambda method, path: False
+        self.delay = 0.0
         #: (method, path, headers with lower-case names) of every request relayed or refused.
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         relay = self
@@ -109,6 +114,8 @@ class S3FaultRelay:
                     self.end_headers()
                     self.wfile.write(msg)
                     return
+                if relay.delayed(self.command, self.path):
+                    time.sleep(relay.delay)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = self.headers.get("Host", "")
                 forward(self, relay.target.hostname or "", relay.target.port or 80, self.path, body, headers,

@@ -28,6 +28,7 @@ from hubproxy.hub.errors import HubError
 from hubproxy.hub.relay import HEADER, PATH, sign
 from hubproxy.store.base import BlobHasher, BlobStore, is_blob_key
 from hubproxy.store.bodies import WrappedBody
+from hubproxy.threads import run_in
 from hubproxy.upstream.answers import unavailable_error
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
 
@@ -92,7 +93,7 @@ class BlobCache:
     async def stored_now(self, key: str) -> bool:
         """Whether the store has the blob at this moment (asked of the store, not of memory): for answers that
         send a client elsewhere, since another process may just have purged it."""
-        if await asyncio.to_thread(self.store.stat, key) is not None:
+        if await run_in(self.store.pool, self.store.stat, key) is not None:
             self.present.add(key)
             return True
         self.present.discard(key)

@@ -29,6 +29,7 @@ from hubproxy.cache.upload import feed_upload
 from hubproxy.memory import release_free_memory
 from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore, Upload
+from hubproxy.threads import run_in
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class FillManager:
         spool_file = self.spool.begin(key, resume=True)
         fill = Fill(key, size, self.spool.part_path(key), source_path, self.store)
         if spool_file is None:  # another process on this data dir fills it: follow its spool file
-            if await asyncio.to_thread(self.store.stat, key) is not None:
+            if await run_in(self.store.pool, self.store.stat, key) is not None:
                 return None
             fill.task = asyncio.create_task(self._follow(fill), name=f"follow-{key[:12]}")
             self.active[key] = fill
@@ -162,7 +163,7 @@ class FillManager:
                 raise
             if holder is not None:
                 await asyncio.to_thread(spool_file.finish)
-                stored = await asyncio.to_thread(self.store.stat, key) is not None
+                stored = await run_in(self.store.pool, self.store.stat, key) is not None
                 self.active.pop(key, None)
                 fill.decided.set_result(None if stored else holder)
                 return None if stored else holder
@@ -278,7 +279,7 @@ class FillManager:
         try:
             await asyncio.to_thread(announce, followed.want_path, self.spool.part_path(fill.key))
             while True:
-                if await asyncio.to_thread(self.store.stat, fill.key) is not None:
+                if await run_in(self.store.pool, self.store.stat, fill.key) is not None:
                     fill.written = fill.size
                     fill.verified = True
                     return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator, Collection, Iterator
+from concurrent.futures import Executor
 from typing import Protocol
 
 _KEY = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -63,7 +64,10 @@ class Upload(Protocol):
 
 
 class BlobStore(Protocol):
-    """Where verified blobs live. Blocking methods are called from worker threads."""
+    """Where verified blobs live. Blocking methods are called from worker threads: those of ``pool`` for what a
+    client waits on (reads, ``stat``), where the store has threads of its own for them (None: the default pool)."""
+
+    pool: Executor | None
 
     def stat(self, key: str) -> int | None:
         """The stored blob's size, or None if it is not stored."""

@@ -20,6 +20,7 @@ class InstrumentedStore:
     def __init__(self, driver: BlobStore, kind: str) -> None:
         self.driver = driver
         self.kind = kind
+        self.pool = driver.pool
 
     def _call(self, op: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()

@@ -19,6 +19,8 @@ from hubproxy.store.bodies import FileRange
 class LocalBlobStore:
     """A folder of verified blobs named by their hash."""
 
+    pool = None  # its calls are disk calls: the default pool's
+
     def __init__(self, root: Path, folder: str = "blobs") -> None:
         self.root = Path(root).resolve()
         self.blob_dir = self.root / folder

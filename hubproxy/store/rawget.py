@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from urllib.parse import urlsplit
 
 from hubproxy.store.bodies import SocketSpan
@@ -35,9 +36,10 @@ class RawAnswer:
         self.sock = sock
         self.head = head  # bytes of the body that arrived with the headers
 
-    def body(self, length: int) -> SocketBody:
-        """The body (``length`` bytes); it owns the socket from now on."""
-        return SocketBody(self.sock, self.head, length)
+    def body(self, length: int, pool: Executor | None = None) -> SocketBody:
+        """The body (``length`` bytes); it owns the socket from now on. Read as an iterator, it is read in threads
+        of ``pool`` (the default pool if None)."""
+        return SocketBody(self.sock, self.head, length, pool)
 
     def close(self) -> None:
         self.sock.close()
@@ -88,10 +90,11 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
 class SocketBody:
     """``length`` bytes of an answer's body: ``head`` already read, the rest still on ``sock``."""
 
-    def __init__(self, sock: socket.socket, head: bytes, length: int) -> None:
+    def __init__(self, sock: socket.socket, head: bytes, length: int, pool: Executor | None = None) -> None:
         self._sock: socket.socket | None = sock
         self._head = head
         self.length = length
+        self._pool = pool
         self._iterator: AsyncIterator[bytes] | None = None
         self._spanned = False
 
@@ -111,7 +114,7 @@ class SocketBody:
                 raise RuntimeError("the body was handed over as its socket")
             if self._sock is None:
                 raise StopAsyncIteration
-            self._iterator = read_ahead(_SocketReader(self._sock, self._head, self.length))
+            self._iterator = read_ahead(_SocketReader(self._sock, self._head, self.length), pool=self._pool)
         return await self._iterator.__anext__()
 
     async def aclose(self) -> None:

@@ -12,20 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from typing import Any
+
+from hubproxy.threads import run_in
 
 #: Bytes per read from the body, and pieces read ahead of the client.
 PIECE_BYTES = 4 * 1024 * 1024
 WINDOW = 4
 
 
-async def read_ahead(body: Any, piece: int = PIECE_BYTES, window: int = WINDOW) -> AsyncIterator[bytes]:
-    """The bytes of ``body`` (a file-like object with a blocking ``read``), read ahead in a worker thread."""
+async def read_ahead(body: Any, piece: int = PIECE_BYTES, window: int = WINDOW,
+                     pool: Executor | None = None) -> AsyncIterator[bytes]:
+    """The bytes of ``body`` (a file-like object with a blocking ``read``), read ahead in a thread of ``pool`` (the
+    default pool if None)."""
     pieces: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=window)
 
     async def fill() -> None:
         try:
-            while data := await asyncio.to_thread(body.read, piece):
+            while data := await run_in(pool, body.read, piece):
                 await pieces.put(data)
             await pieces.put(None)
         except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
