@@ -147,10 +147,10 @@ class Runtime:
         hide_origin(settings.upstream_url)
         leases = None
         if settings.store == "s3":  # replicas do not share a spool: coordinate fills through the database
-            from hubproxy.store.s3 import READER_THREADS_STARTED, readers  # (boto3 is imported only for S3)
+            from hubproxy.store import s3  # (boto3 is imported only for S3)
 
             start_threads(uploaders, UPLOAD_THREADS)  # blobs go up while they fill
-            start_threads(readers, READER_THREADS_STARTED)  # reads wait on the bucket in these
+            start_threads(s3.bucket_calls, s3.BUCKET_THREADS_STARTED)  # reads and stores wait on the bucket in these
             leases = FillLeases(engine, process_name(), advertise_url(settings), settings.fill_lease_seconds)
         secret = await asyncio.to_thread(shared_secret, engine)
         filler = Filler(upstream, settings.fill_retries, settings.fill_connections, settings.fill_part_bytes,

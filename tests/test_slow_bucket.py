@@ -2,7 +2,8 @@
 
 A stored blob streamed from S3 waits on the bucket: for the head of its GET (spliced reads, ``rawget.py``), or
 for the GET and every piece of its body (reads through boto3: an https endpoint, or a proxy in the way); with
-``s3_redirect``, each redirect waits for a HEAD that proves the object is there. Those waits used to run in the worker threads every disk and database call of the process shares; with as many
+``s3_redirect``, each redirect waits for a HEAD that proves the object is there; and every verified cold file
+waits until it is stored in the bucket (its upload completed, or one PUT). Those waits used to run in the worker threads every disk and database call of the process shares; with as many
 reads waiting as threads, a request for another file waited for the bucket too. They now run in threads of
 their own (``store/s3.py``).
 """
@@ -88,3 +89,41 @@ def test_reads_waiting_on_a_slow_bucket_leave_the_others_served(make_proxy, fake
     finally:
         if forward_proxy is not None:
             forward_proxy.stop()
+
+
+def test_blobs_being_stored_in_a_slow_bucket_leave_the_others_served(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                                     bucket: tuple[str, object],
+                                                                     slow_bucket: S3FaultRelay, tmp_path: Path) -> None:
+    """Each cold file's client has its bytes once they are verified; the fill then stores the blob (one PUT for a
+    small one), which the bucket holds ``DELAY`` seconds. The first 32 such stores held every worker thread, and
+    the other fills, their clients and another client's download waited for them."""
+    name, s3 = bucket
+    files = {f"part-{i}.bin": os.urandom(256 * 1024) for i in range(WAITING)}
+    fakehub.add_commit("model", "alice/slow-stores", files)
+    other = os.urandom(2 * MIB)
+    fakehub.add_commit("model", "alice/beside-slow-stores", {"w.safetensors": other})
+    proxy = make_proxy(**s3_settings(slow_bucket.url, name))
+    slow_bucket.delay, slow_bucket.delayed = DELAY, lambda method, target: method == "PUT"
+    bodies: dict[str, bytes] = {}
+
+    def download(path: str) -> None:
+        bodies[path] = request("GET", f"{proxy.url}/alice/slow-stores/resolve/main/{path}", timeout=60)[2]
+
+    started = time.monotonic()
+    clients = [threading.Thread(target=download, args=(path,), daemon=True) for path in files]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(60)
+    took = time.monotonic() - started
+    # Each client has its bytes once they are verified, whatever the bucket does with the others' blobs.
+    assert bodies == files
+    assert took < DELAY / 2, f"{WAITING} cold downloads whose blobs are being stored took {took:.1f}s"
+    started = time.monotonic()  # the blobs are still being stored: every PUT is held
+    local = hf_hub_download("alice/beside-slow-stores", "w.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
+    took = time.monotonic() - started
+    assert Path(local).read_bytes() == other
+    assert took < DELAY / 2, f"a cold download beside {WAITING} blobs being stored took {took:.1f}s"
+    # Nothing is lost: every blob reaches the bucket.
+    assert wait_until(lambda: s3.list_objects_v2(Bucket=name, Prefix="hubproxy/blobs/")  # type: ignore[attr-defined]
+                      .get("KeyCount", 0) >= WAITING + 1, 60)

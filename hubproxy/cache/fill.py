@@ -184,10 +184,10 @@ class FillManager:
             fill.notify()
             self.mismatches.verified(fill.key)
             if upload is not None and await self._uploaded(feeding):
-                await asyncio.to_thread(self._complete, fill, spool_file, upload)
+                await run_in(self.store.pool, self._complete, fill, spool_file, upload)
                 upload = None
             else:
-                await asyncio.to_thread(self._store, fill, spool_file)
+                await run_in(self.store.pool, self._store, fill, spool_file)
             self.committed.set()
             result = "ok"
             log.info("filled blob %s (%d bytes) in %.2fs", fill.key, fill.size, time.monotonic() - fill.started)
@@ -223,7 +223,7 @@ class FillManager:
                             ) -> tuple[Upload | None, asyncio.Task[None] | None]:
         """Where the store copies blobs (S3), start uploading this one while it fills."""
         try:
-            upload = await asyncio.to_thread(self.store.start_upload, fill.key, fill.size)
+            upload = await run_in(self.store.pool, self.store.start_upload, fill.key, fill.size)
         except Exception as exc:  # noqa: BLE001 - the blob is uploaded after the fill instead
             log.warning("could not start uploading %s while filling (%s); uploading it afterwards", fill.key, exc)
             return None, None

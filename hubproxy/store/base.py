@@ -65,7 +65,8 @@ class Upload(Protocol):
 
 class BlobStore(Protocol):
     """Where verified blobs live. Blocking methods are called from worker threads: those of ``pool`` for what a
-    client waits on (reads, ``stat``), where the store has threads of its own for them (None: the default pool)."""
+    client or a fill waits on (reads, ``stat``, storing a blob), where the store has threads of its own for them
+    (None: the default pool)."""
 
     pool: Executor | None
 

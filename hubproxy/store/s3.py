@@ -4,9 +4,10 @@ A fill uploads its parts while it fills (``start_upload``: a multipart upload co
 blob is verified, aborted otherwise); other verified files are ingested by uploading them (multipart
 above 8 MiB, which boto3 aborts if a part fails). Either way an object exists complete or not at all.
 Reads of a plain-http endpoint are made with a presigned URL on a raw connection whose body is spliced
-to the client (``rawget.py``); others run ahead of the client in a thread (``readahead.py``). Every wait of a
-read on the bucket (a GET's head, a piece of its body) is made in ``readers``, threads of its own: a slow or
-throttling bucket then holds none of the worker threads every disk and database call of the process shares.
+to the client (``rawget.py``); others run ahead of the client in a thread (``readahead.py``). Every call that
+waits on the bucket for a client or a fill (a GET's head, a piece of its body, a HEAD, storing a verified blob)
+is made in ``bucket_calls``, threads of its own (the store's ``pool``): a slow or throttling bucket then holds
+none of the worker threads every disk and database call of the process shares.
 ``presign`` gives a short-lived URL for ``s3_redirect``. A multipart upload cut short by a crash (its
 process killed mid-fill or mid-ingest) leaves parts the bucket keeps and bills but never lists as objects;
 ``abort_abandoned_uploads`` drops those of this store's blobs once they are old enough.
@@ -43,11 +44,11 @@ READ_TIMEOUT = 60
 SPLICE_MIN_BYTES = 1024 * 1024
 #: Lifetime of the presigned URL such a read is made with (it is used at once).
 RAW_URL_TTL = 300
-#: Threads reads wait on the bucket in: at most one per read at a time. Beyond that many reads at once, reads
-#: wait for each other, never for other work. ``READER_THREADS_STARTED`` of them start with the process.
-READER_THREADS = 256
-READER_THREADS_STARTED = 32
-readers = ThreadPoolExecutor(READER_THREADS, "hubproxy-s3-read")
+#: Threads the calls that wait on the bucket run in: at most one per read or fill at a time. Beyond that many
+#: at once, they wait for each other, never for other work. ``BUCKET_THREADS_STARTED`` start with the process.
+BUCKET_THREADS = 256
+BUCKET_THREADS_STARTED = 32
+bucket_calls = ThreadPoolExecutor(BUCKET_THREADS, "hubproxy-s3")
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -63,7 +64,7 @@ def is_missing(exc: BaseException) -> bool:
 class S3BlobStore:
     """A bucket (and prefix) of verified blobs named by their hash."""
 
-    pool = readers
+    pool = bucket_calls
 
     def __init__(self, settings: Settings, folder: str = "blobs") -> None:
         if not settings.s3_bucket:
@@ -114,20 +115,20 @@ class S3BlobStore:
 
     async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
         if end - start >= SPLICE_MIN_BYTES and self.plain_http:
-            answer = await run_in(readers, self._raw_answer, key, start, end)
+            answer = await run_in(bucket_calls, self._raw_answer, key, start, end)
             if answer is not None and answer.status == 404:
                 answer.close()
                 return None
             if answer is not None:
-                return answer.body(end - start, readers)
+                return answer.body(end - start, bucket_calls)
         try:
-            resp = await run_in(readers, lambda: self.client.get_object(
+            resp = await run_in(bucket_calls, lambda: self.client.get_object(
                 Bucket=self.bucket, Key=self.object_key(key), Range=f"bytes={start}-{end - 1}"))
         except ClientError as exc:
             if is_missing(exc):
                 return None
             raise
-        return read_ahead(resp["Body"], pool=readers)
+        return read_ahead(resp["Body"], pool=bucket_calls)
 
     def _raw_answer(self, key: str, start: int, end: int) -> RawAnswer | None:
         """(Blocking.) The answer to a GET of bytes ``[start, end)`` on a raw connection (``rawget.py``) if it is
