@@ -32,6 +32,7 @@ from hubproxy.hub.routing import RESOLVE_PREFIX, validate_repo_id
 from hubproxy.limits import read_body, receive_into
 from hubproxy.repos.model import RepoRef
 from hubproxy.store.base import BlobStore
+from hubproxy.threads import run_in
 
 PUT_PATH = "/_hubproxy/lfs/upload/"
 VERIFY_PATH = "/_hubproxy/lfs/verify/"
@@ -142,11 +143,11 @@ class LfsTransfers:
 
     async def _put(self, request: Request) -> Response:
         repo, oid, size, by = self._signed(request, PUT_PATH)
-        ingest = await asyncio.to_thread(begin_ingest, self.store, self.spool, self.engine, oid, size)
+        ingest = await run_in(self.store.pool, begin_ingest, self.store, self.spool, self.engine, oid, size)
         if ingest is not None:
             try:
                 await receive_into(request, ingest.write)
-                await asyncio.to_thread(ingest.finish)
+                await run_in(self.store.pool, ingest.finish)
             except IngestError as exc:
                 ingest.abort()
                 raise HubError(400, None, f"Upload refused, nothing was stored: {exc}") from None

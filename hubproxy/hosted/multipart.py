@@ -8,7 +8,6 @@ verifying ingest as a single upload, so an object that does not hash to its oid 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from hubproxy.hub.errors import HubError, bad_request
 from hubproxy.limits import BodyTooLarge, read_body, receive_into
 from hubproxy.repos.model import RepoRef
 from hubproxy.store.base import BlobStore
+from hubproxy.threads import run_in
 
 READ = 8 * 1024 * 1024
 
@@ -83,7 +83,7 @@ class Multipart:
         if missing:
             raise bad_request(f"parts {missing[:10]} were not uploaded")
         try:
-            await asyncio.to_thread(self._assemble, folder, oid, size, count)
+            await run_in(self.store.pool, self._assemble, folder, oid, size, count)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -10,7 +10,6 @@ tail, exactly as for its own clients) or from its store; otherwise 404, and the 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from hubproxy.db.models import cluster_secrets
 from hubproxy.hub.errors import HubError
 from hubproxy.hub.serving import BodyResponse, byte_answer
 from hubproxy.store.base import is_blob_key
+from hubproxy.threads import run_in
 
 if TYPE_CHECKING:
     from hubproxy.cache.blobs import BlobCache
@@ -70,7 +70,7 @@ class RelayRoute:
             raise HubError(403, None, "relay requests must be signed by a replica")
         fill = self.cache.fills.get(key)
         size = fill.size if fill is not None and fill.error is None else None
-        total = size if size is not None else await asyncio.to_thread(self.cache.store.stat, key)
+        total = size if size is not None else await run_in(self.cache.store.pool, self.cache.store.stat, key)
         if total is None:
             raise HubError(404, None, "this replica neither fills nor stores the blob")
         start, end, status, headers = byte_answer(request.headers.get("range"), total)

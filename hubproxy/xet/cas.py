@@ -29,6 +29,7 @@ from hubproxy.hub.errors import HubError
 from hubproxy.hub.serving import BodyResponse, byte_answer, parse_range
 from hubproxy.limits import BodyTooLarge, read_body, spool_body
 from hubproxy.store.base import BlobStore
+from hubproxy.threads import run_in
 from hubproxy.xet import registry, tokens
 from hubproxy.xet.files import XetFiles, check_shard, refused
 from hubproxy.xet.hashes import from_string, to_string
@@ -90,7 +91,7 @@ class XetCas:
         except BodyTooLarge:
             raise HubError(413, None, "a xorb is at most 64 MiB") from None
         try:
-            inserted = await asyncio.to_thread(self._store_xorb, name, raw, path)
+            inserted = await run_in(self.xorbs.pool, self._store_xorb, name, raw, path)
         finally:
             if os.path.exists(path):
                 os.unlink(path)
@@ -222,7 +223,7 @@ class XetCas:
         expires, sig = request.query_params.get("exp", ""), request.query_params.get("sig", "")
         if not (signing.unexpired(expires) and signing.valid(self.secret, sig, "xorb", name, expires)):
             raise HubError(403, None, "This xorb link is not valid (or has expired)")
-        size = await asyncio.to_thread(self.xorbs.stat, name)
+        size = await run_in(self.xorbs.pool, self.xorbs.stat, name)
         if size is None:
             raise HubError(404, None, "Unknown xorb")
         start, end, status, headers = byte_answer(request.headers.get("range"), size)

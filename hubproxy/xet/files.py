@@ -19,6 +19,7 @@ from hubproxy.cache.ingest import IngestError, begin_ingest
 from hubproxy.cache.spool import Spool
 from hubproxy.hub.errors import HubError
 from hubproxy.store.base import BlobStore
+from hubproxy.threads import run_in
 from hubproxy.xet import registry
 from hubproxy.xet.hashes import file_hash, to_string, verification_hash
 from hubproxy.xet.registry import StoredChunk, XetFile
@@ -102,7 +103,7 @@ class XetFiles:
     async def materialize(self, f: FileInfo, tables: dict[bytes, list[StoredChunk]]) -> XetFile:
         """Rebuild the file into the blob store (sha256-checked); its registry record."""
         assert f.sha256 is not None
-        ingest = await asyncio.to_thread(begin_ingest, self.blobs, self.spool, self.engine, f.sha256, f.size)
+        ingest = await run_in(self.blobs.pool, begin_ingest, self.blobs, self.spool, self.engine, f.sha256, f.size)
         digest, seen = hashlib.sha256(), [0]
 
         def take(batch: list[tuple]) -> None:
@@ -123,7 +124,7 @@ class XetFiles:
                 async for batch in _decoded(body, chunks):
                     await asyncio.to_thread(take, batch)
             if ingest is not None:
-                await asyncio.to_thread(ingest.finish)
+                await run_in(self.blobs.pool, ingest.finish)
             elif seen[0] != f.size or digest.hexdigest() != f.sha256:
                 raise IngestError("the bytes do not hash to the sha256 the shard claims")
         except IngestError as exc:
