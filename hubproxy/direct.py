@@ -1,6 +1,6 @@
 """Whether a URL may be fetched on a direct connection of hubproxy's own, bypassing the HTTP libraries.
 
-Fills' ranged parts (``upstream/ranged.py``) and S3 reads spliced to clients (``store/rawget.py``) open
+Fills' ranged parts (``upstream/ranged.py``) and S3 reads relayed to clients (``store/rawget.py``) open
 plain sockets instead of going through aiohttp or botocore, which honour ``HTTPS_PROXY``/``HTTP_PROXY``/
 ``NO_PROXY``. Such a connection must never skip a proxy those libraries would use, so it is only made
 when no proxy variable applies to the URL (read per call, as those libraries do per request).

@@ -155,7 +155,7 @@ class BodyResponse:
                         await send({"type": "http.response.body", "body": piece.head, "more_body": True})
                         sent += len(piece.head)
                     wanted = piece.count
-                    done = await zero_copy.splice(piece.sock, wanted)
+                    done = await zero_copy.relay(piece.sock, wanted)
                 else:
                     fd, start, end = piece
                     wanted = end - start

@@ -38,8 +38,9 @@ SERVED_BYTES = Counter("hubproxy_served_bytes_total",
                        "File bytes sent to clients, by where they came from (hit, miss, relay, passthrough)",
                        ["cache"])
 ZERO_COPY_BYTES = Counter("hubproxy_zero_copy_bytes_total",
-                          "File bytes sent without passing through Python: sendfile(2) from the page cache, splice(2) "
-                          "from an S3 bucket's connection (a subset of served bytes)")
+                          "File bytes sent outside uvicorn, never as Python objects: sendfile(2) from the page cache, "
+                          "read(2)/write(2) through one buffer from an S3 bucket's connection (a subset of served "
+                          "bytes)")
 UPSTREAM_BYTES = Counter("hubproxy_upstream_bytes_total", "File bytes received from the upstream")
 FILL_REQUESTS = Counter("hubproxy_fill_requests_total",
                         "Upstream requests of fills, by what receives the body: a worker thread on a blocking "

@@ -1,12 +1,12 @@
-"""Blob bodies: async iterators of bytes that may also offer ``spans()``: the same bytes as pieces the kernel
-can move to a client without Python reading them.
+"""Blob bodies: async iterators of bytes that may also offer ``spans()``: the same bytes as pieces that can be
+moved to a client without becoming Python objects.
 
 ``spans()`` yields the pieces in order, each as soon as it may be sent: ``(fd, start, end)`` of an open
 file (a stored blob on local disk: one span, ``FileRange``; a blob being filled: the readable prefix as
 it grows, ``cache.fill.FillBody``), or a ``SocketSpan``, bytes still arriving on another connection (an
 object read from a plain-http S3 bucket, ``rawget.SocketBody``). Whoever sends the body to a client can
-then hand those pieces to the kernel (``sendfile``, ``splice``: no copy through Python, no buffer per
-client) instead of iterating it. Every layer between the store and the answer wraps the body with
+then hand those pieces to the kernel (``sendfile`` for a file, with no buffer per client; ``read``/``write``
+through one buffer per answer for a socket) instead of iterating it. Every layer between the store and the answer wraps the body with
 ``WrappedBody``, which keeps ``spans`` reachable and adds its own closing work and error mapping.
 """
 

@@ -1,10 +1,10 @@
-"""A plain-HTTP GET whose body stays on its socket, so that it can be spliced to a client unread.
+"""A plain-HTTP GET whose body stays on its socket, so that it can be relayed to a client without Python objects.
 
-Relaying a stored object from an S3-compatible bucket through Python (read into a buffer, write it to
-the client) costs hubproxy as much CPU as the bucket spends serving it. On a plain ``http://`` endpoint
-the answer's body can instead go from the bucket's socket to the client's in the kernel
-(``splice(2)`` through a pipe, ``http_protocol.py``): here only the request line and the headers are
-handled in Python. A body is either sent as one ``SocketSpan`` (``spans``, see ``bodies.py``) or
+Relaying a stored object from an S3-compatible bucket through Python's HTTP stack (botocore's reads into
+bytes objects, then uvicorn's send) costs hubproxy as much CPU as the bucket spends serving it. On a plain
+``http://`` endpoint the answer's body can instead go from the bucket's socket to the client's with
+``read(2)`` and ``write(2)`` through one buffer (``http_protocol.py``): here only the request line and the
+headers are handled in Python. A body is either sent as one ``SocketSpan`` (``spans``, see ``bodies.py``) or
 iterated, read ahead of its consumer in a worker thread (``readahead.py``), for every other use.
 
 Deliberately small: one request per connection (``Connection: close``), answers with a
@@ -99,7 +99,7 @@ class SocketBody:
         self._spanned = False
 
     async def spans(self) -> AsyncIterator[SocketSpan]:
-        """The whole body as one piece for a sender that splices it (nothing once it is being iterated); the
+        """The whole body as one piece for a sender that relays it (nothing once it is being iterated); the
         body still closes the socket, and can no longer be iterated."""
         if self._iterator is None and self._sock is not None and not self._spanned:
             self._spanned = True

@@ -3,7 +3,7 @@
 A fill uploads its parts while it fills (``start_upload``: a multipart upload completed only once the
 blob is verified, aborted otherwise); other verified files are ingested by uploading them (multipart
 above 8 MiB, which boto3 aborts if a part fails). Either way an object exists complete or not at all.
-Reads of a plain-http endpoint are made with a presigned URL on a raw connection whose body is spliced
+Reads of a plain-http endpoint are made with a presigned URL on a raw connection whose body is relayed
 to the client (``rawget.py``); others run ahead of the client in a thread (``readahead.py``). Every call that
 waits on the bucket for a client or a fill (a GET's head, a piece of its body, a HEAD, storing a verified blob)
 is made in ``bucket_calls``, threads of its own (the store's ``pool``): a slow or throttling bucket then holds
@@ -40,8 +40,8 @@ PART_SIZE = 8 * 1024 * 1024
 FILL_PART_SIZE = 16 * 1024 * 1024
 MAX_PARTS = 10_000
 READ_TIMEOUT = 60
-#: Reads at least this long go to the client by ``splice`` when the endpoint allows (``rawget.py``).
-SPLICE_MIN_BYTES = 1024 * 1024
+#: Reads at least this long are relayed from a raw GET when the endpoint allows (``rawget.py``).
+RAW_READ_MIN_BYTES = 1024 * 1024
 #: Lifetime of the presigned URL such a read is made with (it is used at once).
 RAW_URL_TTL = 300
 #: Threads the calls that wait on the bucket run in: at most one per read or fill at a time. Beyond that many
@@ -114,7 +114,7 @@ class S3BlobStore:
         return int(head["ContentLength"])
 
     async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
-        if end - start >= SPLICE_MIN_BYTES and self.plain_http:
+        if end - start >= RAW_READ_MIN_BYTES and self.plain_http:
             answer = await run_in(bucket_calls, self._raw_answer, key, start, end)
             if answer is not None and answer.status == 404:
                 answer.close()

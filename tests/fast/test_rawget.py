@@ -1,4 +1,4 @@
-"""A body left on its socket (``store/rawget.py``) and the splice pump that moves it (``http_protocol.py``),
+"""A body left on its socket (``store/rawget.py``) and the relay that moves it (``http_protocol.py``),
 against real sockets on loopback: exact bytes, an answer cut short, a client that goes away."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from hubproxy.config import load_settings
-from hubproxy.http_protocol import BLOCKED, STARVED, _splice_step
+from hubproxy.http_protocol import BLOCKED, RELAY_BUFFER_BYTES, STARVED, _Held, _relay_step
 from hubproxy.store.bodies import SocketSpan, WrappedBody
 from hubproxy.store.rawget import raw_get
 from hubproxy.store.s3 import S3BlobStore
@@ -74,7 +74,7 @@ def test_the_head_is_parsed_and_the_body_iterates_exactly(server: _OneShotServer
             return b"".join([chunk async for chunk in body])
         finally:
             await body.aclose()
-            assert [span async for span in body.spans()] == []  # iterated (and closed): nothing left to splice
+            assert [span async for span in body.spans()] == []  # iterated (and closed): nothing left to relay
 
     assert asyncio.run(read()) == DATA
 
@@ -129,7 +129,7 @@ def test_not_http_or_not_plain_is_refused(server: _OneShotServer) -> None:
 
 
 def _pump(server: _OneShotServer, count: int, until: float = math.inf) -> tuple[int, bytes, bytes, int]:
-    """Splice ``count`` body bytes from a raw GET to one end of a socket pair (in calls that each stop at the
+    """Relay ``count`` body bytes from a raw GET to one end of a socket pair (in calls that each stop at the
     monotonic time ``until``, or when it has passed after their first bytes); what moved, what the other end
     read, the head that came with the headers, and how many calls it took (not counting those that came back to
     have a socket waited for: they are called again, as ``ZeroCopy`` does once the socket is ready)."""
@@ -145,61 +145,56 @@ def _pump(server: _OneShotServer, count: int, until: float = math.inf) -> tuple[
 
     reader = threading.Thread(target=drain)
     reader.start()
-    read_end, write_end = os.pipe()
+    held = _Held(RELAY_BUFFER_BYTES)
     moved, calls = 0, 0
     try:
         more = True
         while more and moved < count:
-            n, more = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), count - moved, until)
+            n, more = _relay_step(answer.sock.fileno(), client.fileno(), held, count - moved, until)
             moved, calls = moved + n, calls + (more not in (BLOCKED, STARVED))
     finally:
         client.close()
         reader.join()
         far.close()
         answer.close()
-        os.close(read_end)
-        os.close(write_end)
     return moved, head, bytes(received), calls
 
 
-def test_splice_moves_the_body_unread(server: _OneShotServer) -> None:
+def test_the_relay_moves_the_whole_body(server: _OneShotServer) -> None:
     server.answer = _answer("200 OK", DATA)
     moved, head, received, calls = _pump(server, len(DATA))
     assert len(head) + moved == len(DATA) and head + received == DATA and calls == 1
 
 
-def test_a_splice_whose_time_is_up_comes_back_with_its_pipe_empty_and_the_next_goes_on(
+def test_a_relay_step_whose_time_is_up_comes_back_with_its_buffer_empty_and_the_next_goes_on(
         server: _OneShotServer) -> None:
-    """A call whose time is up returns after a pipe's worth (the answer can then be given up); none is lost."""
+    """A call whose time is up returns after a buffer's worth (the answer can then be given up); none is lost."""
     server.answer = _answer("200 OK", DATA)
     moved, head, received, calls = _pump(server, len(DATA), until=0.0)
     assert len(head) + moved == len(DATA) and head + received == DATA
     assert calls > 1
 
 
-def test_splice_stops_where_the_source_ends(server: _OneShotServer) -> None:
+def test_the_relay_stops_where_the_source_ends(server: _OneShotServer) -> None:
     server.answer = _answer("200 OK", DATA[:300_000], length=len(DATA))
     moved, head, received, calls = _pump(server, len(DATA))
     assert len(head) + moved == 300_000 and head + received == DATA[:300_000]
     assert calls == 1  # the call said it cannot go on: not called again
 
 
-def test_splice_stops_when_the_client_goes_away(server: _OneShotServer) -> None:
+def test_the_relay_stops_when_the_client_goes_away(server: _OneShotServer) -> None:
     server.answer = _answer("200 OK", DATA)
     answer = raw_get(server.url + "/k", {}, 10)
     client, far = socket.socketpair()
     client.setblocking(False)
     far.close()  # nobody reads: the first write fails
-    read_end, write_end = os.pipe()
+    held = _Held(RELAY_BUFFER_BYTES)
     try:
         moved, more = 0, STARVED
         while more in (BLOCKED, STARVED):  # the source may not have sent yet: called again, as ZeroCopy does
-            n, more = _splice_step(answer.sock.fileno(), read_end, write_end, client.fileno(), len(DATA) - moved,
-                                   math.inf)
+            n, more = _relay_step(answer.sock.fileno(), client.fileno(), held, len(DATA) - moved, math.inf)
             moved += n
     finally:
-        for fd in (read_end, write_end):
-            os.close(fd)
         client.close()
         answer.close()
     assert moved < len(DATA) and not more
