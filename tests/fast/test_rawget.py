@@ -14,7 +14,16 @@ from collections.abc import Iterator
 import pytest
 
 from hubproxy.config import load_settings
-from hubproxy.http_protocol import BLOCKED, RELAY_BUFFER_BYTES, STARVED, _Held, _relay_step
+from hubproxy.http_protocol import (
+    BLOCKED,
+    RELAY_BUFFER_BYTES,
+    RELAY_BUFFERS_BYTES,
+    RELAY_SMALL_BUFFER_BYTES,
+    STARVED,
+    _Held,
+    _relay_step,
+    relay_buffer_size,
+)
 from hubproxy.store.bodies import SocketSpan, WrappedBody
 from hubproxy.store.rawget import raw_get
 from hubproxy.store.s3 import S3BlobStore
@@ -198,6 +207,16 @@ def test_the_relay_stops_when_the_client_goes_away(server: _OneShotServer) -> No
         client.close()
         answer.close()
     assert moved < len(DATA) and not more
+
+
+def test_relays_take_large_buffers_only_while_the_running_relays_leave_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_Held, "in_use", 0)
+    assert relay_buffer_size(1 << 30) == RELAY_BUFFER_BYTES
+    assert relay_buffer_size(300_000) == 300_000  # never more than the body
+    monkeypatch.setattr(_Held, "in_use", RELAY_BUFFERS_BYTES - RELAY_BUFFER_BYTES)
+    assert relay_buffer_size(1 << 30) == RELAY_BUFFER_BYTES
+    monkeypatch.setattr(_Held, "in_use", RELAY_BUFFERS_BYTES - RELAY_BUFFER_BYTES + 1)
+    assert relay_buffer_size(1 << 30) == RELAY_SMALL_BUFFER_BYTES
 
 
 @pytest.mark.parametrize(("endpoint", "proxy", "raw"), [
