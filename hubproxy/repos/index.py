@@ -11,44 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from hubproxy.lru import LRU
 from hubproxy.repos import rows
 from hubproxy.repos.model import Entry, Listing
 from hubproxy.repos.rows import Ref
 
-K = TypeVar("K")
 V = TypeVar("V")
-
-
-class LRU(Generic[K, V]):
-    """A small bounded LRU map."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._data: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.capacity:
-            self._data.popitem(last=False)
-
-    def drop_where(self, predicate: Callable[[K], bool]) -> None:
-        for key in [k for k in self._data if predicate(k)]:
-            del self._data[key]
-
-
 
 class RepoIndex:
     """Refs, commit info, listings and entries of every repo hubproxy knows."""

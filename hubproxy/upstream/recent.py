@@ -16,12 +16,13 @@ Either way: one round trip to the Hub less per cold file.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from typing import Generic, TypeVar
+
+from hubproxy.lru import LRU
 
 V = TypeVar("V")
 
-#: Entries kept at most (the oldest go first).
+#: Entries kept at most (the least recently used go first).
 MAX_ENTRIES = 4096
 
 
@@ -30,14 +31,10 @@ class Recent(Generic[V]):
 
     def __init__(self, seconds: float, limit: int = MAX_ENTRIES) -> None:
         self.seconds = seconds
-        self.limit = limit
-        self._values: OrderedDict[str, tuple[V, float]] = OrderedDict()
+        self._values: LRU[str, tuple[V, float]] = LRU(limit)
 
     def put(self, key: str, value: V) -> None:
-        self._values.pop(key, None)
-        self._values[key] = (value, time.monotonic() + self.seconds)
-        while len(self._values) > self.limit:
-            self._values.popitem(last=False)
+        self._values.put(key, (value, time.monotonic() + self.seconds))
 
     def get(self, key: str) -> V | None:
         """The value of ``key`` if it is recent enough."""
@@ -49,5 +46,5 @@ class Recent(Generic[V]):
     def take(self, key: str) -> V | None:
         """The value of ``key`` if it is recent enough, given once."""
         value = self.get(key)
-        self._values.pop(key, None)
+        self._values.pop(key)
         return value
