@@ -15,7 +15,7 @@ import contextvars
 import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -40,6 +40,13 @@ def start_threads(pool: ThreadPoolExecutor, count: int) -> None:
         barrier.wait(START_TIMEOUT)
     for task in waiting:
         task.result()
+
+
+async def submit_from_worker(pool: Executor, fn: Callable[..., T], *args: object) -> Future[T]:
+    """Hand ``fn(*args)`` to ``pool`` in the caller's context; returns its future once submitted. Submitted from a
+    worker thread of the default pool: for pools too large to start up front (a fill's lanes), where starting a
+    new thread inside ``submit`` held the event loop for 100 ms and more when many started together."""
+    return await asyncio.to_thread(pool.submit, contextvars.copy_context().run, fn, *args)
 
 
 async def run_in(pool: Executor | None, fn: Callable[..., T], *args: object) -> T:

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -36,6 +34,7 @@ from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
 from hubproxy.direct import route
 from hubproxy.observability import metrics
+from hubproxy.threads import submit_from_worker
 from hubproxy.upstream.client import UpstreamClient, UpstreamUnavailable, iter_body
 from hubproxy.upstream.ranged import RangeConnection, RangeFailed
 
@@ -58,15 +57,6 @@ RAMP_BYTES = 4 * 1024 * 1024
 #: fill). Their own pool: a lane blocks on its socket for as long as the upstream is slow, and must neither
 #: wait behind nor hold up the disk, hashing and database calls of the default executor. Idle threads stay.
 _LANES = ThreadPoolExecutor(max_workers=512, thread_name_prefix="fill-lane")
-T = TypeVar("T")
-
-
-async def _to_lane(fn: Callable[..., T], *args: object) -> Future[T]:
-    """Hand ``fn(*args)`` to a lane thread; returns its future once submitted. Submitted from a worker thread:
-    starting a new lane thread waits for it to run, which on a busy machine held the event loop for 100 ms and
-    more when a fill's lanes started together (the lanes are too many to start up front, ``threads.py``)."""
-    return await asyncio.to_thread(_LANES.submit, contextvars.copy_context().run, fn, *args)
-
 
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
 
@@ -263,7 +253,8 @@ class PartedDownload:
         threads every disk, hash and database call shares (16 parts of each of a few fills would hold them all)."""
         url = self.url
         absolute = self.upstream.absolute(url)
-        asking = await _to_lane(conn.request, absolute, part.pos, part.end - 1, self.upstream.range_headers(absolute))
+        headers = self.upstream.range_headers(absolute)
+        asking = await submit_from_worker(_LANES, conn.request, absolute, part.pos, part.end - 1, headers)
         status, content_range = await asyncio.wrap_future(asking)
         if status != 206:
             if status == 200 or 300 <= status < 400:  # a redirect, or Range ignored: the upstream client copes
@@ -304,7 +295,7 @@ class PartedDownload:
                     pos += got
                     loop.call_soon_threadsafe(landed, pos)
 
-        submitting = asyncio.ensure_future(_to_lane(lane))
+        submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
         running: Future[None] | None = None
         try:
             running = await asyncio.shield(submitting)
