@@ -21,7 +21,7 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from tests.fakehub import FakeHub
-from tests.helpers import request, s3_settings, wait_until
+from tests.helpers import request, s3_settings, scrape, value, wait_until
 from tests.netproxy import ForwardProxy
 from tests.relays import S3FaultRelay
 
@@ -63,6 +63,7 @@ def test_reads_waiting_on_a_slow_bucket_leave_the_others_served(make_proxy, fake
                           .get("KeyCount"), 20)
         # Reads of the stored blob wait (its GETs, and the HEADs that a redirect or a first read asks).
         slow_bucket.delay, slow_bucket.delayed = DELAY, lambda method, target: sha in target
+        relayed = value(scrape(proxy.url), "hubproxy_zero_copy_bytes_total")
         bodies: list[bytes] = []
 
         def read() -> None:
@@ -84,6 +85,13 @@ def test_reads_waiting_on_a_slow_bucket_leave_the_others_served(make_proxy, fake
         for reader in readers:
             reader.join(60)
         assert len(bodies) == WAITING and all(b == blob for b in bodies)
+        relayed = value(scrape(proxy.url), "hubproxy_zero_copy_bytes_total") - relayed
+        # Spliced: every body went from the bucket's socket to the client's (``rawget.py``). Otherwise only the
+        # other client's file went out that way (``sendfile`` from its fill's spool).
+        if reads == "spliced":
+            assert relayed > WAITING * (len(blob) - 65536)
+        else:
+            assert relayed <= len(other)
         if forward_proxy is not None:
             assert any(seen.startswith("GET ") and sha in seen for seen in forward_proxy.seen)
     finally:
