@@ -122,6 +122,13 @@ def test_a_fast_upstream_keeps_one_stream(make_proxy, fakehub: FakeHub) -> None:
     status, _, body = request("GET", proxy.url + "/alice/fastone/resolve/main/w.safetensors")
     assert status == 200 and body == data
     assert _ranges(fakehub, sha) == [(0, 2 * MIB), (2 * MIB, size)] and fakehub.peak_streams[sha] == 1
+    # Arriving in order, the bytes were hashed from the buffers they were received into, lent to the hasher
+    # (``hashfeed.py``), not read back from the spool file; each byte once. (A loan the hasher is slow to read
+    # is taken back and hashed from the spool instead: most, not all.)
+    samples = scrape(proxy.url)
+    lent = value(samples, "hubproxy_fill_hashed_bytes_total", source="buffer")
+    assert lent + value(samples, "hubproxy_fill_hashed_bytes_total", source="spool") == size
+    assert lent >= size // 2
 
 
 def test_the_one_stream_of_a_fast_upstream_resumes_after_a_drop(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
@@ -140,13 +147,15 @@ def test_the_one_stream_of_a_fast_upstream_resumes_after_a_drop(make_proxy, fake
 
 
 def test_a_corrupt_byte_in_the_one_stream_never_completes_a_file(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
-    """The one stream's bytes are hashed from the spool file as the prefix reaches them, like the parts'."""
+    """The one stream's bytes are hashed from the buffers they arrive in (lent to the hasher), not from the spool
+    file as the parts' are: a flipped byte there is caught all the same."""
     proxy = make_proxy(**{**PARALLEL, "fill_single_stream_mbps": "0.001"})
     size = 24 * MIB
     data, sha = _blob(fakehub, "fastcorrupt", size)
     fakehub.faults.corrupt_next[sha] = 1  # the middle byte, in the answer after the probe
     assert get_cut_before_the_end(proxy.port, "/alice/fastcorrupt/resolve/main/w.safetensors", size) < size
     assert not _stored(proxy, sha).exists()
+    assert value(scrape(proxy.url), "hubproxy_fill_hashed_bytes_total", source="buffer") >= size // 2
     status, _, body = get_after_refill_wait(proxy.url + "/alice/fastcorrupt/resolve/main/w.safetensors")
     assert status == 200 and body == data
 

@@ -1,11 +1,12 @@
 """Filling one blob: download it into its spool file (``parts.py``), hash it as it grows, verify it.
 
 The download advances ``fill.written``, the prefix of the blob that is all on disk, and the hash
-follows that prefix on a worker thread of its own, never on the event loop: every byte is hashed from the
-spool file's cached pages (``filehash.py``) once the prefix reaches it, whichever connection brought it, so
-receiving, writing and hashing overlap without a hand-off per batch. Ahead of the writers, the spool file's
-pages are made in advance (``warm_pages``). A filler that takes over a dead one's spool file re-hashes the
-prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole
+follows that prefix on a worker thread of its own, never on the event loop: every byte is hashed once the
+prefix reaches it, whichever connection brought it, from the buffer it was received into if its writer lent it
+(``hashfeed.py``: one stream's batches, still in the CPU's caches), else from the spool file's cached pages
+(``filehash.py``), so receiving, writing and hashing overlap without a hand-off per batch. Ahead of the
+writers, the spool file's pages are made in advance (``warm_pages``). A filler that takes over a dead one's
+spool file re-hashes the prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole
 blob hashed to its name (``fill.py``).
 """
 
@@ -17,10 +18,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from hubproxy.cache.hashfeed import HashFeed
 from hubproxy.cache.parts import FillError, PartedDownload
 from hubproxy.cache.spool import SpoolFile
 from hubproxy.descriptors import call_owning, duplicate, open_for_reading
 from hubproxy.filehash import ShortFile, hash_file_range
+from hubproxy.observability import metrics
 from hubproxy.store.base import BlobHasher
 from hubproxy.upstream.client import UpstreamClient
 
@@ -57,14 +60,15 @@ class Filler:
             fill.notify()
             log.info("continuing the fill of %s from the %d bytes a stopped filler left", fill.key, held)
         reserved = await asyncio.to_thread(spool.reserve, fill.size)
-        hasher = PrefixHasher(fill, spool.path)
+        feed = HashFeed()
+        hasher = PrefixHasher(fill, spool.path, feed)
         hashing = asyncio.create_task(hasher.run())
         lead = self.connections * self.part_bytes + WARM_AHEAD_BYTES
         local = reserved and not spool.spool.network_filesystem
         warming = asyncio.create_task(warm_pages(fill, spool.path, lead)) if local else None
         try:
             download = PartedDownload(self.upstream, fill, spool, self.retries, self.connections,
-                                      self.part_bytes, self.fast_bps)
+                                      self.part_bytes, self.fast_bps, feed)
             await download.run()
             if fill.written != fill.size:
                 raise FillError(f"upstream sent {fill.written} bytes, expected {fill.size}")
@@ -124,11 +128,13 @@ def _advise(own: tuple[int, ...], start: int, length: int) -> None:
 
 
 class PrefixHasher:
-    """Hashes the blob's prefix as it grows, reading it back from the spool file's cached pages."""
+    """Hashes the blob's prefix as it grows: from the batches its writers lend (``hashfeed.py``) while they are
+    still in the CPU's caches, else reading it back from the spool file's cached pages."""
 
-    def __init__(self, fill: Fill, path: str) -> None:
+    def __init__(self, fill: Fill, path: str, feed: HashFeed | None = None) -> None:
         self.fill = fill
         self.path = path
+        self.feed = feed or HashFeed()
         self.hasher = BlobHasher(fill.key, fill.size)
         self.hashed = 0
 
@@ -140,8 +146,8 @@ class PrefixHasher:
         try:
             while self.hashed < self.fill.size:
                 if self.fill.written > self.hashed:
-                    self.hashed = await call_owning(None, _hash_range, duplicate(fd), self.hasher, self.hashed,
-                                                    self.fill.written)
+                    self.hashed = await call_owning(None, _hash_range, duplicate(fd), self.hasher, self.feed,
+                                                    self.hashed, self.fill.written)
                 else:
                     await self.fill.changed()
             return self.hasher.hexdigest()
@@ -149,9 +155,27 @@ class PrefixHasher:
             os.close(fd)
 
 
-def _hash_range(own: tuple[int, ...], hasher: BlobHasher, start: int, end: int) -> int:
-    """(In a thread.) Feed bytes ``[start, end)`` of the spool file to the hasher; returns ``end``."""
-    try:
-        return hash_file_range(own[0], hasher.update, start, end)
-    except ShortFile as exc:
-        raise FillError(f"the spool file is shorter than it was: {exc}") from exc
+def _hash_range(own: tuple[int, ...], hasher: BlobHasher, feed: HashFeed, start: int, end: int) -> int:
+    """(In a thread.) Feed bytes ``[start, end)`` of the blob to the hasher, from the feed's loans where it holds
+    them, else from the spool file; returns ``end``."""
+    pos = start
+    while pos < end:
+        offset, lent = feed.take(pos)
+        if lent is None:
+            stop = offset if pos < offset < end else end
+            try:
+                hash_file_range(own[0], hasher.update, pos, stop)
+            except ShortFile as exc:
+                raise FillError(f"the spool file is shorter than it was: {exc}") from exc
+            metrics.FILL_HASHED_BYTES.labels("spool").inc(stop - pos)
+            pos = stop
+        else:
+            try:
+                count = min(len(lent), end - pos)
+                hasher.update(lent[:count])
+            finally:
+                feed.done(offset)
+            metrics.FILL_HASHED_BYTES.labels("buffer").inc(count)
+            pos += count
+        feed.passed(pos)
+    return end

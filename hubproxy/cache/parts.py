@@ -14,7 +14,8 @@ received by worker threads on blocking connections (``upstream/ranged.py``) stra
 buffers, off the event loop; an answer those connections cannot take (a redirect, a proxy in the way)
 sends the fill back to the upstream client. Each part so received (the blob's one stream after the probe,
 or each of many parts) is received and written by one thread of its own that only reports its progress to
-the event loop (one batch costs no hand-offs between threads); the hash follows the prefix from the spool.
+the event loop (one batch costs no hand-offs between threads), and lends each batch it wrote to the hasher,
+which follows the prefix (``hashfeed.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from hubproxy.cache.hashfeed import HashFeed, LaneBuffers
 from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
 from hubproxy.direct import route
@@ -47,7 +49,8 @@ log = logging.getLogger(__name__)
 #: Write to disk in batches of this size, or every FLUSH_INTERVAL seconds (readers see bytes that soon).
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL = 0.05
-#: Batch size of each part received by a thread (one such buffer per part in flight).
+#: Batch size of each part received by a thread (one such buffer per part in flight, and a few more while the
+#: hasher reads the batches it was lent: ``hashfeed.LaneBuffers``).
 LANE_BATCH_BYTES = 1024 * 1024
 #: Longest pause between looks at what other processes following a fill want.
 SHARE_INTERVAL = 0.02
@@ -73,10 +76,12 @@ class PartedDownload:
     """Fetches every part of one fill, ``connections`` at a time, advancing ``fill.written`` as the prefix grows."""
 
     def __init__(self, upstream: UpstreamClient, fill: Fill, spool: SpoolFile, retries: int,
-                 connections: int, part_bytes: int, fast_bps: float) -> None:
+                 connections: int, part_bytes: int, fast_bps: float, feed: HashFeed | None = None) -> None:
         self.upstream = upstream
         self.fill = fill
         self.spool = spool
+        #: Where written batches are lent to the fill's hasher.
+        self.feed = feed or HashFeed()
         self.fast_bps = fast_bps
         self.retries = retries
         self.parts = PartMap(plan(fill.written, fill.size, part_bytes, connections, spool.left_ahead), fill.size)
@@ -284,16 +289,18 @@ class PartedDownload:
             self._advance(part, pos - part.pos)
 
         def lane() -> None:
-            buf = bytearray(min(LANE_BATCH_BYTES, end - start))
+            ring = LaneBuffers(self.feed, min(LANE_BATCH_BYTES, end - start))
             pos = start
-            with memoryview(buf) as view:
-                while pos < end and not stop.is_set():
-                    got = conn.read_into(buf, min(len(buf), end - pos), FLUSH_INTERVAL)
-                    if not got or stop.is_set():
-                        return
-                    self.spool.write_at([view[:got]], pos)
-                    pos += got
-                    loop.call_soon_threadsafe(landed, pos)
+            while pos < end and not stop.is_set():
+                buf = ring.next()
+                got = conn.read_into(buf, min(len(buf), end - pos), FLUSH_INTERVAL)
+                if not got or stop.is_set():
+                    return
+                batch = memoryview(buf)[:got]
+                self.spool.write_at([batch], pos)
+                ring.written(pos, batch, self.fill.written >= part.start)  # the prefix reached this part
+                pos += got
+                loop.call_soon_threadsafe(landed, pos)
 
         submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
         running: Future[None] | None = None
@@ -374,3 +381,4 @@ class PartedDownload:
     def want(self, pos: int) -> None:
         """A reader waits for byte ``pos`` ahead of the prefix: its part is fetched next."""
         self.parts.want(pos)
+

@@ -46,6 +46,9 @@ FILL_REQUESTS = Counter("hubproxy_fill_requests_total",
                         "Upstream requests of fills, by what receives the body: a worker thread on a blocking "
                         "connection (parts after the probe) or the event loop (the probe, proxies, redirects)",
                         ["receiver"])
+FILL_HASHED_BYTES = Counter("hubproxy_fill_hashed_bytes_total",
+                            "Bytes of fills hashed, by where the hash read them: a buffer just written (still in "
+                            "the CPU's caches) or the spool file's pages", ["source"])
 UPSTREAM_ERRORS = Counter("hubproxy_upstream_errors_total",
                           "Upstream failures: unreachable, timeout, 5xx answers, bytes that failed verification",
                           ["kind"])
