@@ -64,6 +64,7 @@ class HashFeed:
             self._loans[offset] = view
             self._next = offset + len(view)
             self._lent += len(view)
+            self._cond.notify_all()
             return True
 
     def holds(self, offset: int) -> bool:
@@ -83,16 +84,22 @@ class HashFeed:
                     return
                 self._cond.wait(left if self._busy != offset else None)
 
-    def take(self, pos: int) -> tuple[int, memoryview | None]:
+    def take(self, pos: int, wait: float = 0.0) -> tuple[int, memoryview | None]:
         """For the hasher at ``pos``: ``(offset, bytes from pos)`` of the loan holding ``pos`` (it is then busy until
-        ``done``), or ``(where the next loan starts, None)``, ``(-1, None)`` if there is none."""
+        ``done``), or ``(where the next loan starts, None)``, ``(-1, None)`` if there is none after waiting up to
+        ``wait`` seconds for one."""
+        deadline = time.monotonic() + wait
         with self._cond:
-            self._forget_before(pos)
-            first = next(iter(self._loans), -1)
-            if first < 0 or first > pos:
-                return first, None
-            self._busy = first
-            return first, self._loans[first][pos - first:]
+            while True:
+                self._forget_before(pos)
+                first = next(iter(self._loans), -1)
+                if 0 <= first <= pos:
+                    self._busy = first
+                    return first, self._loans[first][pos - first:]
+                left = deadline - time.monotonic()
+                if first >= 0 or left <= 0:
+                    return first, None
+                self._cond.wait(left)
 
     def done(self, offset: int) -> None:
         """The hasher finished reading the loan at ``offset`` (what it hashed is told by ``passed``)."""

@@ -108,7 +108,7 @@ def _hashed(path: Path, feed: HashFeed, size: int, step: int = 3 * MIB // 2) -> 
     pos = 0
     while pos < size:
         fd = os.open(path, os.O_RDONLY)
-        pos = _hash_range((fd,), hasher, feed, pos, min(size, pos + step))
+        pos = _hash_range((fd,), hasher, feed, pos, min(size, pos + step), size)
         os.close(fd)
     return hasher.hexdigest()
 
