@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hubproxy.cache import hashfeed
+from hubproxy.cache import filler, hashfeed
 from hubproxy.cache.filler import _hash_range
 from hubproxy.cache.hashfeed import LANE_BUFFERS, HashFeed, LaneBuffers
 from hubproxy.store.base import BlobHasher
@@ -149,3 +149,31 @@ def test_a_lane_whose_batches_the_hasher_reads_reuses_one_buffer() -> None:
         feed.done(offset)
         feed.passed(16 * (i + 1))
     assert len(seen) <= 2
+
+
+def test_the_hash_goes_on_through_loans_past_the_prefix_it_was_asked_for(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loans are written bytes: the hash need not wait for the event loop to learn that the prefix grew. A call
+    that hashed a loan waits briefly for the next (a writer lends one while it waits), and not at the blob's
+    end."""
+    monkeypatch.setattr(filler, "LOAN_LINGER_SECONDS", 2.0)
+    data = os.urandom(4 * MIB)
+    spool = tmp_path / "blob.part"
+    spool.write_bytes(data)
+    feed = HashFeed()
+    feed.lend(0, data[:MIB])
+    feed.lend(MIB, data[MIB:2 * MIB])
+    hasher = BlobHasher("ab" * 32, len(data))
+    later = threading.Timer(0.05, lambda: feed.lend(2 * MIB, data[2 * MIB:3 * MIB]))
+    later.start()
+    fd = os.open(spool, os.O_RDONLY)
+    try:
+        assert _hash_range((fd,), hasher, feed, 0, MIB // 2, len(data)) == 3 * MIB  # asked for half a MiB
+        started = time.monotonic()
+        assert feed.lend(3 * MIB, data[3 * MIB:])
+        assert _hash_range((fd,), hasher, feed, 3 * MIB, 3 * MIB + 1, len(data)) == len(data)
+        assert time.monotonic() - started < 1.0  # nothing to wait for at the end
+    finally:
+        os.close(fd)
+        later.join()
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
