@@ -161,9 +161,13 @@ class FillManager:
                 fill.decided.set_exception(exc if isinstance(exc, Exception) else FillError("cancelled"))
                 fill.decided.exception()  # retrieved: joiners get it, nobody else needs to
                 raise
-            if holder is not None:
+            # Holding the lease, the blob may be stored already: the replica that held it before stores a blob
+            # before it lets the lease go, maybe after this request's caller looked for it in the store.
+            stored = await run_in(self.store.pool, self.store.stat, key) is not None
+            if holder is not None or stored:
+                if holder is None:
+                    await asyncio.to_thread(self.leases.release, key)
                 await asyncio.to_thread(spool_file.finish)
-                stored = await run_in(self.store.pool, self.store.stat, key) is not None
                 self.active.pop(key, None)
                 fill.decided.set_result(None if stored else holder)
                 return None if stored else holder

@@ -56,3 +56,25 @@ async def _requests_arrive(tmp_path: Path) -> None:
     assert not followed
     assert all(a == Holder("replica-a", "http://replica-a.invalid:8000") for a in answers)
     assert not list((tmp_path / "b" / "tmp").iterdir())  # the spool file was let go each time
+
+
+def test_a_blob_stored_by_the_lease_holder_before_it_let_go_is_not_filled_again(tmp_path: Path) -> None:
+    """A request looks for the blob in the store, finds nothing, and asks for the lease; meanwhile the replica
+    filling it stores it and lets the lease go. The request then gets the lease, and must find the blob stored
+    instead of fetching it from the upstream a second time."""
+    asyncio.run(_stored_meanwhile(tmp_path))
+
+
+async def _stored_meanwhile(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'index.db'}")
+    b = _manager(tmp_path / "b", engine, "replica-b")
+    data = b"a blob another replica fills"
+    stored = Path(b.store.path(KEY))  # type: ignore[attr-defined]
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(data)  # what replica a stored just before it released the lease
+    answer = await b.start(KEY, len(data), "/alice/m/resolve/main/w.bin")
+    assert answer is None  # stored: served from the store, no fill
+    assert KEY not in b.active
+    other = FillLeases(engine, "replica-c", "http://replica-c.invalid:8000", ttl=30)
+    assert other.acquire(KEY) is None  # the lease b took to look was let go
+    assert not list((tmp_path / "b" / "tmp").iterdir())
