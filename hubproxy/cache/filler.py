@@ -6,8 +6,8 @@ prefix reaches it, whichever connection brought it, from the buffer it was recei
 (``hashfeed.py``: one stream's batches, still in the CPU's caches), else from the spool file's cached pages
 (``filehash.py``), so receiving, writing and hashing overlap without a hand-off per batch. Ahead of the
 writers, the spool file's pages are made in advance (``warm_pages``). A filler that takes over a dead one's
-spool file re-hashes the prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes reach readers only once the whole
-blob hashed to its name (``fill.py``).
+spool file re-hashes the prefix it left and downloads only the rest. The last ``HOLDBACK`` bytes reach
+readers only once the whole blob hashed to its name (``fill.py``).
 """
 
 from __future__ import annotations
