@@ -245,7 +245,8 @@ def test_bucket_full_mid_fill(make_proxy, fakehub: FakeHub, s3_endpoint: str, bu
         proxy = make_proxy(**s3_settings(relay.url, name))
         hot = os.urandom(100_000)
         fakehub.add_commit("model", "alice/s3-full", {"hot.safetensors": hot})
-        assert request("GET", proxy.url + "/alice/s3-full/resolve/main/hot.safetensors")[2] == hot
+        status, headers, body = request("GET", proxy.url + "/alice/s3-full/resolve/main/hot.safetensors")
+        assert status == 200 and body == hot, (status, headers.get("x-error-code"), body[:300])
         deadline = time.monotonic() + 20
         while len(_objects(client, name)) < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
