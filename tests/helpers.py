@@ -37,6 +37,7 @@ class ProxyProcess:
         self.env = env or {}
         self.args = args or []
         self.port = port or free_port()
+        self._port_chosen = port is None
         self.proc: subprocess.Popen[bytes] | None = None
         self._terminated = False
         self.log_path = (log_dir or data_dir.parent) / f"hubproxy-{self.port}.log"
@@ -46,6 +47,19 @@ class ProxyProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ProxyProcess:
+        """Start the server and wait until it answers on its port. A port chosen here that another process took
+        meanwhile (every test process picks free ports the same way) is given up for another one."""
+        for _ in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if not self._port_chosen:
+                    raise
+                self.port = free_port()
+                self.log_path = self.log_path.with_name(f"hubproxy-{self.port}.log")
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> ProxyProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBPROXY_", "HF_"))}
         env.update(self.env)
         cmd = [sys.executable, "-m", "hubproxy", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -57,10 +71,14 @@ class ProxyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self._log.close()
+                if "address already in use" in self.log().lower():
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"hubproxy exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 status, _, _ = request("GET", self.url + "/health", timeout=1)
-                if status == 200:
+                # Another test process's server may hold the port: only this server's answer counts.
+                if status == 200 and _listening_in_session(self.port, self.proc.pid):
                     return self
             except OSError:
                 pass
@@ -101,6 +119,26 @@ class ProxyProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+class PortTaken(Exception):
+    """The server could not listen on its port: another process holds it."""
+
+
+def _listening_in_session(port: int, session: int) -> bool:
+    """Whether a process of the session ``session`` holds the socket listening on 127.0.0.1:``port``."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        sockets = {f"socket:[{fields[9]}]" for fields in map(str.split, table)
+                   if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getsid(int(pid)) == session and any(
+                    os.readlink(f"/proc/{pid}/fd/{fd}") in sockets for fd in os.listdir(f"/proc/{pid}/fd")):
+                return True
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return False
 
 
 def s3_settings(endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
