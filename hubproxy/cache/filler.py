@@ -157,6 +157,8 @@ class PrefixHasher:
 
 #: How long a hash call that just hashed a loan waits for the next one before it returns to the event loop.
 LOAN_LINGER_SECONDS = 0.02
+_HASHED_FROM_BUFFER = metrics.FILL_HASHED_BYTES.labels("buffer")
+_HASHED_FROM_SPOOL = metrics.FILL_HASHED_BYTES.labels("spool")
 
 
 def _hash_range(own: tuple[int, ...], hasher: BlobHasher, feed: HashFeed, start: int, end: int, size: int) -> int:
@@ -178,13 +180,13 @@ def _hash_range(own: tuple[int, ...], hasher: BlobHasher, feed: HashFeed, start:
                 hash_file_range(own[0], hasher.update, pos, stop)
             except ShortFile as exc:
                 raise FillError(f"the spool file is shorter than it was: {exc}") from exc
-            metrics.FILL_HASHED_BYTES.labels("spool").inc(stop - pos)
+            _HASHED_FROM_SPOOL.inc(stop - pos)
             pos, lending = stop, False
         else:
             try:
                 hasher.update(lent)
             finally:
-                feed.done(offset)
-            metrics.FILL_HASHED_BYTES.labels("buffer").inc(len(lent))
+                feed.done()
+            _HASHED_FROM_BUFFER.inc(len(lent))
             pos, lending = pos + len(lent), True
         feed.passed(pos)

@@ -9,7 +9,8 @@ fill (receive 1 GiB from a local socket, write it, hash it), lending cut the tim
 1.00-1.18 s and the CPU from 2.2 to 1.7-1.9 core-seconds.
 
 A loan is accepted where it continues what is hashed or already lent, or where every byte before it is
-written (a parallel fill's part that the prefix has reached), so the loans are in order and the hasher meets
+written (the one stream after the probe's part, which is not lent; a parallel part the prefix has reached), so
+the loans are in order and the hasher meets
 each in turn without waiting for any other writer. A writer that reuses its buffer takes the loan back first
 (``reclaim``): that waits while the hasher reads it, and for a while for the hasher to reach it; a loan taken
 back unread is hashed from the spool, so nothing depends on the hasher keeping up. The feed holds at most
@@ -101,8 +102,8 @@ class HashFeed:
                     return first, None
                 self._cond.wait(left)
 
-    def done(self, offset: int) -> None:
-        """The hasher finished reading the loan at ``offset`` (what it hashed is told by ``passed``)."""
+    def done(self) -> None:
+        """The hasher finished reading the loan ``take`` gave it (what it hashed is told by ``passed``)."""
         with self._cond:
             self._busy = None
             self._cond.notify_all()

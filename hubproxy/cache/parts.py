@@ -76,12 +76,13 @@ class PartedDownload:
     """Fetches every part of one fill, ``connections`` at a time, advancing ``fill.written`` as the prefix grows."""
 
     def __init__(self, upstream: UpstreamClient, fill: Fill, spool: SpoolFile, retries: int,
-                 connections: int, part_bytes: int, fast_bps: float, feed: HashFeed | None = None) -> None:
+                 connections: int, part_bytes: int, fast_bps: float, feed: HashFeed) -> None:
         self.upstream = upstream
         self.fill = fill
         self.spool = spool
-        #: Where written batches are lent to the fill's hasher.
-        self.feed = feed or HashFeed()
+        #: Where written batches are lent to the fill's hasher (it must read them: a lane whose loans nobody
+        #: reads waits for each of its buffers).
+        self.feed = feed
         self.fast_bps = fast_bps
         self.retries = retries
         self.parts = PartMap(plan(fill.written, fill.size, part_bytes, connections, spool.left_ahead), fill.size)
@@ -381,4 +382,3 @@ class PartedDownload:
     def want(self, pos: int) -> None:
         """A reader waits for byte ``pos`` ahead of the prefix: its part is fetched next."""
         self.parts.want(pos)
-

@@ -46,13 +46,13 @@ def test_take_gives_the_loan_holding_a_position_or_where_the_next_starts() -> No
     feed.lend(20, b"abcdefghij", after_written=True)
     offset, view = feed.take(4)
     assert offset == 0 and view is not None and bytes(view) == b"456789"
-    feed.done(0)
+    feed.done()
     feed.passed(10)
     assert feed.take(12) == (20, None)  # bytes 10-20 come from the spool
     feed.passed(20)
     offset, view = feed.take(25)
     assert offset == 20 and view is not None and bytes(view) == b"fghij"
-    feed.done(20)
+    feed.done()
     feed.passed(30)
     assert feed.take(30) == (-1, None)
 
@@ -66,7 +66,7 @@ def test_a_buffer_is_not_taken_back_while_the_hasher_reads_it() -> None:
     writer.start()
     time.sleep(0.2)
     assert not back.is_set()  # no deadline ends a read in progress
-    feed.done(0)
+    feed.done()
     feed.passed(8)
     writer.join(5)
     assert back.is_set() and not feed.holds(0)
@@ -133,7 +133,7 @@ def test_a_lane_keeps_few_buffers_and_never_reuses_one_the_hasher_has_not_read(
     ring.written(16 * LANE_BUFFERS, memoryview(reused), after_written=False)
     _, view = feed.take(16)
     assert view is not None and bytes(view) == bytes([1]) * 16  # the other loans are untouched
-    feed.done(16)
+    feed.done()
 
 
 def test_a_lane_whose_batches_the_hasher_reads_reuses_one_buffer() -> None:
@@ -146,7 +146,7 @@ def test_a_lane_whose_batches_the_hasher_reads_reuses_one_buffer() -> None:
         ring.written(16 * i, memoryview(buf), after_written=False)
         offset, view = feed.take(16 * i)
         assert offset == 16 * i and view is not None
-        feed.done(offset)
+        feed.done()
         feed.passed(16 * (i + 1))
     assert len(seen) <= 2
 
