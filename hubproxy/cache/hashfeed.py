@@ -10,11 +10,10 @@ fill (receive 1 GiB from a local socket, write it, hash it), lending cut the tim
 
 A loan is accepted where it continues what is hashed or already lent, or where every byte before it is
 written (the one stream after the probe's part, which is not lent; a parallel part the prefix has reached), so
-the loans are in order and the hasher meets
-each in turn without waiting for any other writer. A writer that reuses its buffer takes the loan back first
-(``reclaim``): that waits while the hasher reads it, and for a while for the hasher to reach it; a loan taken
-back unread is hashed from the spool, so nothing depends on the hasher keeping up. The feed holds at most
-``LENT_BYTES_LIMIT`` bytes.
+the loans are in order and the hasher meets each in turn without waiting for any other writer. A writer that
+reuses its buffer takes the loan back first (``reclaim``): that waits while the hasher reads it, and for a
+while for the hasher to reach it; a loan taken back unread is hashed from the spool, so nothing depends on the
+hasher keeping up. The feed holds at most ``LENT_BYTES_LIMIT`` bytes.
 
 What gains: one stream (a fast upstream), whose batches arrive in the blob's order. A parallel fill's parts
 arrive side by side, and by the time the prefix reaches a part most of it was written long before: those bytes
