@@ -58,6 +58,11 @@ class Settings:
     #: A fill's first stream at least this fast (MB/s) is not joined by more connections (the proxy's CPU, not
     #: the stream, is then the limit); 0: always open fill_connections.
     fill_single_stream_mbps: float = 300.0
+    #: A fill's single fast stream writes its spool file with direct I/O (past the page cache) where the
+    #: filesystem allows (not NFS or other network filesystems), and its readers are sent the bytes from the
+    #: buffers they were written from: new page-cache memory is the dearest part of a fast cold fill. The
+    #: stored blob is then not in the page cache after its fill. false: always through the page cache.
+    fill_direct_writes: bool = True
     #: Entries per tree page (the Hub uses 1000, and 50 with expand=true).
     tree_page_size: int = 1000
     tree_expand_page_size: int = 50

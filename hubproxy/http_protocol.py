@@ -8,7 +8,8 @@
   HTTP/1.0 requires; hubproxy's answers carry a Content-Length, so the client knows where each ends.
 - Zero-copy: on a plain (not TLS) connection the request's scope carries a ``hubproxy.sendfile``
   extension, ``await sendfile(fd, offset, count) -> sent``, that hands bytes of an open file to the
-  kernel (``sendfile(2)``) once the answer's headers have left. ``BodyResponse`` uses it for blobs on
+  kernel (``sendfile(2)``) once the answer's headers have left (bytes of a fill still in the buffers they were
+  written from, past the page cache, are written from there: ``await sendfile(fd, offset, count, loans)``). ``BodyResponse`` uses it for blobs on
   local disk (stored or being filled): no copy through Python and no buffer per client, as nginx serves
   files. The same extension's ``await relay(sock, count) -> sent`` moves bytes still on another socket (an
   object's body arriving from the S3 bucket, ``store/rawget.py``) to the client with ``read(2)`` and
@@ -34,6 +35,7 @@ from typing import Any, ClassVar
 from hubproxy.descriptors import call_owning, duplicate
 from hubproxy.limits import BoundedHttpToolsProtocol
 from hubproxy.observability import metrics
+from hubproxy.store.bodies import LoanReader
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,11 @@ BRIEF_WAIT_MS = 50
 RELAY_BUFFER_BYTES = 4 * 1024 * 1024
 RELAY_SMALL_BUFFER_BYTES = 1024 * 1024
 RELAY_BUFFERS_BYTES = 64 * 1024 * 1024
+#: Most bytes of a fill with loaned buffers (``LoanedSpan``) sent from its file in one call before the loans are
+#: looked at again (a reader behind the buffers catches up with them).
+LOAN_LOOK_BYTES = 1024 * 1024
+_SENT_FROM_BUFFER = metrics.FILL_SENT_BYTES.labels("buffer")
+_SENT_FROM_SPOOL = metrics.FILL_SENT_BYTES.labels("spool")
 #: Seconds a client may take to accept more bytes before the answer is given up.
 STALL_SECONDS = 60.0
 EXTENSION = "hubproxy.sendfile"
@@ -91,12 +98,12 @@ class ZeroCopy:
         self.protocol = protocol
         self.cycle = cycle
 
-    async def __call__(self, fd: int, offset: int, count: int) -> int:
-        """Send bytes ``[offset, offset + count)`` of the open file ``fd``."""
+    async def __call__(self, fd: int, offset: int, count: int, loans: LoanReader | None = None) -> int:
+        """Send bytes ``[offset, offset + count)`` of the open file ``fd`` (from ``loans`` where they hold them)."""
         if not await self._drained():
             return 0
-        return await self._move(lambda own, sent, step, until: _send_step(own[0], own[1], offset + sent, step, until),
-                                count, fd)
+        return await self._move(
+            lambda own, sent, step, until: _send_step(own[0], own[1], offset + sent, step, until, loans), count, fd)
 
     async def relay(self, source: socket.socket, count: int) -> int:
         """Move the next ``count`` bytes arriving on ``source`` to the client, through one buffer of this answer's
@@ -211,11 +218,13 @@ async def _ready(fd: int, writing: bool, timeout: float) -> bool:
         os.close(watched)
 
 
-def _send_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool | str]:
+def _send_step(sock: int, fd: int, offset: int, count: int, until: float,
+               loans: LoanReader | None = None) -> tuple[int, bool | str]:
     """(In a thread.) Send up to ``count`` bytes of ``fd`` to the non-blocking socket until the monotonic time
-    ``until``, waiting at most ``BRIEF_WAIT_MS`` at a time while it is full. Returns what was sent, and False if
-    the client is gone or the file ended, ``BLOCKED`` if the socket stayed full (the caller waits for it), True
-    if all was sent or it is time to come back."""
+    ``until``, waiting at most ``BRIEF_WAIT_MS`` at a time while it is full; bytes a buffer of ``loans`` holds are
+    written from it, the others sent from the file (at most ``LOAN_LOOK_BYTES`` at a time, then the loans are
+    looked at again). Returns what was sent, and False if the client is gone or the file ended, ``BLOCKED`` if
+    the socket stayed full (the caller waits for it), True if all was sent or it is time to come back."""
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
     sent = 0
@@ -223,7 +232,20 @@ def _send_step(sock: int, fd: int, offset: int, count: int, until: float) -> tup
         if sent and time.monotonic() >= until:
             return sent, True
         try:
-            n = os.sendfile(sock, fd, offset + sent, count - sent)
+            lent = loans.borrow(offset + sent) if loans is not None else None
+            if lent is not None:
+                n = 0
+                try:
+                    n = os.write(sock, lent[1][:count - sent])
+                finally:
+                    loans.give_back(lent[0], offset + sent + n)  # type: ignore[union-attr]
+                _SENT_FROM_BUFFER.inc(n)
+            elif loans is not None:
+                n = os.sendfile(sock, fd, offset + sent, min(count - sent, LOAN_LOOK_BYTES))
+                loans.reached(offset + sent + n)
+                _SENT_FROM_SPOOL.inc(n)
+            else:
+                n = os.sendfile(sock, fd, offset + sent, count - sent)
         except BlockingIOError:
             events = poller.poll(BRIEF_WAIT_MS)
             if not events:

@@ -133,7 +133,7 @@ class Runtime:
         asyncio.get_running_loop().set_default_executor(workers)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = make_store(settings)
-        spool = Spool(settings.data_dir)
+        spool = Spool(settings.data_dir, settings.fill_direct_writes)
         removed = await asyncio.to_thread(spool.clean)
         if removed:
             log.info("removed %d unfinished fills left by a previous run", removed)

@@ -29,6 +29,7 @@ from hubproxy.cache.upload import feed_upload
 from hubproxy.memory import release_free_memory
 from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore, Upload
+from hubproxy.store.bodies import Loans
 from hubproxy.threads import run_in
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class Fill:
         self.error: BaseException | None = None
         #: The download's parts while this process downloads it: bytes written ahead of the prefix.
         self.ahead: Ahead | None = None
+        #: Buffers still holding bytes written past the page cache (direct I/O), for readers to send from.
+        self.loans: Loans | None = None
         self.started = time.monotonic()
         self._event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None

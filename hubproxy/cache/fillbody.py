@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from hubproxy.cache.fill import Fill
 from hubproxy.cache.parts import FillError
 from hubproxy.descriptors import open_for_reading
+from hubproxy.store.bodies import LoanedSpan, LoanReader, Span
 
 
 class FillBody:
@@ -26,6 +27,8 @@ class FillBody:
         self.end = end
         self.chunk_size = chunk_size
         self._fd = fd
+        #: This reader's access to the fill's kept buffers, once it has them (``hashfeed.py``).
+        self._reader: LoanReader | None = None
         self._chunks = self._read()
 
     @classmethod
@@ -39,7 +42,7 @@ class FillBody:
         return cls(fill, start, end, chunk_size, fd)
 
     @property
-    def spans(self) -> Callable[[], AsyncIterator[tuple[int, int, int]]] | None:
+    def spans(self) -> Callable[[], AsyncIterator[Span]] | None:
         """The readable prefix as pieces of the spool file; None once the blob left the spool."""
         return self._spans if self._fd >= 0 else None
 
@@ -49,12 +52,14 @@ class FillBody:
     async def __anext__(self) -> bytes:
         return await self._chunks.__anext__()
 
-    async def _spans(self) -> AsyncIterator[tuple[int, int, int]]:
+    async def _spans(self) -> AsyncIterator[Span]:
         fill, pos = self.fill, self.start
         while pos < self.end:
             await fill.wait_readable(pos)
             limit = min(self.end, fill.readable_from(pos))
-            yield self._fd, pos, limit
+            if fill.loans is not None and self._reader is None:
+                self._reader = fill.loans.reader(pos)
+            yield (self._fd, pos, limit) if self._reader is None else LoanedSpan(self._fd, pos, limit, self._reader)
             pos = limit
         if self.end >= fill.size and not fill.verified:
             await fill.wait_readable(fill.size)
@@ -72,7 +77,8 @@ class FillBody:
                 await body.aclose()  # type: ignore[attr-defined]
             return
         async with contextlib.aclosing(self._spans()) as pieces:  # the pieces zero-copy sending gets, in chunks
-            async for fd, pos, limit in pieces:
+            async for piece in pieces:
+                fd, pos, limit = (piece.fd, piece.start, piece.end) if isinstance(piece, LoanedSpan) else piece
                 while pos < limit:
                     data = await asyncio.to_thread(os.pread, fd, min(limit - pos, self.chunk_size), pos)
                     if not data:
@@ -82,6 +88,9 @@ class FillBody:
 
     async def aclose(self) -> None:
         await self._chunks.aclose()  # type: ignore[attr-defined]
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -18,13 +18,20 @@ hasher keeping up. The feed holds at most ``LENT_BYTES_LIMIT`` bytes.
 What gains: one stream (a fast upstream), whose batches arrive in the blob's order. A parallel fill's parts
 arrive side by side, and by the time the prefix reaches a part most of it was written long before: those bytes
 are hashed from the spool as before. The probe's first part, received on the event loop, is not lent either.
+
+Where the one stream's spool file is written with direct I/O (``spool.py``), its bytes never enter the page cache,
+and the feed keeps its loans after the hash passed them (``keep_for_readers``), until their writer reuses the
+buffer: the fill's readers send from them (``borrow``) instead of reading the bytes back from the disk. A loan a
+reader borrowed is not taken back until the reader gives it back (a send step, a fraction of a second).
 """
 
 from __future__ import annotations
 
 import collections
+import mmap
 import threading
 import time
+from collections.abc import Callable
 
 #: Most bytes lent at once (a writer that finds the feed full keeps its batch; it is hashed from the spool).
 LENT_BYTES_LIMIT = 16 * 1024 * 1024
@@ -34,10 +41,15 @@ RECLAIM_WAIT_SECONDS = 0.25
 #: prototype above (1 MiB batches), 3 buffers gave 1.26-1.38 s per GiB, 4 gave 1.15-1.18 s, 6 gave 1.00-1.09 s
 #: and 10 gave 1.03-1.05 s: the writer must be able to run a few batches ahead of the hasher.
 LANE_BUFFERS = 6
+#: Most buffers of a writer whose loans are kept for readers: the bytes it wrote last, which the fill's readers,
+#: a few batches behind it, send from.
+KEPT_LANE_BUFFERS = 32
+#: Alignment of direct I/O (``O_DIRECT``): buffers, offsets and lengths in multiples of it.
+ALIGN = 4096
 
 
 class HashFeed:
-    """Loans of written bytes, by offset, from the fill's writers to its hasher."""
+    """Loans of written bytes, by offset, from the fill's writers to its hasher (and, kept, to its readers)."""
 
     def __init__(self, start: int = 0, limit: int = LENT_BYTES_LIMIT) -> None:
         self._cond = threading.Condition()
@@ -45,10 +57,27 @@ class HashFeed:
         self._loans: dict[int, memoryview] = {}
         #: Where the next loan must start: the end of the last loan, or where the hash got to.
         self._next = start
+        #: Where the hash got to.
+        self._hashed = start
         self._lent = 0
         #: The offset of the loan being hashed now (its buffer must not change meanwhile).
         self._busy: int | None = None
+        #: offset -> how many readers are sending from that loan now.
+        self._borrowed: collections.Counter[int] = collections.Counter()
+        #: Readers following the loans, and the next byte each sends: a loan they have not sent yet is taken back
+        #: only after ``RECLAIM_WAIT_SECONDS`` (then they are let go, and read the file).
+        self._readers: dict[FeedReader, int] = {}
+        #: Bytes before this were lent and taken back: a reader starting before it is not followed.
+        self._floor = 0
         self.limit = limit
+        #: Loans the hash passed stay until their writer takes them back (``keep_for_readers``).
+        self.keep = False
+
+    def keep_for_readers(self, limit: int) -> None:
+        """Keep loans after they are hashed, for readers to ``borrow``, up to ``limit`` bytes lent."""
+        with self._cond:
+            self.keep = True
+            self.limit = max(self.limit, limit)
 
     def lend(self, offset: int, data: bytes | bytearray | memoryview, after_written: bool = False) -> bool:
         """Lend ``data``, just written at ``offset``; True if the feed took it (the writer must then ``reclaim``
@@ -68,21 +97,28 @@ class HashFeed:
             return True
 
     def holds(self, offset: int) -> bool:
-        """Whether the loan made at ``offset`` is still lent (the hasher has not read all of it)."""
+        """Whether the loan made at ``offset`` is still lent and the hasher has not read all of it."""
         with self._cond:
-            return offset in self._loans
+            return offset in self._loans and offset + len(self._loans[offset]) > self._hashed
 
     def reclaim(self, offset: int, wait: float | None = None) -> None:
         """Take back the loan made at ``offset``, if the feed still holds it: after the hasher is done with it, or
-        after ``wait`` seconds (``RECLAIM_WAIT_SECONDS``) unread (it is then hashed from the spool)."""
+        after ``wait`` seconds (``RECLAIM_WAIT_SECONDS``) unread (it is then hashed from the spool); never while
+        the hasher or a reader reads it."""
         deadline = time.monotonic() + (RECLAIM_WAIT_SECONDS if wait is None else wait)
         with self._cond:
             while offset in self._loans:
+                end = offset + len(self._loans[offset])
+                reading = self._busy == offset or self._borrowed[offset] > 0
+                behind = [reader for reader, pos in self._readers.items() if pos < end]
                 left = deadline - time.monotonic()
-                if self._busy != offset and left <= 0:
+                if not reading and ((end <= self._hashed and not behind) or left <= 0):
+                    for reader in behind:  # too slow to follow: they read the file from here on
+                        del self._readers[reader]
                     self._drop(offset)
+                    self._floor = max(self._floor, end)
                     return
-                self._cond.wait(left if self._busy != offset else None)
+                self._cond.wait(None if reading else left)
 
     def take(self, pos: int, wait: float = 0.0) -> tuple[int, memoryview | None]:
         """For the hasher at ``pos``: ``(offset, bytes from pos)`` of the loan holding ``pos`` (it is then busy until
@@ -91,8 +127,9 @@ class HashFeed:
         deadline = time.monotonic() + wait
         with self._cond:
             while True:
-                self._forget_before(pos)
-                first = next(iter(self._loans), -1)
+                if not self.keep:
+                    self._forget_before(pos)
+                first = self._find(pos)
                 if 0 <= first <= pos:
                     self._busy = first
                     return first, self._loans[first][pos - first:]
@@ -110,9 +147,50 @@ class HashFeed:
     def passed(self, pos: int) -> None:
         """The hash covers every byte before ``pos``: loans ending there are done, and the next may start at ``pos``."""
         with self._cond:
-            self._forget_before(pos)
+            self._hashed = max(self._hashed, pos)
+            if not self.keep:
+                self._forget_before(pos)
             self._next = max(self._next, pos)
             self._cond.notify_all()
+
+    def reader(self, pos: int) -> FeedReader:
+        """A reader of the fill's bytes from ``pos``: followed (its writers wait for it a while before reusing a
+        buffer it has not sent) if ``pos`` is not before the loans already taken back."""
+        reader = FeedReader(self)
+        with self._cond:
+            if pos >= self._floor:
+                self._readers[reader] = pos
+        return reader
+
+    def _borrow(self, pos: int) -> tuple[int, memoryview] | None:
+        with self._cond:
+            first = self._find(pos)
+            if not 0 <= first <= pos:
+                return None
+            self._borrowed[first] += 1
+            return first, self._loans[first][pos - first:]
+
+    def _give_back(self, offset: int | None, reader: FeedReader, reached: int) -> None:
+        with self._cond:
+            if offset is not None:
+                self._borrowed[offset] -= 1
+                if self._borrowed[offset] <= 0:
+                    del self._borrowed[offset]
+            if reader in self._readers:
+                self._readers[reader] = reached
+            self._cond.notify_all()
+
+    def _let_go(self, reader: FeedReader) -> None:
+        with self._cond:
+            self._readers.pop(reader, None)
+            self._cond.notify_all()
+
+    def _find(self, pos: int) -> int:
+        """The offset of the loan holding ``pos``, else where the first loan after it starts, else -1."""
+        for offset, view in self._loans.items():
+            if offset + len(view) > pos:
+                return offset
+        return -1
 
     def _forget_before(self, pos: int) -> None:
         while self._loans:
@@ -126,32 +204,72 @@ class HashFeed:
         self._cond.notify_all()
 
 
+class FeedReader:
+    """One reader's view of a feed's kept loans (``store.bodies.LoanReader``)."""
+
+    __slots__ = ("feed",)
+
+    def __init__(self, feed: HashFeed) -> None:
+        self.feed = feed
+
+    def borrow(self, pos: int) -> tuple[int, memoryview] | None:
+        """``(offset, bytes from pos)`` of the loan holding ``pos``, kept until ``give_back(offset, ...)``; None
+        if no loan holds it (read it from the spool)."""
+        return self.feed._borrow(pos)
+
+    def give_back(self, offset: int, reached: int) -> None:
+        """Done with the loan ``borrow`` gave; the reader's next byte is ``reached``."""
+        self.feed._give_back(offset, self, reached)
+
+    def reached(self, pos: int) -> None:
+        """The reader's next byte is ``pos`` (it sent bytes from the file)."""
+        self.feed._give_back(None, self, pos)
+
+    def close(self) -> None:
+        """The reader is done: writers wait for it no more."""
+        self.feed._let_go(self)
+
+
 class LaneBuffers:
     """The batch buffers of one part's thread: the one receiving, and those lent to the hasher until it has read
     them (``hashfeed.py``). A new buffer is made only while the oldest loan is unread, up to ``LANE_BUFFERS``;
-    then the thread waits for the hasher to read it (or takes it back unread after a while)."""
+    then the thread waits for the hasher to read it (or takes it back unread after a while). Where the feed keeps
+    loans for readers, the ring grows to ``KEPT_LANE_BUFFERS`` and reuses the oldest only then.
 
-    def __init__(self, feed: HashFeed, size: int) -> None:
+    ``aligned``: page-aligned buffers one ``ALIGN`` longer than ``size``, for direct I/O (a batch written at
+    ``offset`` is received at ``offset % ALIGN`` into its buffer, so its whole pages lie at aligned addresses)."""
+
+    def __init__(self, feed: HashFeed, size: int, aligned: bool = False,
+                 wait_written: Callable[[int], None] | None = None) -> None:
         self.feed = feed
         self.size = size
-        #: Used buffers, oldest first, each with the offset of its loan (None: not lent).
-        self._ring: collections.deque[tuple[bytearray, int | None]] = collections.deque()
-        self._current = bytearray(0)
+        self.aligned = aligned
+        #: Blocks until every byte before the given offset is in the file (batches written by another thread).
+        self.wait_written = wait_written
+        self.most = KEPT_LANE_BUFFERS if feed.keep else LANE_BUFFERS
+        #: Used buffers, oldest first, each with the offset of its loan (None: not lent) and its batch's end.
+        self._ring: collections.deque[tuple[memoryview, int | None, int]] = collections.deque()
+        self._current = memoryview(bytearray(0))
 
-    def next(self) -> bytearray:
+    def next(self) -> memoryview:
         """The buffer to receive the next batch into."""
         if self._ring:
-            buf, loan = self._ring[0]
-            if loan is None or len(self._ring) >= LANE_BUFFERS or not self.feed.holds(loan):
+            buf, loan, end = self._ring[0]
+            unread = loan is not None and (self.feed.keep or self.feed.holds(loan))
+            if not unread or len(self._ring) >= self.most:
                 self._ring.popleft()
+                if self.wait_written is not None:
+                    self.wait_written(end)
                 if loan is not None:
-                    self.feed.reclaim(loan)  # at once if the hasher has read it
+                    self.feed.reclaim(loan)  # at once if the hasher has read it and no reader sends from it
                 self._current = buf
                 return buf
-        self._current = bytearray(self.size)
+        # An anonymous mapping starts on a page boundary; a bytearray need not.
+        self._current = memoryview(mmap.mmap(-1, self.size + ALIGN) if self.aligned else bytearray(self.size))
         return self._current
 
     def written(self, offset: int, batch: memoryview, after_written: bool) -> None:
         """``batch``, received into the buffer ``next`` gave last, is written at ``offset``: lend it to the hasher
         (``after_written``: every byte before it is written)."""
-        self._ring.append((self._current, offset if self.feed.lend(offset, batch, after_written) else None))
+        lent = self.feed.lend(offset, batch, after_written)
+        self._ring.append((self._current, offset if lent else None, offset + len(batch)))

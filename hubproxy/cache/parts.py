@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from hubproxy.cache.hashfeed import HashFeed, LaneBuffers
+from hubproxy.cache.hashfeed import ALIGN, KEPT_LANE_BUFFERS, HashFeed, LaneBuffers
 from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
+from hubproxy.cache.spoolwriter import SpoolWriter
 from hubproxy.direct import route
 from hubproxy.observability import metrics
 from hubproxy.threads import submit_from_worker
@@ -289,19 +290,38 @@ class PartedDownload:
             metrics.UPSTREAM_BYTES.inc(pos - part.pos)
             self._advance(part, pos - part.pos)
 
+        # One stream on a spool that takes direct I/O: its pages skip the page cache, and the fill's readers send
+        # the bytes from the lane's buffers, kept for them (``hashfeed.py``).
+        direct = self.spool.direct and not self.parallel
+        if direct:
+            self.feed.keep_for_readers(KEPT_LANE_BUFFERS * LANE_BATCH_BYTES)
+            self.fill.loans = self.feed
+
         def lane() -> None:
-            ring = LaneBuffers(self.feed, min(LANE_BATCH_BYTES, end - start))
+            # Direct writes wait for the disk: a thread of their own makes them while this one receives.
+            writer = SpoolWriter(self.spool, start, lambda pos: loop.call_soon_threadsafe(landed, pos)) if direct else None
+            ring = LaneBuffers(self.feed, min(LANE_BATCH_BYTES, end - start), aligned=direct,
+                               wait_written=writer.wait_written if writer else None)
             pos = start
-            while pos < end and not stop.is_set():
-                buf = ring.next()
-                got = conn.read_into(buf, min(len(buf), end - pos), FLUSH_INTERVAL)
-                if not got or stop.is_set():
-                    return
-                batch = memoryview(buf)[:got]
-                self.spool.write_at([batch], pos)
-                ring.written(pos, batch, self.fill.written >= part.start)  # the prefix reached this part
-                pos += got
-                loop.call_soon_threadsafe(landed, pos)
+            try:
+                while pos < end and not stop.is_set():
+                    skew = pos % ALIGN if direct else 0
+                    buf = ring.next()[skew:skew + min(ring.size, end - pos)]
+                    got = conn.read_into(buf, len(buf), FLUSH_INTERVAL)
+                    if not got or stop.is_set():
+                        return
+                    batch = buf[:got]
+                    if writer is None:
+                        self.spool.write_at([batch], pos)
+                    ring.written(pos, batch, self.fill.written >= part.start)  # the prefix reached this part
+                    pos += got
+                    if writer is None:
+                        loop.call_soon_threadsafe(landed, pos)
+                    else:
+                        writer.put(batch, pos - got)
+            finally:
+                if writer is not None:  # what arrived before a drop is kept; after a stop, nothing more is written
+                    writer.close(drain=not stop.is_set())
 
         submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
         running: Future[None] | None = None

@@ -9,6 +9,10 @@ A parallel fill writes parts at their offsets, so the file's size says nothing a
 there: the filler publishes its contiguous prefix (the bytes from 0 that are all written) in the lock
 file, and followers and whoever takes over read that number.
 Whatever the store (local disk, NFS, S3), fills spool here: readers follow a growing local file.
+
+A fast single stream may write its whole pages with direct I/O (``write_aligned``, ``O_DIRECT``): they go to the
+disk without entering the page cache, whose new pages cost more CPU than the copy into them (``docs/architecture.md``).
+Followers reading such bytes from the file get them from the disk.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import threading
 from pathlib import Path
 
+from hubproxy.cache.hashfeed import ALIGN
 from hubproxy.cache.sharedparts import read_parts
 from hubproxy.libc import LIBC
 from hubproxy.store.base import is_blob_key
@@ -71,6 +76,11 @@ class SpoolFile:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(spool.parts_path(key))
         self._end = self.resume_from  # where ``write`` appends
+        #: The same file opened for direct I/O (-1: not offered, or the filesystem refused it).
+        self._direct_fd = -1
+        if spool.direct_writes:
+            with contextlib.suppress(OSError):
+                self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
         self._closed = False
         # The lock file's one block is taken now, before the spool file is reserved: a disk that fills up
         # mid-fill must not fail the first publication of the prefix. (A disk already full shows at the
@@ -101,6 +111,35 @@ class SpoolFile:
                 if n:
                     views[0] = views[0][n:]
 
+    @property
+    def direct(self) -> bool:
+        """Whether ``write_aligned`` writes whole pages with direct I/O."""
+        return self._direct_fd >= 0
+
+    def write_aligned(self, data: memoryview, offset: int) -> None:
+        """Write ``data`` at ``offset``, where ``data``'s address is ``offset`` modulo ``ALIGN`` (a buffer of
+        ``hashfeed.LaneBuffers(aligned=True)``): its whole pages with direct I/O, the partial pages at either end
+        through the page cache (a page is thus written one way only). Without direct I/O, or if the filesystem
+        refuses it, all through the page cache."""
+        head = min(len(data), -offset % ALIGN)
+        body = (len(data) - head) // ALIGN * ALIGN
+        if self._direct_fd < 0 or not body:
+            self.write_at([data], offset)
+            return
+        with self._writing:
+            if head:
+                _pwrite_all(self._fd, data[:head], offset)
+            try:
+                _pwrite_all(self._direct_fd, data[head:head + body], offset + head)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                os.close(self._direct_fd)  # this filesystem takes no direct I/O after all
+                self._direct_fd = -1
+                _pwrite_all(self._fd, data[head:head + body], offset + head)
+            if head + body < len(data):
+                _pwrite_all(self._fd, data[head + body:], offset + head + body)
+
     def reserve(self, size: int) -> bool:
         """Allocate the file's ``size`` bytes on disk up front, where the filesystem can (ext4, xfs): writing
         into allocated blocks costs a fraction of allocating them write by write, and a full disk shows now.
@@ -124,14 +163,12 @@ class SpoolFile:
         """fsync and close the file (it stays in place, the lock stays held): ready to be stored."""
         if not self._closed:
             os.fsync(self._fd)
-            os.close(self._fd)
-            self._closed = True
+            self._close_files()
 
     def finish(self) -> None:
         """Remove what is left (the file, unless the store took it) and release the lock."""
         if not self._closed:
-            os.close(self._fd)
-            self._closed = True
+            self._close_files()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         for side in (self.spool.parts_path(self.key), self.spool.want_path(self.key)):
@@ -142,6 +179,20 @@ class SpoolFile:
                 os.unlink(self.spool.lock_path(self.key))
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+    def _close_files(self) -> None:
+        os.close(self._fd)
+        if self._direct_fd >= 0:
+            os.close(self._direct_fd)
+            self._direct_fd = -1
+        self._closed = True
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
 
 
 _fallocate = getattr(LIBC, "fallocate", None)
@@ -188,11 +239,14 @@ def filesystem_type(path: Path | str) -> int | None:
 class Spool:
     """The ``tmp`` folder of the data dir."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, direct_writes: bool = False) -> None:
         self.folder = Path(data_dir).resolve() / "tmp"
         self.folder.mkdir(parents=True, exist_ok=True)
         #: Whether the spool is on a network filesystem (then its pages are not made ahead of the writers).
         self.network_filesystem = filesystem_type(self.folder) in NETWORK_FILESYSTEMS
+        #: Whether fills may write whole pages with direct I/O (never on a network filesystem: other machines
+        #: read the file there, and its client caches pages of its own).
+        self.direct_writes = direct_writes and not self.network_filesystem and hasattr(os, "O_DIRECT")
 
     def part_path(self, key: str) -> str:
         if not is_blob_key(key):

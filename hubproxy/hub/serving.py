@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from hubproxy.http_protocol import DIRECT_BYTES, EXTENSION, ZeroCopy
 from hubproxy.hub.errors import HubError
-from hubproxy.store.bodies import SocketSpan, Span
+from hubproxy.store.bodies import LoanedSpan, SocketSpan, Span
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 #: Stands for any position past 19 digits: beyond every file, and never handed to ``int`` (which
@@ -156,6 +156,9 @@ class BodyResponse:
                         sent += len(piece.head)
                     wanted = piece.count
                     done = await zero_copy.relay(piece.sock, wanted)
+                elif isinstance(piece, LoanedSpan):
+                    wanted = piece.end - piece.start
+                    done = await zero_copy(piece.fd, piece.start, wanted, piece.loans)
                 else:
                     fd, start, end = piece
                     wanted = end - start

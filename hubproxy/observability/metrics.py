@@ -49,6 +49,9 @@ FILL_REQUESTS = Counter("hubproxy_fill_requests_total",
 FILL_HASHED_BYTES = Counter("hubproxy_fill_hashed_bytes_total",
                             "Bytes of fills hashed, by where the hash read them: a buffer just written (still in "
                             "the CPU's caches) or the spool file's pages", ["source"])
+FILL_SENT_BYTES = Counter("hubproxy_fill_sent_bytes_total",
+                          "Bytes of fills written with direct I/O sent to their readers, by where they came from: "
+                          "the buffer they were written from, or the spool file", ["source"])
 UPSTREAM_ERRORS = Counter("hubproxy_upstream_errors_total",
                           "Upstream failures: unreachable, timeout, 5xx answers, bytes that failed verification",
                           ["kind"])

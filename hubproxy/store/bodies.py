@@ -4,7 +4,8 @@ moved to a client without becoming Python objects.
 ``spans()`` yields the pieces in order, each as soon as it may be sent: ``(fd, start, end)`` of an open
 file (a stored blob on local disk: one span, ``FileRange``; a blob being filled: the readable prefix as
 it grows, ``cache.fill.FillBody``), or a ``SocketSpan``, bytes still arriving on another connection (an
-object read from a plain-http S3 bucket, ``rawget.SocketBody``). Whoever sends the body to a client can
+object read from a plain-http S3 bucket, ``rawget.SocketBody``), or a ``LoanedSpan``, a file's bytes some of which
+are still in the buffers they were written from (a fill written with direct I/O). Whoever sends the body to a client can
 then hand those pieces to the kernel (``sendfile`` for a file, with no buffer per client; ``read``/``write``
 through one buffer per answer for a socket) instead of iterating it. Every layer between the store and the answer wraps the body with
 ``WrappedBody``, which keeps ``spans`` reachable and adds its own closing work and error mapping.
@@ -17,6 +18,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,42 @@ class SocketSpan:
     count: int
 
 
-#: A piece ``spans()`` yields: bytes ``[start, end)`` of the open file ``fd``, or a ``SocketSpan``.
-Span = tuple[int, int, int] | SocketSpan
+class LoanReader(Protocol):
+    """One reader's access to buffers holding bytes just written to a file (``cache.hashfeed.FeedReader``)."""
+
+    def borrow(self, pos: int) -> tuple[int, memoryview] | None:
+        """``(loan's offset, its bytes from pos)``, held until ``give_back``; None if no buffer holds ``pos``."""
+
+    def give_back(self, offset: int, reached: int) -> None:
+        """Done with the loan ``borrow`` gave; the reader's next byte is ``reached``."""
+
+    def reached(self, pos: int) -> None:
+        """The reader's next byte is ``pos``."""
+
+    def close(self) -> None:
+        """The reader is done."""
+
+
+class Loans(Protocol):
+    """Buffers holding bytes just written to a file (``cache.hashfeed.HashFeed``)."""
+
+    def reader(self, pos: int) -> LoanReader:
+        """Access for a reader starting at ``pos``."""
+
+
+@dataclass(frozen=True)
+class LoanedSpan:
+    """Bytes ``[start, end)`` of the open file ``fd``, to be sent through ``loans`` where a buffer still holds
+    them (their pages were written past the page cache), else from the file."""
+
+    fd: int
+    start: int
+    end: int
+    loans: LoanReader
+
+
+#: A piece ``spans()`` yields: bytes ``[start, end)`` of the open file ``fd``, a ``SocketSpan`` or a ``LoanedSpan``.
+Span = tuple[int, int, int] | SocketSpan | LoanedSpan
 
 
 class FileRange:

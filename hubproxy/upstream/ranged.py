@@ -102,14 +102,14 @@ class RangeConnection:
             self.reset()  # an error or a whole-file answer: not worth reading to keep the connection
         return status, content_range
 
-    def read_into(self, buf: bytearray, limit: int, max_wait: float) -> int:
+    def read_into(self, buf: bytearray | memoryview, limit: int, max_wait: float) -> int:
         """Read up to ``limit`` bytes of the current answer into ``buf``; returns early (with at least one byte)
         once ``max_wait`` seconds have passed, and 0 once the answer was read to its end. A drop raises
         ``RangeFailed``, after the bytes that arrived before it were returned."""
         with self._call():
             return self._read_into(buf, limit, max_wait)
 
-    def _read_into(self, buf: bytearray, limit: int, max_wait: float) -> int:
+    def _read_into(self, buf: bytearray | memoryview, limit: int, max_wait: float) -> int:
         if self._error is not None:
             error, self._error = self._error, None
             raise error

@@ -123,9 +123,9 @@ def test_a_file_is_sent_whole_from_a_corked_socket_that_is_uncorked_after(
     cork_while_sending: list[int] = []
     send_step = http_protocol._send_step
 
-    def watched_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool]:
+    def watched_step(sock: int, fd: int, offset: int, count: int, until: float, loans: object) -> tuple[int, bool]:
         cork_while_sending.append(_corked(server))
-        return send_step(sock, fd, offset, count, until)
+        return send_step(sock, fd, offset, count, until, loans)
 
     monkeypatch.setattr(http_protocol, "_send_step", watched_step)
     monkeypatch.setattr(http_protocol, "SENDFILE_STEP", 1024 * 1024)  # several steps
@@ -151,8 +151,9 @@ def test_a_step_whose_time_is_up_comes_back_to_the_event_loop_and_the_answer_goe
     steps: list[int] = []
     send_step = http_protocol._send_step
 
-    def counted_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool | str]:
-        sent, more = send_step(sock, fd, offset, count, until)
+    def counted_step(sock: int, fd: int, offset: int, count: int, until: float,
+                    loans: object) -> tuple[int, bool | str]:
+        sent, more = send_step(sock, fd, offset, count, until, loans)
         steps.append(sent)
         return sent, more
 
@@ -184,9 +185,10 @@ def test_a_full_socket_is_waited_for_on_the_event_loop_not_in_a_thread(
     results: list[tuple[int, bool | str, float]] = []
     send_step = http_protocol._send_step
 
-    def timed_step(sock: int, fd: int, offset: int, count: int, until: float) -> tuple[int, bool | str]:
+    def timed_step(sock: int, fd: int, offset: int, count: int, until: float,
+                  loans: object) -> tuple[int, bool | str]:
         started = time.monotonic()
-        sent, more = send_step(sock, fd, offset, count, until)
+        sent, more = send_step(sock, fd, offset, count, until, loans)
         results.append((sent, more, time.monotonic() - started))
         return sent, more
 
