@@ -15,6 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+from hubproxy.cache.spool import Spool
 from tests.fakehub import FakeHub
 from tests.helpers import ProxyProcess, request, scrape, value, wait_until
 
@@ -22,6 +25,13 @@ MIB = 1024 * 1024
 #: Small parts, and any first stream counts as fast: the rest of the blob comes in one stream after the probe's part.
 FAST = {"fill_connections": "4", "fill_part_bytes": str(2 * MIB), "fill_single_stream_mbps": "0.001"}
 SENT = "hubproxy_fill_sent_bytes_total"
+
+
+@pytest.fixture(autouse=True)
+def _direct_io_here(tmp_path: Path) -> None:
+    """Direct writes need a local disk filesystem under the tests' data dirs (not tmpfs)."""
+    if not Spool(tmp_path, direct_writes=True).direct_writes:
+        pytest.skip("the tests' temporary folder is on a filesystem without direct writes (tmpfs, NFS)")
 
 
 def _blob(hub: FakeHub, name: str, size: int) -> tuple[bytes, str]:

@@ -226,6 +226,10 @@ NETWORK_FILESYSTEMS = frozenset({0x6969, 0xFF534D42, 0xFE534D42, 0x00C36400, 0x6
                                  0x47504653, 0x5346414F, 0x6B414653})
 
 
+#: ``statfs`` magic number of tmpfs.
+TMPFS = 0x01021994
+
+
 def filesystem_type(path: Path | str) -> int | None:
     """The ``statfs(2)`` magic number of the filesystem holding ``path`` (None where it cannot be read)."""
     if LIBC is None:
@@ -244,9 +248,11 @@ class Spool:
         self.folder.mkdir(parents=True, exist_ok=True)
         #: Whether the spool is on a network filesystem (then its pages are not made ahead of the writers).
         self.network_filesystem = filesystem_type(self.folder) in NETWORK_FILESYSTEMS
-        #: Whether fills may write whole pages with direct I/O (never on a network filesystem: other machines
-        #: read the file there, and its client caches pages of its own).
-        self.direct_writes = direct_writes and not self.network_filesystem and hasattr(os, "O_DIRECT")
+        #: Whether fills may write whole pages with direct I/O: never on a network filesystem (other machines
+        #: read the file there, and its client caches pages of its own), nor on tmpfs (its pages are the file).
+        kind = filesystem_type(self.folder)
+        self.direct_writes = (direct_writes and hasattr(os, "O_DIRECT") and kind != TMPFS
+                              and kind not in NETWORK_FILESYSTEMS)
 
     def part_path(self, key: str) -> str:
         if not is_blob_key(key):
