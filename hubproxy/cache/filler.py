@@ -77,6 +77,8 @@ class Filler:
             hashing.cancel()
             if warming is not None:
                 warming.cancel()
+            # Readers sending from the kept buffers keep them (``FeedReader``); later ones read the file.
+            fill.loans = None
         if digest != fill.key:
             raise BlobMismatch(f"blob {fill.key} failed verification (got {digest})")
 

@@ -268,6 +268,15 @@ class LaneBuffers:
         self._current = memoryview(mmap.mmap(-1, self.size + ALIGN) if self.aligned else bytearray(self.size))
         return self._current
 
+    def close(self) -> None:
+        """The lane stopped short (a drop): take its loans back now, read or not (unread ones are hashed from the
+        spool, and readers not past them are sent them from the file), so that the lane resuming the part
+        finds room in the feed."""
+        while self._ring:
+            _, loan, _ = self._ring.popleft()
+            if loan is not None:
+                self.feed.reclaim(loan, wait=0)
+
     def written(self, offset: int, batch: memoryview, after_written: bool) -> None:
         """``batch``, received into the buffer ``next`` gave last, is written at ``offset``: lend it to the hasher
         (``after_written``: every byte before it is written)."""

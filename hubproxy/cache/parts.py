@@ -13,15 +13,16 @@ through the upstream again. Once the probe has shown that the upstream serves ra
 received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
 buffers, off the event loop; an answer those connections cannot take (a redirect, a proxy in the way)
 sends the fill back to the upstream client. Each part so received (the blob's one stream after the probe,
-or each of many parts) is received and written by one thread of its own that only reports its progress to
-the event loop (one batch costs no hand-offs between threads), and lends each batch it wrote to the hasher,
-which follows the prefix (``hashfeed.py``).
+or each of many parts) is received and written by one thread of its own (``lane.py``) that only reports its
+progress to the event loop (one batch costs no hand-offs between threads), and lends each batch it wrote to the
+hasher, which follows the prefix (``hashfeed.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -31,10 +32,10 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from hubproxy.cache.hashfeed import ALIGN, KEPT_LANE_BUFFERS, HashFeed, LaneBuffers
+from hubproxy.cache.hashfeed import KEPT_LANE_BUFFERS, HashFeed
+from hubproxy.cache.lane import LANE_BATCH_BYTES, receive_part
 from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
-from hubproxy.cache.spoolwriter import SpoolWriter
 from hubproxy.direct import route
 from hubproxy.observability import metrics
 from hubproxy.threads import submit_from_worker
@@ -50,9 +51,6 @@ log = logging.getLogger(__name__)
 #: Write to disk in batches of this size, or every FLUSH_INTERVAL seconds (readers see bytes that soon).
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL = 0.05
-#: Batch size of each part received by a thread (one such buffer per part in flight, and a few more while the
-#: hasher reads the batches it was lent: ``hashfeed.LaneBuffers``).
-LANE_BATCH_BYTES = 1024 * 1024
 #: Longest pause between looks at what other processes following a fill want.
 SHARE_INTERVAL = 0.02
 #: Bytes of the probe's answer that measure its stream's speed.
@@ -277,14 +275,10 @@ class PartedDownload:
         await self._receive_lane(conn, part)
 
     async def _receive_lane(self, conn: RangeConnection, part: Part) -> None:
-        """Receive the answer on ``conn`` into ``part``: one worker thread reads a batch and writes it, batch after
-        batch, and tells the event loop where the part got to. The socket's buffer keeps receiving while a batch
-        is written, and the hash follows the prefix in a thread of its own, reading these bytes from the spool
-        once the prefix reaches them: receive-and-write and hash overlap without a hand-off per batch, for one
-        stream as for many parts. What arrived before a drop is kept."""
+        """Receive the answer on ``conn`` into ``part`` in a lane thread (``lane.py``), which tells the event loop
+        where the part got to. What arrived before a drop is kept."""
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        start, end = part.pos, part.end
 
         def landed(pos: int) -> None:
             metrics.UPSTREAM_BYTES.inc(pos - part.pos)
@@ -296,33 +290,10 @@ class PartedDownload:
         if direct:
             self.feed.keep_for_readers(KEPT_LANE_BUFFERS * LANE_BATCH_BYTES)
             self.fill.loans = self.feed
-
-        def lane() -> None:
-            # Direct writes wait for the disk: a thread of their own makes them while this one receives.
-            writer = SpoolWriter(self.spool, start, lambda pos: loop.call_soon_threadsafe(landed, pos)) if direct else None
-            ring = LaneBuffers(self.feed, min(LANE_BATCH_BYTES, end - start), aligned=direct,
-                               wait_written=writer.wait_written if writer else None)
-            pos = start
-            try:
-                while pos < end and not stop.is_set():
-                    skew = pos % ALIGN if direct else 0
-                    buf = ring.next()[skew:skew + min(ring.size, end - pos)]
-                    got = conn.read_into(buf, len(buf), FLUSH_INTERVAL)
-                    if not got or stop.is_set():
-                        return
-                    batch = buf[:got]
-                    if writer is None:
-                        self.spool.write_at([batch], pos)
-                    ring.written(pos, batch, self.fill.written >= part.start)  # the prefix reached this part
-                    pos += got
-                    if writer is None:
-                        loop.call_soon_threadsafe(landed, pos)
-                    else:
-                        writer.put(batch, pos - got)
-            finally:
-                if writer is not None:  # what arrived before a drop is kept; after a stop, nothing more is written
-                    writer.close(drain=not stop.is_set())
-
+        lane = functools.partial(receive_part, conn, self.spool, self.feed, part.pos, part.end, direct=direct,
+                                 landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
+                                 prefix_reached=lambda: self.fill.written >= part.start, stop=stop,
+                                 max_wait=FLUSH_INTERVAL)
         submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
         running: Future[None] | None = None
         try:

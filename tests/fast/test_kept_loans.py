@@ -207,3 +207,18 @@ def test_a_failed_write_reaches_the_lane(tmp_path: Path, monkeypatch: pytest.Mon
         writer.close(drain=True)
     assert told == []
     file.finish()
+
+
+def test_a_lane_stopped_short_gives_its_loans_back_so_the_resuming_lane_finds_room() -> None:
+    feed = _kept(limit=2 * 4096)
+    ring = LaneBuffers(feed, 4096)
+    reader = feed.reader(0)  # never sends: would hold each buffer a while
+    for i in range(2):
+        buf = ring.next()
+        ring.written(i * 4096, buf[:4096], after_written=False)
+    assert not feed.lend(2 * 4096, b"x" * 4096)  # full
+    started = time.monotonic()
+    ring.close()  # the drop: taken back at once, unread, the reader let go
+    assert time.monotonic() - started < 0.2
+    assert reader.borrow(0) is None
+    assert feed.lend(2 * 4096, b"x" * 4096)

@@ -1,0 +1,61 @@
+"""A lane: the worker thread that receives one part's answer on a blocking connection, batch after batch, writes
+each batch into the spool file and lends it to the fill's hasher (``hashfeed.py``).
+
+The socket's buffer keeps receiving while a batch is written, and the hash follows the prefix in a thread of its
+own: receiving, writing and hashing overlap without a hand-off through the event loop per batch, for one stream
+as for many parts. A direct lane (the blob's one fast stream on a spool that takes ``O_DIRECT``) receives into
+page-aligned buffers, has a thread of its own write them past the page cache (``spoolwriter.py``) and keeps its
+last buffers for the fill's readers to be sent from.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from hubproxy.cache.hashfeed import ALIGN, HashFeed, LaneBuffers
+from hubproxy.cache.spool import SpoolFile
+from hubproxy.cache.spoolwriter import SpoolWriter
+from hubproxy.upstream.ranged import RangeConnection
+
+#: Batch size of each part received by a lane (one such buffer per part in flight, and a few more while the
+#: hasher or the fill's readers use the batches it lent: ``hashfeed.LaneBuffers``).
+LANE_BATCH_BYTES = 1024 * 1024
+
+
+def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start: int, end: int, *, direct: bool,
+                 landed: Callable[[int], None], prefix_reached: Callable[[], bool], stop: threading.Event,
+                 max_wait: float) -> None:
+    """(In a lane thread.) Receive bytes ``[start, end)`` from ``conn``'s answer into the spool file until they are
+    all there, the answer ends or ``stop`` is set; ``landed(pos)`` (callable from any thread) is told, in order,
+    that every byte before ``pos`` is in the file. A batch is handed over after at most ``max_wait`` seconds of
+    receiving. ``prefix_reached()``: whether every byte before ``start`` is written. What arrived before a drop is
+    kept (written before the error is raised)."""
+    # Direct writes wait for the disk: a thread of their own makes them while this one receives.
+    writer = SpoolWriter(spool, start, landed) if direct else None
+    ring = LaneBuffers(feed, min(LANE_BATCH_BYTES, end - start), aligned=direct,
+                       wait_written=writer.wait_written if writer else None)
+    pos = start
+    try:
+        while pos < end and not stop.is_set():
+            skew = pos % ALIGN if direct else 0
+            buf = ring.next()[skew:skew + min(ring.size, end - pos)]
+            got = conn.read_into(buf, len(buf), max_wait)
+            if not got or stop.is_set():
+                return
+            batch = buf[:got]
+            if writer is None:
+                spool.write_at([batch], pos)
+            ring.written(pos, batch, prefix_reached())
+            if writer is None:
+                landed(pos + got)
+            else:
+                writer.put(batch, pos)
+            pos += got
+    finally:
+        try:
+            if writer is not None:  # what arrived before a drop is kept; after a stop, nothing more is written
+                writer.close(drain=not stop.is_set())
+        finally:
+            if pos < end:
+                ring.close()
