@@ -21,9 +21,9 @@ MIB = 1024 * 1024
 KEY = "ab" * 32
 
 
-def _kept(limit: int = 64 * MIB) -> HashFeed:
+def _kept() -> HashFeed:
     feed = HashFeed()
-    feed.keep_for_readers(limit)
+    feed.keep_for_readers(64 * MIB)
     return feed
 
 
@@ -210,7 +210,8 @@ def test_a_failed_write_reaches_the_lane(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_a_lane_stopped_short_gives_its_loans_back_so_the_resuming_lane_finds_room() -> None:
-    feed = _kept(limit=2 * 4096)
+    feed = HashFeed(limit=2 * 4096)
+    feed.keep_for_readers(0)
     ring = LaneBuffers(feed, 4096)
     reader = feed.reader(0)  # never sends: would hold each buffer a while
     for i in range(2):
