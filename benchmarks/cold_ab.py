@@ -1,0 +1,116 @@
+"""One unthrottled cold download in turns between variants: hubproxy code trees and/or settings.
+
+Each round starts a fresh hubproxy per variant (after a pause, so that memory freed by the round before has gone
+back to the VM's host, as between the cold rows of ``run.py``) in front of the fake hub, downloads the file once
+with curl, and prints the time, the CPU hubproxy's processes used meanwhile, where the fill's readers were sent
+the bytes from and where its hash read them (``/metrics``); the stored blob is checked against its sha256.
+
+    python benchmarks/cold_ab.py --variant /path/to/tree:fill_direct_writes=false --variant .: --rounds 4
+
+A variant is ``TREE:SETTINGS``: a checkout whose ``hubproxy`` package runs (``.`` for this one) and settings as
+``name=value`` separated by commas (HUBPROXY_* variables). A diagnostic for changes to the cold path, not a
+benchmark row: it has no reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import BIG, REPO, SMALL, curl_time, start_fakehub, start_hubproxy  # noqa: E402
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children so far (hubproxy's workers are its children)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if entry == str(pid) or fields[1] == str(pid):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def counters(url: str, name: str) -> dict[str, float]:
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    return {source: float(v) for source, v in re.findall(name + r'\{source="(\w+)"\} (\S+)', text)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", action="append", required=True, help="TREE:name=value,... (repeatable)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--pause", type=float, default=3.0, help="seconds before each download")
+    args = ap.parse_args()
+    here = Path.cwd()
+    work = Path(tempfile.mkdtemp(prefix="hubproxy-cold-ab-"))
+    procs = []
+    try:
+        files = work / "files"
+        files.mkdir()
+        digest = hashlib.sha256()
+        with open(files / BIG, "wb") as f:
+            for _ in range(args.size_mib):
+                block = os.urandom(1024 * 1024)
+                digest.update(block)
+                f.write(block)
+        (files / SMALL).write_text('{"model_type": "bench"}')
+        hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL}, None)
+        procs.append(hub)
+        for rnd in range(args.rounds):
+            for variant in args.variant:
+                tree, _, settings = variant.partition(":")
+                env = dict(item.split("=", 1) for item in settings.split(",") if item)
+                data = work / f"data-{rnd}"
+                time.sleep(args.pause)
+                # ``python -m hubproxy`` imports from its working directory first: the variant's tree.
+                os.chdir(Path(tree).resolve())
+                try:
+                    proc, url = start_hubproxy(hub_url, data, work, **env)
+                finally:
+                    os.chdir(here)
+                try:
+                    curl_time(f"{url}/{REPO}/resolve/main/{SMALL}")
+                    before = tree_cpu_seconds(proc.p.pid)
+                    seconds = curl_time(f"{url}/{REPO}/resolve/main/{BIG}")
+                    cpu = tree_cpu_seconds(proc.p.pid) - before
+                    sent = counters(url, "hubproxy_fill_sent_bytes_total")
+                    hashed = counters(url, "hubproxy_fill_hashed_bytes_total")
+                    stored = data / "blobs" / digest.hexdigest()[:2] / digest.hexdigest()
+                    deadline = time.monotonic() + 60
+                    while not stored.exists() and time.monotonic() < deadline:  # stored after the last byte went out
+                        time.sleep(0.1)
+                finally:
+                    proc.stop()
+                check = hashlib.sha256()
+                with open(stored, "rb") as f:
+                    while block := f.read(1 << 24):
+                        check.update(block)
+                assert check.hexdigest() == digest.hexdigest(), "the stored blob is not the file"
+                shutil.rmtree(data, ignore_errors=True)
+                mib = {k: round(v / 2**20) for k, v in sent.items()}
+                print(f"round {rnd + 1} {variant}: {seconds:.2f} s, hubproxy {cpu:.2f} core-s, sent MiB {mib}, "
+                      f"hashed MiB { {k: round(v / 2**20) for k, v in hashed.items()} }", flush=True)
+    finally:
+        for proc in procs:
+            proc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
