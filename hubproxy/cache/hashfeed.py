@@ -41,9 +41,9 @@ RECLAIM_WAIT_SECONDS = 0.25
 #: prototype above (1 MiB batches), 3 buffers gave 1.26-1.38 s per GiB, 4 gave 1.15-1.18 s, 6 gave 1.00-1.09 s
 #: and 10 gave 1.03-1.05 s: the writer must be able to run a few batches ahead of the hasher.
 LANE_BUFFERS = 6
-#: Most buffers of a writer whose loans are kept for readers: the bytes it wrote last, which the fill's readers,
-#: a few batches behind it, send from.
-KEPT_LANE_BUFFERS = 32
+#: Most buffers of a writer whose loans are kept for readers (``lane.DIRECT_BATCH_BYTES`` each, 32 MiB): the bytes
+#: it wrote last, which the fill's readers, a few batches behind it, are sent from.
+KEPT_LANE_BUFFERS = 8
 #: Alignment of direct I/O (``O_DIRECT``): buffers, offsets and lengths in multiples of it.
 ALIGN = 4096
 

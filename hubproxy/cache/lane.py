@@ -19,8 +19,13 @@ from hubproxy.cache.spoolwriter import SpoolWriter
 from hubproxy.upstream.ranged import RangeConnection
 
 #: Batch size of each part received by a lane (one such buffer per part in flight, and a few more while the
-#: hasher or the fill's readers use the batches it lent: ``hashfeed.LaneBuffers``).
+#: hasher uses the batches it lent: ``hashfeed.LaneBuffers``).
 LANE_BATCH_BYTES = 1024 * 1024
+#: Batch size of a direct lane (one per fill, its buffers kept for readers): every batch costs a loan, a write, a
+#: telling of the event loop and a piece sent to each reader. One cold GiB (``benchmarks/cold_ab.py``, four
+#: rounds in turns): 1 MiB batches 1.30-1.55 s at 1.77-1.97 hubproxy core-seconds, 4 MiB 1.12-1.25 s at
+#: 1.46-1.52; 8 MiB (four buffers) against 4 MiB: 1.08-1.14 s and 1.09-1.17 s, 1.32-1.40 and 1.37-1.42.
+DIRECT_BATCH_BYTES = 4 * 1024 * 1024
 
 
 def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start: int, end: int, *, direct: bool,
@@ -33,7 +38,7 @@ def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start:
     kept (written before the error is raised)."""
     # Direct writes wait for the disk: a thread of their own makes them while this one receives.
     writer = SpoolWriter(spool, start, landed) if direct else None
-    ring = LaneBuffers(feed, min(LANE_BATCH_BYTES, end - start), aligned=direct,
+    ring = LaneBuffers(feed, min(DIRECT_BATCH_BYTES if direct else LANE_BATCH_BYTES, end - start), aligned=direct,
                        wait_written=writer.wait_written if writer else None)
     pos = start
     try:

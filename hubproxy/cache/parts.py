@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from hubproxy.cache.hashfeed import KEPT_LANE_BUFFERS, HashFeed
-from hubproxy.cache.lane import LANE_BATCH_BYTES, receive_part
+from hubproxy.cache.lane import DIRECT_BATCH_BYTES, receive_part
 from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
 from hubproxy.direct import route
@@ -288,7 +288,7 @@ class PartedDownload:
         # the bytes from the lane's buffers, kept for them (``hashfeed.py``).
         direct = self.spool.direct and not self.parallel
         if direct:
-            self.feed.keep_for_readers(KEPT_LANE_BUFFERS * LANE_BATCH_BYTES)
+            self.feed.keep_for_readers(KEPT_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
         lane = functools.partial(receive_part, conn, self.spool, self.feed, part.pos, part.end, direct=direct,
                                  landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
