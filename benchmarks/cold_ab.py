@@ -1,4 +1,5 @@
-"""One unthrottled cold download in turns between variants: hubproxy code trees and/or settings.
+"""One cold download (unthrottled, or ``--throttle-mbps`` per connection) in turns between variants: hubproxy
+code trees and/or settings.
 
 Each round starts a fresh hubproxy per variant (after a pause, so that memory freed by the round before has gone
 back to the VM's host, as between the cold rows of ``run.py``) in front of the fake hub, downloads the file once
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--pause", type=float, default=3.0, help="seconds before each download")
+    ap.add_argument("--throttle-mbps", type=float, default=0, help="per-connection upstream limit, MB/s (0: none)")
     args = ap.parse_args()
     here = Path.cwd()
     work = Path(tempfile.mkdtemp(prefix="hubproxy-cold-ab-"))
@@ -70,7 +72,7 @@ def main() -> None:
                 digest.update(block)
                 f.write(block)
         (files / SMALL).write_text('{"model_type": "bench"}')
-        hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL}, None)
+        hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL}, args.throttle_mbps * 1e6 or None)
         procs.append(hub)
         for rnd in range(args.rounds):
             for variant in args.variant:
