@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--pause", type=float, default=3.0, help="seconds before each download")
+    ap.add_argument("--keep-work", action="store_true", help="keep the work folder (hubproxy's logs) and say where")
     ap.add_argument("--throttle-mbps", type=float, default=0, help="per-connection upstream limit, MB/s (0: none)")
     args = ap.parse_args()
     here = Path.cwd()
@@ -111,7 +112,11 @@ def main() -> None:
     finally:
         for proc in procs:
             proc.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep_work:
+            (files / BIG).unlink(missing_ok=True)
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
