@@ -121,7 +121,7 @@ def test_a_slow_reader_does_not_hold_up_the_fast_fill(make_proxy, fakehub: FakeH
                 got.extend(chunk)
                 started.set()
                 if not hurry.is_set():
-                    time.sleep(0.05)
+                    time.sleep(0.1)
         finally:
             conn.close()
 
