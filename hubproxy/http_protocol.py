@@ -11,9 +11,10 @@
   kernel (``sendfile(2)``) once the answer's headers have left. ``BodyResponse`` uses it for blobs on local
   disk (stored or being filled): no copy through Python and no buffer per client, as nginx serves files.
   Bytes of a fill still in the buffers they were written from, past the page cache, are written from those
-  buffers instead (``await sendfile(fd, offset, count, loans)``). The same extension's ``await relay(sock, count) -> sent`` moves bytes still on another socket (an
-  object's body arriving from the S3 bucket, ``store/rawget.py``) to the client with ``read(2)`` and
-  ``write(2)`` through one buffer per answer, so they never become Python objects either. (``splice(2)``
+  buffers instead (``await sendfile(fd, offset, count, loans)``). The same extension's
+  ``await relay(sock, count) -> sent`` moves bytes still on another socket (an object's body arriving from the
+  S3 bucket, ``store/rawget.py``) to the client with ``read(2)`` and ``write(2)`` through one buffer per answer,
+  so they never become Python objects either. (``splice(2)``
   through a pipe, which copies nothing, was slower on loopback: 256 MiB took 134-153 ms against 73-96 ms
   for the buffer in a standalone relay, 137 ms against 100 ms in hubproxy.) Those bytes never pass ``send``,
   so it reports them to middleware in empty body messages carrying ``DIRECT_BYTES`` (the access log and
