@@ -78,9 +78,12 @@ class FillBody:
             return
         async with contextlib.aclosing(self._spans()) as pieces:  # the pieces zero-copy sending gets, in chunks
             async for piece in pieces:
-                fd, pos, limit = (piece.fd, piece.start, piece.end) if isinstance(piece, LoanedSpan) else piece
+                if isinstance(piece, LoanedSpan):
+                    fd, pos, limit, loans = piece.fd, piece.start, piece.end, piece.loans
+                else:
+                    (fd, pos, limit), loans = piece, None
                 while pos < limit:
-                    data = await asyncio.to_thread(os.pread, fd, min(limit - pos, self.chunk_size), pos)
+                    data = await asyncio.to_thread(_read_chunk, fd, pos, min(limit - pos, self.chunk_size), loans)
                     if not data:
                         raise FillError("fill data vanished")
                     pos += len(data)
@@ -94,3 +97,22 @@ class FillBody:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _read_chunk(fd: int, pos: int, size: int, loans: LoanReader | None) -> bytes:
+    """(In a thread.) Up to ``size`` bytes of the fill from ``pos``: copied from the buffer holding them if
+    ``loans`` has one, else read from the spool file; the reader's progress is reported to ``loans`` either way
+    (a followed reader that never reported it would hold the fill's writer up)."""
+    lent = loans.borrow(pos) if loans is not None else None
+    if lent is None:
+        data = os.pread(fd, size, pos)
+        if loans is not None:
+            loans.reached(pos + len(data))
+        return data
+    data = b""
+    try:
+        data = bytes(lent[1][:size])
+    finally:
+        loans.give_back(lent[0], pos + len(data))  # type: ignore[union-attr]
+    return data
+

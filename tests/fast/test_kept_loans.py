@@ -3,6 +3,7 @@ pages written with direct I/O (``spool.py``) by a thread of their own (``spoolwr
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import mmap
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hubproxy.cache.fill import Fill
+from hubproxy.cache.fillbody import FillBody
 from hubproxy.cache.hashfeed import ALIGN, KEPT_LANE_BUFFERS, HashFeed, LaneBuffers
 from hubproxy.cache.spool import Spool
 from hubproxy.cache.spoolwriter import SpoolWriter
@@ -223,3 +226,52 @@ def test_a_lane_stopped_short_gives_its_loans_back_so_the_resuming_lane_finds_ro
     assert time.monotonic() - started < 0.2
     assert reader.borrow(0) is None
     assert feed.lend(2 * 4096, b"x" * 4096)
+
+
+def test_a_reader_without_zero_copy_is_given_the_kept_bytes(tmp_path: Path) -> None:
+    """The chunked path of a fill's reader (no ``sendfile`` extension: TLS, in-process clients) copies bytes from
+    the kept buffers, and says where it got to, so the lane reusing a buffer does not wait for it."""
+    size = 3 * 4096
+    data = os.urandom(size)
+    spooled = tmp_path / "blob.part"
+    spooled.write_bytes(data[:4096] + bytes(size - 4096))  # the file holds zeros where only the buffer has the bytes
+
+    async def run() -> bytes:
+        fill = Fill(KEY, size, str(spooled), "/repo/resolve/main/file", None)  # type: ignore[arg-type]
+        feed = _kept()
+        assert feed.lend(4096, data[4096:], after_written=True)
+        feed.passed(size)  # hashed
+        fill.loans, fill.written, fill.verified = feed, size, True
+        body = await FillBody.open(fill, 0, size, 4096)
+        try:
+            got = b"".join([chunk async for chunk in body])
+        finally:
+            await body.aclose()
+        return got
+
+    assert asyncio.run(run()) == data  # bytes 4096 on came from the buffer, not from the file's zeros
+
+
+def test_the_chunked_reader_reports_its_progress_to_the_lane(tmp_path: Path) -> None:
+    size = 2 * 4096
+    data = os.urandom(size)
+    spooled = tmp_path / "blob.part"
+    spooled.write_bytes(data)
+    feed = _kept()
+    feed.lend(0, data[:4096])
+    feed.lend(4096, data[4096:])
+    feed.passed(size)
+
+    async def run() -> float:
+        fill = Fill(KEY, size, str(spooled), "/repo/resolve/main/file", None)  # type: ignore[arg-type]
+        fill.loans, fill.written, fill.verified = feed, size, True
+        body = await FillBody.open(fill, 0, size, 4096)
+        chunks = aiter(body)
+        assert await anext(chunks) == data[:4096]  # the reader is still open, past the first loan
+        started = time.monotonic()
+        await asyncio.to_thread(feed.reclaim, 0, 5.0)  # the lane reusing that buffer: not held up
+        waited = time.monotonic() - started
+        await body.aclose()
+        return waited
+
+    assert asyncio.run(run()) < 1
