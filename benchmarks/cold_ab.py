@@ -16,7 +16,6 @@ benchmark row: it has no reference.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -28,22 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import BIG, REPO, SMALL, curl_time, start_fakehub, start_hubproxy  # noqa: E402
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its children so far (hubproxy's workers are its children)."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if entry == str(pid) or fields[1] == str(pid):
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+from benchmarks.common import (  # noqa: E402
+    BIG,
+    REPO,
+    SMALL,
+    cpu_seconds_of_tree,
+    curl_time,
+    sha256_file,
+    start_fakehub,
+    start_hubproxy,
+)
 
 
 def counters(url: str, name: str) -> dict[str, float]:
@@ -66,12 +59,10 @@ def main() -> None:
     try:
         files = work / "files"
         files.mkdir()
-        digest = hashlib.sha256()
         with open(files / BIG, "wb") as f:
             for _ in range(args.size_mib):
-                block = os.urandom(1024 * 1024)
-                digest.update(block)
-                f.write(block)
+                f.write(os.urandom(1024 * 1024))
+        sha = sha256_file(files / BIG)
         (files / SMALL).write_text('{"model_type": "bench"}')
         hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL}, args.throttle_mbps * 1e6 or None)
         procs.append(hub)
@@ -89,22 +80,18 @@ def main() -> None:
                     os.chdir(here)
                 try:
                     curl_time(f"{url}/{REPO}/resolve/main/{SMALL}")
-                    before = tree_cpu_seconds(proc.p.pid)
+                    before = cpu_seconds_of_tree(proc.p.pid)
                     seconds = curl_time(f"{url}/{REPO}/resolve/main/{BIG}")
-                    cpu = tree_cpu_seconds(proc.p.pid) - before
+                    cpu = cpu_seconds_of_tree(proc.p.pid) - before
                     sent = counters(url, "hubproxy_fill_sent_bytes_total")
                     hashed = counters(url, "hubproxy_fill_hashed_bytes_total")
-                    stored = data / "blobs" / digest.hexdigest()[:2] / digest.hexdigest()
+                    stored = data / "blobs" / sha[:2] / sha
                     deadline = time.monotonic() + 60
                     while not stored.exists() and time.monotonic() < deadline:  # stored after the last byte went out
                         time.sleep(0.1)
                 finally:
                     proc.stop()
-                check = hashlib.sha256()
-                with open(stored, "rb") as f:
-                    while block := f.read(1 << 24):
-                        check.update(block)
-                assert check.hexdigest() == digest.hexdigest(), "the stored blob is not the file"
+                assert sha256_file(stored) == sha, "the stored blob is not the file"
                 shutil.rmtree(data, ignore_errors=True)
                 mib = {k: round(v / 2**20) for k, v in sent.items()}
                 print(f"round {rnd + 1} {variant}: {seconds:.2f} s, hubproxy {cpu:.2f} core-s, sent MiB {mib}, "

@@ -174,16 +174,33 @@ def parallel_curls(url: str, n: int) -> float:
     return time.monotonic() - t0
 
 
-def rss_of_tree(pid: int) -> int:
-    """Resident memory of a process and its children, in bytes."""
-    total = 0
+def tree_pids(pid: int) -> list[int]:
+    """A process and its children (hubproxy's worker processes)."""
     pids = [pid]
     try:
         children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
         pids += [int(c) for c in children]
     except OSError:
         pass
-    for p in pids:
+    return pids
+
+
+def cpu_seconds_of_tree(pid: int) -> float:
+    """User and system CPU a process and its children have used so far."""
+    ticks = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_of_tree(pid: int) -> int:
+    """Resident memory of a process and its children, in bytes."""
+    total = 0
+    for p in tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

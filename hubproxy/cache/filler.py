@@ -134,10 +134,10 @@ class PrefixHasher:
     """Hashes the blob's prefix as it grows: from the batches its writers lend (``hashfeed.py``) while they are
     still in the CPU's caches, else reading it back from the spool file's cached pages."""
 
-    def __init__(self, fill: Fill, path: str, feed: HashFeed | None = None) -> None:
+    def __init__(self, fill: Fill, path: str, feed: HashFeed) -> None:
         self.fill = fill
         self.path = path
-        self.feed = feed or HashFeed()
+        self.feed = feed
         self.hasher = BlobHasher(fill.key, fill.size)
         self.hashed = 0
 

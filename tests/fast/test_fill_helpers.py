@@ -18,6 +18,7 @@ from hubproxy.cache import spool as spool_module
 from hubproxy.cache.fill import Fill
 from hubproxy.cache.fillbody import FillBody
 from hubproxy.cache.filler import WARM_STEP_BYTES, PrefixHasher, warm_pages
+from hubproxy.cache.hashfeed import HashFeed
 from hubproxy.cache.spool import Spool, filesystem_type
 from hubproxy.cache.upload import UPLOAD_NICE, feed_upload
 from hubproxy.descriptors import open_for_reading
@@ -160,7 +161,7 @@ def test_a_cancelled_hasher_closes_its_descriptor_only_once_its_call_left(tmp_pa
         before = open_descriptors()
         fill = Fill(KEY, MIB, str(path), "alice/x/resolve/main/f", store=None)  # type: ignore[arg-type]
         fill.written = MIB
-        hashing = asyncio.create_task(PrefixHasher(fill, str(path)).run())
+        hashing = asyncio.create_task(PrefixHasher(fill, str(path), HashFeed()).run())
         while not entered.is_set():
             await asyncio.sleep(0.005)
         hashing.cancel()
