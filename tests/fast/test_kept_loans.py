@@ -141,7 +141,9 @@ def test_a_direct_write_puts_every_byte_where_it_belongs(tmp_path: Path, offset:
     buf[skew:skew + length] = data
     before = os.urandom(offset)
     file.write_at([before], 0)
+    direct = file.direct
     file.write_aligned(buf[skew:skew + length], offset)
+    assert file.direct == direct  # an aligned buffer never needs the page-cache fallback
     file.close()
     assert Path(file.path).read_bytes() == before + data
     file.finish()
