@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import signal
@@ -14,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.fakehub import FakeHub
-from tests.helpers import ROOT, request, scrape, value
+from tests.helpers import ROOT, hubproxy_cli, request, scrape, value, wait_until
 
 
 def test_metrics_ready_and_logs(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
@@ -162,3 +164,52 @@ def test_bad_settings_are_named_at_start(tmp_path: Path) -> None:
                               timeout=30)
         setting = "s3_bucket" if name == "STORE" else name.lower()
         assert proc.returncode == 2 and f"'{setting}'" in proc.stderr, (name, proc.stderr)
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The worker processes a multi-worker ``hubproxy serve`` (the parent) runs now (not its resource tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_killed_workers_leave_no_stale_gauges(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    """Workers killed mid-fill (OOM, a hung worker's kill) are replaced by the server; the sums of a scrape must
+    not keep their last gauge values: no fill stays "in flight" and the cache's size follows the store, while their
+    counters still count."""
+    small, slow = os.urandom(1024 * 1024), os.urandom(16 * 1024 * 1024)
+    fakehub.add_commit("model", "alice/gauges", {"small.safetensors": small, "slow.safetensors": slow})
+    proxy = make_proxy(workers="2", maintenance_interval="0.3")
+    url = proxy.url + "/alice/gauges/resolve/main/"
+    assert request("GET", url + "small.safetensors")[2] == small
+    assert wait_until(lambda: value(scrape(proxy.url), "hubproxy_cache_size_bytes") == len(small), timeout=20)
+    fakehub.throttle_bps = 256 * 1024  # 16 MiB at that per connection: the fill runs for seconds
+
+    def cut_short() -> None:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            request("GET", url + "slow.safetensors")
+
+    client = threading.Thread(target=cut_short)
+    client.start()
+    assert wait_until(lambda: value(scrape(proxy.url), "hubproxy_fills_in_flight") == 1, timeout=20)
+    counted = value(scrape(proxy.url), "hubproxy_requests_total", route="resolve", method="GET", status="200")
+    assert proxy.proc is not None
+    killed = worker_pids(proxy.proc.pid)
+    assert len(killed) == 2
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    client.join(30)
+    fakehub.throttle_bps = None
+
+    def replaced() -> bool:
+        pids = worker_pids(proxy.proc.pid)  # type: ignore[union-attr]
+        return len(pids) == 2 and not set(pids) & set(killed) and request("GET", proxy.url + "/health")[0] == 200
+
+    assert wait_until(replaced, timeout=30)
+    assert wait_until(lambda: value(scrape(proxy.url), "hubproxy_fills_in_flight") == 0, timeout=10), \
+        value(scrape(proxy.url), "hubproxy_fills_in_flight")
+    # The dead workers' counters stay in the sums (a counter must never go down).
+    assert value(scrape(proxy.url), "hubproxy_requests_total", route="resolve", method="GET", status="200") >= counted
+    # The store shrinks while the dead workers' last report of its size was larger: the size follows the store.
+    hubproxy_cli(proxy.data_dir, "cache", "purge", "alice/gauges")
+    assert wait_until(lambda: value(scrape(proxy.url), "hubproxy_cache_size_bytes") == 0, timeout=20), \
+        value(scrape(proxy.url), "hubproxy_cache_size_bytes")

@@ -2,13 +2,16 @@
 
 Metric objects are module globals: one server process is one app. With ``workers: N`` the
 server sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, prometheus_client then
-keeps values in files there, and a scrape of any worker sums them all.
+keeps values in files there, and a scrape of any worker sums them all. The server replaces a worker that dies
+(killed for memory, or for hanging); its counters stay in the sums, as counters must, but the gauges that
+count what live workers are doing (fills in flight, the audit queue) drop its last values at the next scrape.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 
 from prometheus_client import (
     REGISTRY,
@@ -59,8 +62,10 @@ FILLS_IN_FLIGHT = Gauge("hubproxy_fills_in_flight", "Blob fills from the upstrea
                         multiprocess_mode="livesum")
 FILLS = Histogram("hubproxy_fill_duration_seconds", "Seconds a blob fill took, by result (ok, error)",
                   ["result"], buckets=FILL_SECONDS)
+# Any worker reads the store's size from the index: the latest reading is the size (a dead worker's older,
+# larger one must not outlast an eviction or a purge, as the largest would).
 CACHE_BYTES = Gauge("hubproxy_cache_size_bytes", "Bytes of verified blobs in the store (as the index counts them)",
-                    multiprocess_mode="max")
+                    multiprocess_mode="mostrecent")
 EVICTIONS = Counter("hubproxy_evictions_total", "Blobs evicted to stay under cache_max_bytes")
 STORE_OPERATIONS = Counter("hubproxy_store_operations_total", "Blob store operations, by operation and result",
                            ["op", "result"])
@@ -79,9 +84,34 @@ def exposition(accept: str = "") -> tuple[bytes, str]:
     """The exposition format the scraper asks for (OpenMetrics when its ``Accept`` names it, the Prometheus text
     format otherwise), summed over worker processes when there are several."""
     registry: CollectorRegistry | None = None
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if folder := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        forget_dead_workers(folder)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     if "application/openmetrics-text" in accept:
         return openmetrics.generate_latest(registry or REGISTRY), openmetrics.CONTENT_TYPE_LATEST
     return generate_latest(registry or REGISTRY), CONTENT_TYPE_LATEST
+
+
+#: A file of "live" gauge values (``livesum``, ``livemax``, ...) of one process: ``gauge_<mode>_<pid>.db``.
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_([0-9]+)\.db")
+
+
+def forget_dead_workers(folder: str) -> None:
+    """Drop the live gauge values of worker processes that no longer run (their counters and histograms stay)."""
+    dead = set()
+    for name in os.listdir(folder):
+        if (match := _LIVE_GAUGE_FILE.fullmatch(name)) and not _running(pid := int(match.group(1))):
+            dead.add(pid)
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process now holds the number: not ours, but leave its file be
+        return True
+    return True
