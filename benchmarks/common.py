@@ -197,6 +197,17 @@ def cpu_seconds_of_tree(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def quiet(proc: Proc, busy: float = 0.05, step: float = 0.5, timeout: float = 60) -> None:
+    """Wait until ``proc`` and its children use less than ``busy`` of a core over ``step`` seconds: work a step
+    left behind (a server finishing what it was sent) must not run into the next measurement."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds_of_tree(proc.p.pid)
+        time.sleep(step)
+        if cpu_seconds_of_tree(proc.p.pid) - before < busy * step:
+            return
+
+
 def rss_of_tree(pid: int) -> int:
     """Resident memory of a process and its children, in bytes."""
     total = 0
