@@ -84,6 +84,24 @@ def start_hubproxy(upstream: str, data_dir: Path, workdir: Path, **settings: str
     return proc, url
 
 
+def start_verifying_relay(upstream: str, sha256: str | None, workdir: Path) -> tuple[Proc, str]:
+    """``verifying_relay.py`` in front of ``upstream`` (hashing every answer against ``sha256``; relaying only if
+    None)."""
+    port = free_port()
+    cmd = [sys.executable, str(Path(__file__).with_name("verifying_relay.py")), "--port", str(port),
+           "--upstream", upstream, *(["--sha256", sha256] if sha256 else ["--no-hash"])]
+    proc = Proc(cmd, log=workdir / f"relay-{port}.log")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def start_bare_asgi(workdir: Path) -> tuple[Proc, str]:
     """``bare_asgi.py`` under uvicorn as hubproxy runs (uvloop, httptools, ``WORKERS``, no access log)."""
     port = free_port()

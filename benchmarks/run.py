@@ -38,11 +38,12 @@ from common import (  # noqa: E402
     start_hubproxy,
     start_nginx,
     start_olah,
+    start_verifying_relay,
     upstream_bytes,
 )
 from snapshot import make_repo, snapshot_time  # noqa: E402
 
-ROWS = "hot1,hot8,hot64,head,cold,coldhft,hftvia,cold8,coldfast,repocold,repohot,olah"
+ROWS = "hot1,hot8,hot64,head,cold,coldhft,hftvia,cold8,coldfast,coldfloor,repocold,repohot,olah"
 HF_TRANSFER_DOWNLOAD = """
 import sys, time
 from huggingface_hub import hf_hub_download
@@ -221,6 +222,17 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
             rows.append(pairs("cold, unthrottled loopback, time (x direct)", lambda: cold_ours(hub_url),
                               lambda: curl_time(f"{hub_url}/{REPO}/resolve/main/{BIG}", follow=True),
                               args.rounds, False))
+        if "coldfloor" not in skip:
+            # The floor under that row: a relay that only receives, hashes and sends (``verifying_relay.py``).
+            relay, relay_url = start_verifying_relay(hub_url, sha256_file(files / BIG), work)
+            procs.append(relay)
+            relayed = f"{relay_url}/{REPO}/resolve/main/{BIG}"
+            rows.append(pairs("cold, unthrottled loopback, verifying relay (receive, sha256, send; nothing stored), "
+                              "time (x direct)", lambda: curl_time(relayed),
+                              lambda: curl_time(f"{hub_url}/{REPO}/resolve/main/{BIG}", follow=True),
+                              args.rounds, False))
+            rows.append(pairs("cold, unthrottled loopback, time (x the verifying relay)", lambda: cold_ours(hub_url),
+                              lambda: curl_time(relayed), args.rounds, False))
         if {"repocold", "repohot"} - skip:
             # A whole repo as users first pull one (``snapshot.py``), from an unthrottled upstream of its own.
             repo_hub, repo_url = start_fakehub(make_repo(work / "repo", args.repo_weight_mib), None)
