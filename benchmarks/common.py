@@ -226,6 +226,16 @@ def quiet(proc: Proc, busy: float = 0.05, step: float = 0.5, timeout: float = 60
             return
 
 
+def evict_from_page_cache(path: Path) -> None:
+    """Drop a file's pages from the page cache (clean pages: its next reader reads the disk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def rss_of_tree(pid: int) -> int:
     """Resident memory of a process and its children, in bytes."""
     total = 0
