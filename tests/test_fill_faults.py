@@ -102,8 +102,9 @@ def test_dropped_upstream_connection_is_resumed(proxy: ProxyProcess, fakehub: Fa
     local = hf_hub_download("alice/dropped", "big.safetensors", endpoint=proxy.url, cache_dir=tmp_path)
     assert Path(local).read_bytes() == data
     ranged = [h for m, p, h in fakehub.requests if p.startswith(f"CDN /_cdn/{sha}") and m == "GET"]
-    # Two drops, two resumptions, each a Range request from where the fill had got (not from 0).
-    assert len(ranged) == 3 and "Range" not in ranged[0]
+    # The whole blob asked for (on a blocking connection, as a range from 0 to its end), then two drops, two
+    # resumptions, each a Range request from where the fill had got (not from 0).
+    assert len(ranged) == 3 and ranged[0].get("Range", f"bytes=0-{size - 1}") == f"bytes=0-{size - 1}"
     spans = [h["Range"].removeprefix("bytes=").partition("-") for h in ranged[1:]]
     offsets = [int(first) for first, _, _ in spans]
     assert all(0 < off <= 5 * 1024 * 1024 for off in offsets), offsets

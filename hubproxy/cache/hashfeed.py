@@ -9,7 +9,7 @@ fill (receive 1 GiB from a local socket, write it, hash it), lending cut the tim
 1.00-1.18 s and the CPU from 2.2 to 1.7-1.9 core-seconds.
 
 A loan is accepted where it continues what is hashed or already lent, or where every byte before it is
-written (the one stream after the probe's part, which is not lent; a parallel part the prefix has reached), so
+written (the one stream after a probe's part that was not lent; a parallel part the prefix has reached), so
 the loans are in order and the hasher meets each in turn without waiting for any other writer. A writer that
 reuses its buffer takes the loan back first (``reclaim``): that waits while the hasher reads it, and for a
 while for the hasher to reach it; a loan taken back unread is hashed from the spool, so nothing depends on the
@@ -17,7 +17,8 @@ hasher keeping up. The feed holds at most ``LENT_BYTES_LIMIT`` bytes.
 
 What gains: one stream (a fast upstream), whose batches arrive in the blob's order. A parallel fill's parts
 arrive side by side, and by the time the prefix reaches a part most of it was written long before: those bytes
-are hashed from the spool as before. The probe's first part, received on the event loop, is not lent either.
+are hashed from the spool as before. A probe received on the event loop (through the upstream client) is not lent
+either; one received by a lane (to a known CDN URL) is.
 
 Where the one stream's spool file is written with direct I/O (``spool.py``), its bytes never enter the page cache,
 and the feed keeps its loans after the hash passed them (``keep_for_readers``), until their writer reuses the
@@ -264,8 +265,11 @@ class LaneBuffers:
                     self.feed.reclaim(loan)  # at once if the hasher has read it and no reader sends from it
                 self._current = buf
                 return buf
-        # An anonymous mapping starts on a page boundary; a bytearray need not.
-        self._current = memoryview(mmap.mmap(-1, self.size + ALIGN) if self.aligned else bytearray(self.size))
+        # An anonymous mapping starts on a page boundary. Its pages are made now (``MAP_POPULATE``), not by the
+        # first receive into each: the probe's stream is timed over its first reads, and on a VM whose host takes
+        # back free memory, faulting new pages in took longer than receiving the bytes (a fast stream judged slow).
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+        self._current = memoryview(mmap.mmap(-1, self.size + (ALIGN if self.aligned else 0), flags=flags))
         return self._current
 
     def close(self) -> None:
@@ -276,6 +280,15 @@ class LaneBuffers:
             _, loan, _ = self._ring.popleft()
             if loan is not None:
                 self.feed.reclaim(loan, wait=0)
+
+    def finish(self) -> None:
+        """The lane received its whole part: take its loans back once the hasher has read them (each waits as
+        ``reclaim`` does). Left lent, they would hold room in the feed for good once a later lane's loans are kept
+        for readers (the probe's part, before the one fast stream that follows it)."""
+        while self._ring:
+            _, loan, _ = self._ring.popleft()
+            if loan is not None:
+                self.feed.reclaim(loan)
 
     def written(self, offset: int, batch: memoryview, after_written: bool) -> None:
         """``batch``, received into the buffer ``next`` gave last, is written at ``offset``: lend it to the hasher

@@ -11,6 +11,7 @@ last buffers for the fill's readers to be sent from.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from hubproxy.cache.hashfeed import ALIGN, HashFeed, LaneBuffers
@@ -26,26 +27,41 @@ LANE_BATCH_BYTES = 1024 * 1024
 #: rounds in turns): 1 MiB batches 1.30-1.55 s at 1.77-1.97 hubproxy core-seconds, 4 MiB 1.12-1.25 s at
 #: 1.46-1.52; 8 MiB (four buffers) against 4 MiB: 1.08-1.14 s and 1.09-1.17 s, 1.32-1.40 and 1.37-1.42.
 DIRECT_BATCH_BYTES = 4 * 1024 * 1024
+#: Most bytes of the blob's first batch, handed over with whatever the first read finds: its first bytes reach
+#: readers as soon as they arrive, not once a whole batch has come and been written.
+FIRST_BATCH_BYTES = 256 * 1024
 
 
 def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start: int, end: int, *, direct: bool,
                  landed: Callable[[int], None], prefix_reached: Callable[[], bool], stop: threading.Event,
-                 max_wait: float) -> None:
+                 max_wait: float, timed: tuple[int, Callable[[int, float], None]] | None = None) -> None:
     """(In a lane thread.) Receive bytes ``[start, end)`` from ``conn``'s answer into the spool file until they are
     all there, the answer ends or ``stop`` is set; ``landed(pos)`` (callable from any thread) is told, in order,
     that every byte before ``pos`` is in the file. A batch is handed over after at most ``max_wait`` seconds of
     receiving. ``prefix_reached()``: whether every byte before ``start`` is written. What arrived before a drop is
-    kept (written before the error is raised)."""
+    kept (written before the error is raised). ``timed``: ``(ramp, told)``: ``told(received, seconds)`` is called
+    once, when ``ramp`` bytes have been received (or the answer ended before), with the seconds spent receiving
+    them (the writes between are not the stream's speed: new page-cache pages made a fast stream look slow)."""
     # Direct writes wait for the disk: a thread of their own makes them while this one receives.
     writer = SpoolWriter(spool, start, landed) if direct else None
     ring = LaneBuffers(feed, min(DIRECT_BATCH_BYTES if direct else LANE_BATCH_BYTES, end - start), aligned=direct,
                        wait_written=writer.wait_written if writer else None)
-    pos = start
+    pos, reading = start, 0.0
     try:
         while pos < end and not stop.is_set():
             skew = pos % ALIGN if direct else 0
             buf = ring.next()[skew:skew + min(ring.size, end - pos)]
-            got = conn.read_into(buf, len(buf), max_wait)
+            began = time.monotonic()
+            if pos == 0:  # the blob's first bytes: to its readers as soon as they arrive
+                got = conn.read_into(buf, min(len(buf), FIRST_BATCH_BYTES), 0.0)
+                if direct and got % ALIGN and got < len(buf):  # the batches after it start on a page
+                    got += conn.read_into(buf[got:], ALIGN - got % ALIGN, max_wait)
+            else:
+                got = conn.read_into(buf, len(buf), max_wait)
+            reading += time.monotonic() - began
+            if timed is not None and (pos + got - start >= timed[0] or pos + got == end or not got):
+                timed[1](pos + got - start, reading)
+                timed = None
             if not got or stop.is_set():
                 return
             batch = buf[:got]
@@ -64,3 +80,5 @@ def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start:
         finally:
             if pos < end:
                 ring.close()
+            elif not direct:  # a direct lane's last loans stay for the readers still sending from them
+                ring.finish()

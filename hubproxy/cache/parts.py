@@ -11,8 +11,9 @@ a Range from its last written byte, so each byte crosses the network about once.
 the URL the probe was redirected to (a CDN), as Hub clients do; if that URL stops working they go
 through the upstream again. Once the probe has shown that the upstream serves ranges, parts are
 received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
-buffers, off the event loop; an answer those connections cannot take (a redirect, a proxy in the way)
-sends the fill back to the upstream client. Each part so received (the blob's one stream after the probe,
+buffers, off the event loop, and so is the probe when it goes to the CDN URL the upstream's HEAD just gave
+(its speed is then timed over its reads); an answer those connections cannot take (a redirect, a proxy in
+the way) sends the fill back to the upstream client. Each part so received (the blob's one stream after the probe,
 or each of many parts) is received and written by one thread of its own (``lane.py``) that only reports its
 progress to the event loop (one batch costs no hand-offs between threads), and lends each batch it wrote to the
 hasher, which follows the prefix (``hashfeed.py``).
@@ -181,7 +182,10 @@ class PartedDownload:
         while part.pos < part.end:
             before, tried = part.pos, self.url
             try:
-                on_thread = conn is not None and self._ranged and route(self.upstream.absolute(self.url)) is not None
+                # The probe too, straight to the CDN URL the upstream's HEAD just gave (nothing to follow).
+                probing = not self._decided.is_set() and self.url == self._located is not None
+                on_thread = conn is not None and (self._ranged or probing) and \
+                    route(self.upstream.absolute(self.url)) is not None
                 metrics.FILL_REQUESTS.labels("thread" if on_thread else "event_loop").inc()
                 if on_thread:
                     await self._fetch_on(conn, part)  # type: ignore[arg-type]
@@ -259,26 +263,35 @@ class PartedDownload:
         url = self.url
         absolute = self.upstream.absolute(url)
         headers = self.upstream.range_headers(absolute)
-        asking = await submit_from_worker(_LANES, conn.request, absolute, part.pos, part.end - 1, headers)
+        probe = not self._decided.is_set()
+        whole = probe and part.pos == 0  # a probe from byte 0 takes the whole file if the Range is ignored
+        asking = await submit_from_worker(_LANES, conn.request, absolute, part.pos, part.end - 1, headers, whole)
         status, content_range = await asyncio.wrap_future(asking)
-        if status != 206:
+        if status == 200 and whole:
+            self.parts.only(part)  # one stream takes the whole blob
+        elif status != 206:
             if status == 200 or 300 <= status < 400:  # a redirect, or Range ignored: the upstream client copes
                 self._ranged = False
                 raise _Retryable(f"a ranged part was answered {status}")
             if status >= 500:
                 metrics.UPSTREAM_ERRORS.labels("status_5xx").inc()
             raise self._refusal(status, url)
-        m = _CONTENT_RANGE.fullmatch(content_range)
-        if not m or int(m.group(1)) != part.pos:
+        elif not (m := _CONTENT_RANGE.fullmatch(content_range)) or int(m.group(1)) != part.pos:
             conn.reset()
             raise _Retryable(f"unexpected Content-Range {content_range!r}")
-        await self._receive_lane(conn, part)
+        if probe:
+            self._ranged = status == 206
+            self._decided.set()
+        self.fill.answered = True
+        self.fill.notify()
+        await self._receive_lane(conn, part, measure=probe and len(self.parts) > 1)
 
-    async def _receive_lane(self, conn: RangeConnection, part: Part) -> None:
+    async def _receive_lane(self, conn: RangeConnection, part: Part, measure: bool = False) -> None:
         """Receive the answer on ``conn`` into ``part`` in a lane thread (``lane.py``), which tells the event loop
-        where the part got to. What arrived before a drop is kept."""
+        where the part got to. What arrived before a drop is kept. ``measure``: the probe's answer (``_judge``)."""
         loop = asyncio.get_running_loop()
         stop = threading.Event()
+        timed = (RAMP_BYTES, lambda n, seconds: loop.call_soon_threadsafe(self._judge, n, seconds)) if measure else None
 
         def landed(pos: int) -> None:
             metrics.UPSTREAM_BYTES.inc(pos - part.pos)
@@ -293,7 +306,7 @@ class PartedDownload:
         lane = functools.partial(receive_part, conn, self.spool, self.feed, part.pos, part.end, direct=direct,
                                  landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
                                  prefix_reached=lambda: self.fill.written >= part.start, stop=stop,
-                                 max_wait=FLUSH_INTERVAL)
+                                 max_wait=FLUSH_INTERVAL, timed=timed)
         submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
         running: Future[None] | None = None
         try:

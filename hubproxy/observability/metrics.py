@@ -47,7 +47,8 @@ ZERO_COPY_BYTES = Counter("hubproxy_zero_copy_bytes_total",
 UPSTREAM_BYTES = Counter("hubproxy_upstream_bytes_total", "File bytes received from the upstream")
 FILL_REQUESTS = Counter("hubproxy_fill_requests_total",
                         "Upstream requests of fills, by what receives the body: a worker thread on a blocking "
-                        "connection (parts after the probe) or the event loop (the probe, proxies, redirects)",
+                        "connection (parts, and a probe to a known CDN URL) or the event loop (a probe through "
+                        "the upstream, proxies, redirects)",
                         ["receiver"])
 FILL_HASHED_BYTES = Counter("hubproxy_fill_hashed_bytes_total",
                             "Bytes of fills hashed, by where the hash read them: a buffer just written (still in "

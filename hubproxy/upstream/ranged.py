@@ -6,10 +6,12 @@ stream of every fill. Here each fill connection is a blocking ``http.client`` co
 worker thread at a time; ``readinto`` moves the body straight from the socket into the fill's batch
 buffer with the GIL released (0.2-0.25 s per GiB in the same measurement).
 
-Only the parts after the probe come this way: the probe (through ``UpstreamClient``) follows the
-redirects, learns the final URL and whether the upstream serves ranges. A connection here never
-follows a redirect and never goes through a proxy: when ``HTTPS_PROXY``/``HTTP_PROXY`` apply to the URL
-(``direct.route`` says None), or the answer is not the asked range, the fill uses ``UpstreamClient`` instead.
+The parts after the probe come this way, and the probe too where the CDN URL is known already (the upstream's
+HEAD of the file redirected there); otherwise the probe goes through ``UpstreamClient``, which follows the
+redirects and learns the final URL and whether the upstream serves ranges. A connection here never follows a
+redirect and never goes through a proxy: when ``HTTPS_PROXY``/``HTTP_PROXY`` apply to the URL (``direct.route``
+says None), or the answer is neither the asked range nor (for a probe from byte 0) the whole file, the fill uses
+``UpstreamClient`` instead.
 """
 
 from __future__ import annotations
@@ -75,13 +77,15 @@ class RangeConnection:
             for conn in doomed:
                 conn.close()
 
-    def request(self, url: str, start: int, end: int, headers: dict[str, str]) -> tuple[int, str]:
+    def request(self, url: str, start: int, end: int, headers: dict[str, str], whole: bool = False
+                ) -> tuple[int, str]:
         """Send ``GET url`` for bytes ``[start, end]`` (inclusive); the status and Content-Range of the answer.
-        A 206 is then read with ``read_into``; any other answer is discarded here."""
+        A 206 (or, if ``whole``, a 200: the whole file, Range ignored) is then read with ``read_into``; any other
+        answer is discarded here."""
         with self._call():
-            return self._request(url, start, end, headers)
+            return self._request(url, start, end, headers, whole)
 
-    def _request(self, url: str, start: int, end: int, headers: dict[str, str]) -> tuple[int, str]:
+    def _request(self, url: str, start: int, end: int, headers: dict[str, str], whole: bool) -> tuple[int, str]:
         origin = route(url)
         if origin is None:
             raise ValueError(f"{url} cannot be fetched on a direct connection")
@@ -96,7 +100,7 @@ class RangeConnection:
             self.reset()
             raise RangeFailed.of(exc) from None
         status, content_range = resp.status, resp.headers.get("Content-Range", "")
-        if status == 206:
+        if status == 206 or (whole and status == 200):
             self._resp = resp
         else:
             self.reset()  # an error or a whole-file answer: not worth reading to keep the connection
@@ -104,8 +108,8 @@ class RangeConnection:
 
     def read_into(self, buf: bytearray | memoryview, limit: int, max_wait: float) -> int:
         """Read up to ``limit`` bytes of the current answer into ``buf``; returns early (with at least one byte)
-        once ``max_wait`` seconds have passed, and 0 once the answer was read to its end. A drop raises
-        ``RangeFailed``, after the bytes that arrived before it were returned."""
+        once ``max_wait`` seconds have passed (at 0, with the bytes the first read finds), and 0 once the answer
+        was read to its end. A drop raises ``RangeFailed``, after the bytes that arrived before it were returned."""
         with self._call():
             return self._read_into(buf, limit, max_wait)
 
@@ -121,7 +125,12 @@ class RangeConnection:
         with memoryview(buf) as view:
             try:
                 while got < limit:
-                    n = resp.readinto(view[got: min(limit, got + READ_SLICE)])
+                    if max_wait <= 0:  # what is there now (``readinto`` waits for the whole slice)
+                        data = resp.read1(min(limit - got, READ_SLICE))
+                        n = len(data)
+                        view[got:got + n] = data
+                    else:
+                        n = resp.readinto(view[got: min(limit, got + READ_SLICE)])
                     if not n:
                         if resp.length:  # http.client returns 0 when the connection ends early
                             raise http.client.IncompleteRead(b"", resp.length)

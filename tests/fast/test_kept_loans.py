@@ -277,3 +277,33 @@ def test_the_chunked_reader_reports_its_progress_to_the_lane(tmp_path: Path) -> 
         return waited
 
     assert asyncio.run(run()) < 1
+
+
+def test_a_finished_lane_takes_its_hashed_loans_back_so_a_kept_lane_after_it_finds_room() -> None:
+    """The probe's part is received by a lane that lends to the hasher; the fast stream after it keeps its loans for
+    readers. Loans the probe's lane left lent would hold the feed's room for good once loans are kept."""
+    feed = HashFeed(limit=4 * 4096)
+    ring = LaneBuffers(feed, 4096)
+    for i in range(3):
+        buf = ring.next()
+        buf[:4096] = bytes([i]) * 4096
+        ring.written(i * 4096, buf[:4096], after_written=False)
+    hashed: list[bytes] = []
+
+    def hasher() -> None:
+        pos = 0
+        while pos < 3 * 4096:
+            offset, lent = feed.take(pos, 1.0)
+            assert lent is not None
+            hashed.append(bytes(lent))
+            feed.done()
+            pos += len(lent)
+            feed.passed(pos)
+
+    feed.keep_for_readers(4 * 4096)  # the next lane keeps its loans: hashed ones are no longer dropped by the hash
+    reading = threading.Thread(target=hasher)
+    reading.start()
+    ring.finish()  # waits for the hasher to read each loan, then takes it back
+    reading.join(5)
+    assert b"".join(hashed) == b"".join(bytes([i]) * 4096 for i in range(3))  # every loan was read before it went
+    assert feed.lend(3 * 4096, b"x" * 4096) and feed.lend(4 * 4096, b"y" * 4096)  # room for the next lane's loans

@@ -6,6 +6,7 @@ import http.client
 import os
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
@@ -33,6 +34,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if self.path == "/whole":  # a server that ignores Range
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(DATA)))
+            self.end_headers()
+            self.wfile.write(DATA)
+            return
         first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
         start, end = int(first), int(last) + 1
         self.send_response(206)
@@ -40,6 +47,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(end - start))
         self.end_headers()
         body = DATA[start:end]
+        if self.path == "/trickle":  # 64 KiB, then the rest a second later
+            self.wfile.write(body[:64 * 1024])
+            self.wfile.flush()
+            time.sleep(1.0)
+            self.wfile.write(body[64 * 1024:])
+            return
         if _Handler.drop_after is not None:
             self.wfile.write(body[: _Handler.drop_after])
             self.wfile.flush()
@@ -188,3 +201,31 @@ def test_a_close_while_the_connection_is_being_made_leaves_no_connection_open(
     with pytest.raises(RangeFailed):  # and a closed connection makes no new one
         conn.request(server + "/blob", 0, 9, {})
     assert len(made) == 1
+
+
+def test_a_whole_file_answer_is_read_only_when_asked_for(server: str) -> None:
+    """A probe from byte 0 takes a server's 200 (Range ignored: the whole file) as its one stream; any other request
+    discards it."""
+    conn = RangeConnection(ssl.create_default_context(), timeout=5)
+    try:
+        assert conn.request(server + "/whole", 0, 1023, {}) == (200, "")
+        assert conn.read_into(bytearray(10), 10, 0.05) == 0  # discarded
+        assert conn.request(server + "/whole", 0, 1023, {}, whole=True) == (200, "")
+        assert _read_all(conn, len(DATA)) == DATA
+    finally:
+        conn.close()
+
+
+def test_a_read_that_does_not_wait_returns_the_bytes_already_there(server: str) -> None:
+    """The blob's first batch: what has arrived, at once, not once a whole slice has (the server sends 64 KiB, then
+    nothing for a second)."""
+    conn = RangeConnection(ssl.create_default_context(), timeout=5)
+    try:
+        conn.request(server + "/trickle", 0, 256 * 1024 - 1, {})
+        buf = bytearray(256 * 1024)
+        started = time.monotonic()
+        got = conn.read_into(buf, len(buf), 0.0)
+        assert time.monotonic() - started < 0.5 and 0 < got <= 64 * 1024 and buf[:got] == DATA[:got]
+        assert bytes(buf[:got]) + _read_all(conn, 256 * 1024 - got) == DATA[:256 * 1024]
+    finally:
+        conn.close()
