@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         # Worker processes build their app from the environment: hand them the resolved settings.
         os.environ.update(settings_to_env(settings))
         os.environ.pop("HUBPROXY_CONFIG", None)
-        uvicorn.run("hubproxy.app:app_from_env", factory=True, workers=settings.workers, **common)
+        from hubproxy.workers import run_workers  # each worker accepts on a socket of its own
+
+        run_workers(uvicorn.Config("hubproxy.app:app_from_env", factory=True, workers=settings.workers, **common))
     else:
         from hubproxy.app import create_app  # only here: a multi-worker parent stays small
 
