@@ -33,6 +33,7 @@ from benchmarks.common import (  # noqa: E402
     SMALL,
     cpu_seconds_of_tree,
     curl_time,
+    random_file,
     sha256_file,
     start_fakehub,
     start_hubproxy,
@@ -59,9 +60,7 @@ def main() -> None:
     try:
         files = work / "files"
         files.mkdir()
-        with open(files / BIG, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1024 * 1024))
+        random_file(files / BIG, args.size_mib)
         sha = sha256_file(files / BIG)
         (files / SMALL).write_text('{"model_type": "bench"}')
         hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL}, args.throttle_mbps * 1e6 or None)

@@ -292,6 +292,14 @@ def sampled_peak(pid: int, run):  # noqa: ANN001, ANN201
         thread.join()
 
 
+def random_file(path: Path, mib: int) -> Path:
+    """Write ``mib`` MiB of random bytes to ``path`` (a blob no cache holds yet); returns ``path``."""
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1024 * 1024))
+    return path
+
+
 def sha256_file(path: Path) -> str:
     """The sha256 of a file, read in 8 MiB blocks."""
     digest = hashlib.sha256()

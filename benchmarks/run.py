@@ -31,6 +31,7 @@ from common import (  # noqa: E402
     evict_from_page_cache,
     pairs,
     parallel_curls,
+    random_file,
     sampled_peak,
     save_results,
     sha256_file,
@@ -89,13 +90,9 @@ def main() -> int:  # noqa: C901, PLR0915 - one row after another
     try:
         files = work / "files"
         files.mkdir()
-        with open(files / BIG, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1024 * 1024))
+        random_file(files / BIG, args.size_mib)
         medium = "medium.safetensors"
-        with open(files / medium, "wb") as f:
-            for _ in range(args.hot64_mib):
-                f.write(os.urandom(1024 * 1024))
+        random_file(files / medium, args.hot64_mib)
         (files / SMALL).write_text('{"model_type": "bench"}')
         served = {BIG: files / BIG, SMALL: files / SMALL, medium: files / medium}
         hub, hub_url = start_fakehub(served, None)

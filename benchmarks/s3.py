@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     free_port,
     pairs,
     quiet,
+    random_file,
     sha256_file,
     start_fakehub,
     start_nginx_proxy,
@@ -63,9 +64,7 @@ def main() -> int:
     try:
         files = work / "files"
         files.mkdir()
-        with open(files / BIG, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1024 * 1024))
+        random_file(files / BIG, args.size_mib)
         (files / SMALL).write_text("{}")
         sha = sha256_file(files / BIG)
         s3_port = free_port()

@@ -22,7 +22,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Proc, free_port, sampled_peak, save_results, sha256_file, wait_http  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    Proc,
+    free_port,
+    random_file,
+    sampled_peak,
+    save_results,
+    sha256_file,
+    wait_http,
+)
 
 UPLOAD = r"""
 import sys, time
@@ -76,13 +85,6 @@ def minimum_work(path: Path, store_dir: Path) -> float:
     elapsed = time.monotonic() - t0
     target.unlink()
     return elapsed
-
-
-def random_file(path: Path, mib: int) -> Path:
-    with open(path, "wb") as f:
-        for _ in range(mib):
-            f.write(os.urandom(1 << 20))
-    return path
 
 
 def fresh(path: Path, round_no: int) -> None:

@@ -19,12 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    Proc,
-    sampled_peak,  # noqa: E402
-    save_results,
-)
-from upload import client, fresh, random_file, start, timed_client  # noqa: E402
+from common import Proc, random_file, sampled_peak, save_results  # noqa: E402
+from upload import client, fresh, start, timed_client  # noqa: E402
 
 DOWNLOAD = r"""
 import sys, time
