@@ -180,7 +180,6 @@ class SpoolFile:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-
     def _close_files(self) -> None:
         os.close(self._fd)
         if self._direct_fd >= 0:
@@ -246,13 +245,12 @@ class Spool:
     def __init__(self, data_dir: Path, direct_writes: bool = False) -> None:
         self.folder = Path(data_dir).resolve() / "tmp"
         self.folder.mkdir(parents=True, exist_ok=True)
+        kind = filesystem_type(self.folder)
         #: Whether the spool is on a network filesystem (then its pages are not made ahead of the writers).
-        self.network_filesystem = filesystem_type(self.folder) in NETWORK_FILESYSTEMS
+        self.network_filesystem = kind in NETWORK_FILESYSTEMS
         #: Whether fills may write whole pages with direct I/O: never on a network filesystem (other machines
         #: read the file there, and its client caches pages of its own), nor on tmpfs (its pages are the file).
-        kind = filesystem_type(self.folder)
-        self.direct_writes = (direct_writes and hasattr(os, "O_DIRECT") and kind != TMPFS
-                              and kind not in NETWORK_FILESYSTEMS)
+        self.direct_writes = direct_writes and hasattr(os, "O_DIRECT") and kind != TMPFS and not self.network_filesystem
 
     def part_path(self, key: str) -> str:
         if not is_blob_key(key):
