@@ -92,6 +92,10 @@ class Settings:
     s3_redirect: bool = False
     #: Seconds a presigned URL stays valid (it must outlive a resumed download).
     s3_presign_ttl: int = 3600
+    #: Ranged GETs at once for one read of a large stored object whose first stream is slower than
+    #: ``s3_read_single_stream_mbps`` (a bucket that holds each connection back); 1: always one stream.
+    s3_read_connections: int = 8
+    s3_read_single_stream_mbps: float = 200.0
     #: Seconds an upload to the bucket may stay unfinished (its process died) before it is aborted, unless its
     #: blob is being filled; 0 = never. Must exceed the longest upload of one blob.
     s3_abandoned_upload_seconds: float = 86400.0
@@ -232,11 +236,11 @@ def _validate(s: Settings) -> Settings:
         if p.scheme not in ("http", "https") or not p.netloc:
             raise ConfigError(f"setting 'public_url': {s.public_url!r} is not an http(s) URL")
     for name in ("revision_ttl", "stale_timeout", "upstream_timeout", "maintenance_interval", "cache_max_bytes",
-                 "fill_lease_seconds", "fill_single_stream_mbps", "token_cache_seconds", "audit_retention_days", "shutdown_timeout",
+                 "fill_lease_seconds", "fill_single_stream_mbps", "s3_read_single_stream_mbps", "token_cache_seconds", "audit_retention_days", "shutdown_timeout",
                  "s3_abandoned_upload_seconds"):
         if getattr(s, name) < 0:
             raise ConfigError(f"setting {name!r} must not be negative")
-    for name in ("tree_page_size", "tree_expand_page_size", "serve_chunk_size", "workers"):
+    for name in ("tree_page_size", "tree_expand_page_size", "serve_chunk_size", "workers", "s3_read_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if s.path_prefix:

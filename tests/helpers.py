@@ -214,24 +214,39 @@ def serve_in_thread(handler: type) -> tuple[Any, str]:
 
 
 def forward(handler: Any, host: str, port: int, target: str, body: bytes | None, headers: dict[str, str],
-            cut_after: int | None = None) -> None:
-    """Send ``handler``'s request on to ``host:port`` and its whole answer back (test relays and proxies);
-    with ``cut_after``, the connection is closed after that many bytes of the answer's body."""
+            cut_after: int | None = None, bytes_per_second: float | None = None) -> None:
+    """Send ``handler``'s request on to ``host:port`` and its answer back (test relays and proxies), the body as it
+    arrives where its length is known; with ``cut_after``, the connection is closed after that many bytes of the
+    answer's body; with ``bytes_per_second``, the body is sent no faster than that."""
+    import time
+
     conn = http.client.HTTPConnection(host, port, timeout=60)
     try:
         conn.request(handler.command, target, body=body, headers=headers)
         resp = conn.getresponse()
-        data = resp.read()
+        known = resp.getheader("Content-Length")
+        streamed = handler.command != "HEAD" and known is not None and resp.getheader("Transfer-Encoding") is None
+        data = b"" if streamed or handler.command == "HEAD" else resp.read()
         handler.send_response(resp.status)
         for k, v in resp.getheaders():
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                 handler.send_header(k, v)
         # A HEAD answer's length is the one the upstream announced (its body is always empty).
-        length = resp.getheader("Content-Length", "0") if handler.command == "HEAD" else str(len(data))
-        handler.send_header("Content-Length", length)
+        handler.send_header("Content-Length", known or "0" if handler.command == "HEAD" or streamed else str(len(data)))
         handler.end_headers()
         if handler.command != "HEAD":
-            handler.wfile.write(data if cut_after is None else data[:cut_after])
+            total = int(known) if streamed else len(data)  # type: ignore[arg-type]
+            limit = total if cut_after is None else min(total, cut_after)
+            began, sent, step = time.monotonic(), 0, 256 * 1024
+            while sent < limit:
+                piece = resp.read(min(step, limit - sent)) if streamed else data[sent:sent + step]
+                if not piece:
+                    break
+                handler.wfile.write(piece)
+                sent += len(piece)
+                ahead = sent / bytes_per_second - (time.monotonic() - began) if bytes_per_second else 0
+                if ahead > 0:
+                    time.sleep(ahead)
         if cut_after is not None:
             handler.close_connection = True
     finally:

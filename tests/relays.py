@@ -81,7 +81,9 @@ class S3FaultRelay:
 
     Reads (GET, HEAD) pass; requests for which ``refuse(method, path)`` is true get the 507 an
     S3-compatible server sends when it is out of space, so uploads fail while reads keep working.
-    With ``cut_gets`` set, every GET answer is cut after that many bytes of its body; and
+    With ``cut_gets`` set, every GET answer is cut after that many bytes of its body; with ``cut_once`` set to
+    ``(offset, n)``, the next GET whose range starts at ``offset`` is cut after ``n`` bytes; with
+    ``bytes_per_second``, each GET answer's body is sent no faster (a bucket that holds each connection back); and
     requests for which ``delayed(method, path)`` is true are held ``delay`` seconds before they are passed on (a
     slow or throttling bucket).
     """
@@ -90,6 +92,8 @@ class S3FaultRelay:
         self.target = urlsplit(target)
         self.refuse: Callable[[str, str], bool] = lambda method, path: False
         self.cut_gets: int | None = None
+        self.cut_once: tuple[int, int] | None = None
+        self.bytes_per_second: float | None = None
         self.delayed: Callable[[str, str], bool] = lambda method, path: False
         self.delay = 0.0
         #: (method, path, headers with lower-case names) of every request relayed or refused.
@@ -118,8 +122,12 @@ class S3FaultRelay:
                     time.sleep(relay.delay)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = self.headers.get("Host", "")
+                cut = relay.cut_gets if self.command == "GET" else None
+                once = relay.cut_once
+                if self.command == "GET" and once and self.headers.get("Range", "").startswith(f"bytes={once[0]}-"):
+                    relay.cut_once, cut = None, once[1]
                 forward(self, relay.target.hostname or "", relay.target.port or 80, self.path, body, headers,
-                        relay.cut_gets if self.command == "GET" else None)
+                        cut, relay.bytes_per_second if self.command == "GET" else None)
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay  # noqa: N815
 

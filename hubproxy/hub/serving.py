@@ -150,6 +150,10 @@ class BodyResponse:
             async for piece in pieces:
                 if not sent:  # the first bytes leave now (middleware times the first byte from here)
                     await send({"type": "http.response.body", "body": b"", "more_body": True, DIRECT_BYTES: 0})
+                if isinstance(piece, bytes):
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    sent += len(piece)
+                    continue
                 if isinstance(piece, SocketSpan):
                     if piece.head:
                         await send({"type": "http.response.body", "body": piece.head, "more_body": True})

@@ -65,8 +65,9 @@ class LoanedSpan:
     loans: LoanReader
 
 
-#: A piece ``spans()`` yields: bytes ``[start, end)`` of the open file ``fd``, a ``SocketSpan`` or a ``LoanedSpan``.
-Span = tuple[int, int, int] | SocketSpan | LoanedSpan
+#: A piece ``spans()`` yields: bytes ``[start, end)`` of the open file ``fd``, a ``SocketSpan``, a ``LoanedSpan``, or
+#: bytes already in memory (a part of a parallel read, ``parallelread.py``), sent as they are.
+Span = tuple[int, int, int] | SocketSpan | LoanedSpan | bytes
 
 
 class FileRange:

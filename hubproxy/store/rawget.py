@@ -98,6 +98,18 @@ class SocketBody:
         self._iterator: AsyncIterator[bytes] | None = None
         self._spanned = False
 
+    def take(self, size: int) -> bytes:
+        """(Blocking.) The body's next ``size`` bytes (fewer only at its end), read before it is relayed or iterated
+        (which then go on from the byte after them)."""
+        if self._sock is None or self._iterator is not None or self._spanned:
+            raise RuntimeError("the body is being read already")
+        reader = _SocketReader(self._sock, self._head, self.length)
+        taken = bytearray()
+        while len(taken) < size and (data := reader.read(size - len(taken))):
+            taken += data
+        self._head, self.length = reader.head, self.length - len(taken)
+        return bytes(taken)
+
     async def spans(self) -> AsyncIterator[SocketSpan]:
         """The whole body as one piece for a sender that relays it (nothing once it is being iterated); the
         body still closes the socket, and can no longer be iterated."""
@@ -117,6 +129,12 @@ class SocketBody:
             self._iterator = read_ahead(_SocketReader(self._sock, self._head, self.length), pool=self._pool)
         return await self._iterator.__anext__()
 
+    def close_now(self) -> None:
+        """(Blocking, for a body read with ``take`` alone.) Close the socket."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
     async def aclose(self) -> None:
         if self._iterator is not None:
             await self._iterator.aclose()  # type: ignore[attr-defined]
@@ -130,12 +148,12 @@ class _SocketReader:
 
     def __init__(self, sock: socket.socket, head: bytes, length: int) -> None:
         self._sock = sock
-        self._head = head[:length]
+        self.head = head[:length]
         self._left = length
 
     def read(self, size: int) -> bytes:
-        if self._head:
-            data, self._head = self._head[:size], self._head[size:]
+        if self.head:
+            data, self.head = self.head[:size], self.head[size:]
             self._left -= len(data)
             return data
         want = min(size, self._left)

@@ -4,7 +4,8 @@ A fill uploads its parts while it fills (``start_upload``: a multipart upload co
 blob is verified, aborted otherwise); other verified files are ingested by uploading them (multipart
 above 8 MiB, which boto3 aborts if a part fails). Either way an object exists complete or not at all.
 Reads of a plain-http endpoint are made with a presigned URL on a raw connection whose body is relayed
-to the client (``rawget.py``); others run ahead of the client in a thread (``readahead.py``). Every call that
+to the client (``rawget.py``); others run ahead of the client in a thread (``readahead.py``). A large read whose
+one stream turns out slow goes on with ranged GETs in parallel (``parallelread.py``). Every call that
 waits on the bucket for a client or a fill (a GET's head, a piece of its body, a HEAD, storing a verified blob)
 is made in ``bucket_calls``, threads of its own (the store's ``pool``): a slow or throttling bucket then holds
 none of the worker threads every disk and database call of the process shares.
@@ -15,6 +16,7 @@ process killed mid-fill or mid-ingest) leaves parts the bucket keeps and bills b
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Collection, Iterator
@@ -24,11 +26,12 @@ from typing import Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from hubproxy.config import Settings
 from hubproxy.direct import route
 from hubproxy.store.base import is_blob_key
+from hubproxy.store.parallelread import PARALLEL_MIN_BYTES, PART_ATTEMPTS, AdaptiveRead, BotoBody, FirstStream
 from hubproxy.store.rawget import RawAnswer, raw_get
 from hubproxy.store.readahead import read_ahead
 from hubproxy.threads import run_in
@@ -42,6 +45,8 @@ MAX_PARTS = 10_000
 READ_TIMEOUT = 60
 #: Reads at least this long are relayed from a raw GET when the endpoint allows (``rawget.py``).
 RAW_READ_MIN_BYTES = 1024 * 1024
+#: Bytes taken from a part's answer at a time (``_range_pieces``).
+PIECE_BYTES = 1024 * 1024
 #: Lifetime of the presigned URL such a read is made with (it is used at once).
 RAW_URL_TTL = 300
 #: Threads the calls that wait on the bucket run in: at most one per read or fill at a time. Beyond that many
@@ -73,6 +78,8 @@ class S3BlobStore:
         self.prefix = settings.s3_prefix
         self.folder = folder
         self.presign_ttl = settings.s3_presign_ttl
+        self.read_connections = settings.s3_read_connections
+        self.read_single_stream_mbps = settings.s3_read_single_stream_mbps
         self.client: Any = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url or None,
@@ -114,21 +121,72 @@ class S3BlobStore:
         return int(head["ContentLength"])
 
     async def read(self, key: str, start: int, end: int, chunk: int) -> AsyncIterator[bytes] | None:
+        parallel = self.read_connections > 1 and end - start >= PARALLEL_MIN_BYTES
+        first: FirstStream | None = None
         if end - start >= RAW_READ_MIN_BYTES and self.plain_http:
             answer = await run_in(bucket_calls, self._raw_answer, key, start, end)
             if answer is not None and answer.status == 404:
                 answer.close()
                 return None
             if answer is not None:
-                return answer.body(end - start, bucket_calls)
+                first = answer.body(end - start, bucket_calls)
+        if first is None:
+            try:
+                resp = await run_in(bucket_calls, self._get, key, start, end)
+            except ClientError as exc:
+                if is_missing(exc):
+                    return None
+                raise
+            if not parallel:
+                return read_ahead(resp["Body"], pool=bucket_calls)
+            first = BotoBody(resp["Body"], bucket_calls)
+        if not parallel:
+            return first  # type: ignore[return-value]
+        return AdaptiveRead(first, functools.partial(self._fetch_part, key), start, end,
+                            connections=self.read_connections, single_stream_mbps=self.read_single_stream_mbps,
+                            pool=bucket_calls)
+
+    def _get(self, key: str, start: int, end: int) -> Any:
+        """(Blocking.) boto3's answer to a GET of bytes ``[start, end)``."""
+        return self.client.get_object(Bucket=self.bucket, Key=self.object_key(key), Range=f"bytes={start}-{end - 1}")
+
+    def _fetch_part(self, key: str, start: int, end: int) -> bytes:
+        """(Blocking.) Bytes ``[start, end)`` of a stored object for a parallel read (``parallelread.py``): a ranged
+        GET, asked for again from the byte it reached if it fails, up to ``PART_ATTEMPTS`` times in all."""
+        part = bytearray(end - start)
+        got, failures = 0, 0
+        while got < len(part):
+            try:
+                for piece in self._range_pieces(key, start + got, end):
+                    part[got:got + len(piece)] = piece
+                    got += len(piece)
+            except (OSError, BotoCoreError, ClientError) as exc:
+                failures += 1
+                if failures >= PART_ATTEMPTS:
+                    raise OSError(f"bytes {start + got}-{end - 1} of {key} could not be read: {exc}") from exc
+        return bytes(part)
+
+    def _range_pieces(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """(Blocking.) The bytes ``[start, end)`` as they arrive (a raw GET where the endpoint allows, else boto3's);
+        an error after some of them is raised once they are yielded."""
+        answer = self._raw_answer(key, start, end) if self.plain_http else None
+        if answer is not None and answer.status != 206:
+            answer.close()
+            raise OSError(f"the bucket answered a ranged GET of {key} with {answer.status}")
+        body: Any = answer.body(end - start) if answer is not None else self._get(key, start, end)["Body"]
         try:
-            resp = await run_in(bucket_calls, lambda: self.client.get_object(
-                Bucket=self.bucket, Key=self.object_key(key), Range=f"bytes={start}-{end - 1}"))
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
-            raise
-        return read_ahead(resp["Body"], pool=bucket_calls)
+            left = end - start
+            while left > 0:
+                piece = body.take(min(left, PIECE_BYTES)) if answer is not None else body.read(min(left, PIECE_BYTES))
+                if not piece:
+                    raise OSError(f"the answer ended {left} bytes early")
+                left -= len(piece)
+                yield piece
+        finally:
+            if answer is not None:
+                body.close_now()
+            else:
+                body.close()
 
     def _raw_answer(self, key: str, start: int, end: int) -> RawAnswer | None:
         """(Blocking.) The answer to a GET of bytes ``[start, end)`` on a raw connection (``rawget.py``) if it is

@@ -1,0 +1,203 @@
+"""Reading a large stored object faster than one connection carries it: ranged GETs in parallel when one is slow.
+
+A bucket may hold each connection to a fraction of what it serves in all (AWS S3 gives one GET of a large object
+about 100 MB/s and advises ranged GETs in parallel). A read of at least ``PARALLEL_MIN_BYTES`` starts as one GET
+of the whole range, as every read does, and its first ``JUDGE_BYTES`` are timed from their first byte:
+
+- faster than ``s3_read_single_stream_mbps``: that stream carries the rest (relayed socket to socket where the
+  endpoint allows, ``rawget.py``). A fast endpoint is never split: some S3-compatible servers (moto, some
+  gateways) read the whole object for every range they answer;
+- slower: the stream is closed and the rest is fetched in parts of ``PART_BYTES``, by up to
+  ``s3_read_connections`` ranged GETs at once, each part handed on as soon as the ones before it have been.
+
+A part's bytes stay in memory until they are handed on: one read holds at most ``s3_read_connections`` parts,
+and the process's reads at most ``PARTS_BUDGET_BYTES`` in all (a read that finds the budget spent fetches one part
+at a time). A part whose connection fails is asked for again from the byte it had reached, up to
+``PART_ATTEMPTS`` times; then the read fails, and its client's answer is cut short as for any failed read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+from hubproxy.store.bodies import Span
+from hubproxy.store.readahead import read_ahead
+from hubproxy.threads import run_in
+
+#: Reads shorter than this are one GET, however slow.
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+#: Bytes of the first stream timed before it is judged.
+JUDGE_BYTES = 4 * 1024 * 1024
+#: Bytes per ranged GET once the read goes parallel (boto3's own parallel downloads use 8 MiB).
+PART_BYTES = 8 * 1024 * 1024
+#: Bytes all parallel reads of the process may hold at once (beyond it, a read fetches one part at a time).
+PARTS_BUDGET_BYTES = 256 * 1024 * 1024
+#: Times a part is asked for before the read fails.
+PART_ATTEMPTS = 3
+
+
+class FirstStream(Protocol):
+    """The one GET a read starts with (``rawget.SocketBody`` or ``BotoBody``)."""
+
+    def take(self, size: int) -> bytes:
+        """(Blocking.) The body's next ``size`` bytes (fewer only at its end)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BotoBody:
+    """A boto3 GET's streaming body as a ``FirstStream`` (no spans: it is read in Python)."""
+
+    def __init__(self, body: Any, pool: Executor | None) -> None:
+        self._body = body
+        self._pool = pool
+        self._rest: AsyncIterator[bytes] | None = None
+
+    def take(self, size: int) -> bytes:
+        return self._body.read(size)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._rest is None:
+            self._rest = read_ahead(self._body, pool=self._pool)
+        return self._rest
+
+    async def aclose(self) -> None:
+        if self._rest is not None:
+            await self._rest.aclose()  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            self._body.close()
+
+
+class _Budget:
+    """Bytes of parts held by the process's parallel reads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.held -= size
+
+
+budget = _Budget(PARTS_BUDGET_BYTES)
+
+
+class AdaptiveRead:
+    """Bytes ``[start, end)`` of an object: ``first``'s stream if it is fast, else parts from ``fetch_part(a, b)``
+    (blocking: the bytes ``[a, b)``, asked for again on a failure as the function sees fit), run in ``pool``.
+    An async iterator of bytes; ``spans()`` too where ``first`` has them."""
+
+    def __init__(self, first: FirstStream, fetch_part: Callable[[int, int], bytes], start: int, end: int, *,
+                 connections: int, single_stream_mbps: float, pool: Executor | None) -> None:
+        self._first: FirstStream | None = first
+        self._fetch_part = fetch_part
+        self._start = start
+        self._end = end
+        self._connections = connections
+        self._fast_bps = single_stream_mbps * 1e6
+        self._pool = pool
+        self._pieces: AsyncIterator[bytes] | None = None
+        #: Whether the read went parallel (None: not judged yet).
+        self.parallel: bool | None = None
+        if getattr(first, "spans", None) is not None:
+            self.spans = self._spans
+
+    async def _judge(self) -> bytes:
+        """Read and time the first stream's first bytes; close it if it is slow."""
+        assert self._first is not None
+        data, seconds = await run_in(self._pool, _timed_take, self._first, min(JUDGE_BYTES, self._end - self._start))
+        if len(data) < min(JUDGE_BYTES, self._end - self._start):
+            raise OSError(f"the object's body ended {self._end - self._start - len(data)} bytes early")
+        self.parallel = seconds > 0 and len(data) / seconds < self._fast_bps
+        if self.parallel:
+            first, self._first = self._first, None
+            await first.aclose()
+        return data
+
+    async def _spans(self) -> AsyncIterator[Span | bytes]:
+        data = await self._judge()
+        yield data
+        if self._first is not None:
+            async for span in self._first.spans():  # type: ignore[attr-defined]
+                yield span
+        else:
+            async for part in self._parts(self._start + len(data)):
+                yield part
+
+    def __aiter__(self) -> AdaptiveRead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._pieces is None:
+            self._pieces = self._iterate()
+        return await self._pieces.__anext__()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        data = await self._judge()
+        yield data
+        if self._first is not None:
+            async for piece in self._first:
+                yield piece
+        else:
+            async for part in self._parts(self._start + len(data)):
+                yield part
+
+    async def _parts(self, pos: int) -> AsyncIterator[bytes]:
+        """Bytes ``[pos, end)`` part by part, in order, with up to ``connections`` parts fetched at once."""
+        loop = asyncio.get_running_loop()
+        running: collections.deque[tuple[asyncio.Future[bytes], int]] = collections.deque()
+        try:
+            while running or pos < self._end:
+                while pos < self._end and len(running) < self._connections:
+                    size = min(PART_BYTES, self._end - pos)
+                    held = size if budget.take(size) else 0
+                    if not held and running:
+                        break  # the budget is spent: one part at a time
+                    future = loop.run_in_executor(self._pool, self._fetch_part, pos, pos + size)
+                    running.append((future, held))
+                    pos += size
+                future, held = running[0]
+                try:
+                    part = await future
+                finally:
+                    running.popleft()
+                    budget.give(held)
+                yield part
+        finally:
+            for future, held in running:  # wanted by nobody now (a part being fetched is dropped when it ends)
+                budget.give(held)
+                future.cancel()
+
+    async def aclose(self) -> None:
+        if self._pieces is not None:
+            await self._pieces.aclose()  # type: ignore[attr-defined]
+        if self._first is not None:
+            first, self._first = self._first, None
+            await first.aclose()
+
+
+def _timed_take(first: FirstStream, size: int) -> tuple[bytes, float]:
+    """(Blocking.) ``size`` bytes of ``first`` and the seconds they took from their first byte (0: all came
+    at once)."""
+    head = first.take(1)
+    began = time.monotonic()
+    rest = first.take(size - 1) if head and size > 1 else b""
+    return head + rest, time.monotonic() - began
