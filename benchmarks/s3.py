@@ -4,6 +4,9 @@ Runs moto in server mode (``moto_server``) as the S3 endpoint, the fake hub as t
 prints ratios measured in the same run (medians of alternating pairs), as ../shared/BENCHMARKS.md
 asks. Hot streamed reads are also set against curl reading the object from the bucket itself and against
 nginx relaying that same GET as a reverse proxy (what the extra hop costs a general-purpose proxy).
+The ``slow`` rows read a ``--slow-mib`` object through a relay that sends each GET's body at most
+``--slow-mbps`` (a bucket that holds each connection back, as AWS S3 does; ``tests/relays.py``), against one
+boto3 GET and against boto3's own parallel download through the same relay.
 Run: ``python benchmarks/s3.py [--size-mib 256]`` (needs nginx for the proxy row).
 """
 
@@ -35,6 +38,9 @@ from common import (  # noqa: E402
     wait_http,
 )
 
+#: The object the slow-bucket rows read.
+SLOW = "model-slow.safetensors"
+
 
 def start_hubproxy_s3(upstream: str, data_dir: Path, endpoint: str, bucket: str, redirect: bool,
                       work: Path) -> tuple[Proc, str]:
@@ -53,7 +59,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: cold, hot")
+    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: cold, hot, slow")
+    ap.add_argument("--slow-mib", type=int, default=64, help="size of the object the slow rows read")
+    ap.add_argument("--slow-mbps", type=float, default=100.0, help="MB/s the slow bucket sends each GET at")
     args = ap.parse_args()
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1"})
@@ -65,6 +73,7 @@ def main() -> int:
         files = work / "files"
         files.mkdir()
         random_file(files / BIG, args.size_mib)
+        random_file(files / SLOW, args.slow_mib)
         (files / SMALL).write_text("{}")
         sha = sha256_file(files / BIG)
         s3_port = free_port()
@@ -96,7 +105,7 @@ def main() -> int:
                     time.sleep(0.2)
             raise RuntimeError(f"the blob never reached bucket {bucket}")
 
-        hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL}, None)
+        hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL, SLOW: files / SLOW}, None)
         procs.append(hub)
         counter = [0]
 
@@ -144,11 +153,84 @@ def main() -> int:
                 relayed = proxy_url + presigned.split(endpoint, 1)[1]
                 pairs("S3 store, hot, streamed through hubproxy, throughput (x nginx proxying the presigned GET)",
                       lambda big=big: size / curl_time(big), lambda r=relayed: size / curl_time(r), args.rounds, True)
+        if "slow" not in skip:
+            slow_rows(args, work, files, hub_url, endpoint, s3, moto, procs)
     finally:
         for p in reversed(procs):
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def slow_rows(args: argparse.Namespace, work: Path, files: Path, hub_url: str, endpoint: str, s3: object,
+              moto: Proc, procs: list[Proc]) -> None:
+    """Hot reads of a stored object from a bucket that sends each GET's body at most ``--slow-mbps``."""
+    url_file = work / "slow-relay-url"
+    relay = Proc([sys.executable, "-m", "tests.relays", "--target", endpoint, "--url-file", str(url_file),
+                  "--bytes-per-second", str(args.slow_mbps * 1e6)], log=work / "slow-relay.log")
+    procs.append(relay)
+    deadline = time.monotonic() + 30
+    while not url_file.exists() or not url_file.read_text():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the slow bucket's relay did not start")
+        time.sleep(0.1)
+    slow_endpoint = url_file.read_text()
+    s3.create_bucket(Bucket="slow")  # type: ignore[attr-defined]
+    proc, url = start_hubproxy_s3(hub_url, work / "slow", slow_endpoint, "slow", False, work)
+    procs.append(proc)
+    target = f"{url}/{REPO}/resolve/main/{SLOW}"
+    curl_time(target)  # cold: filled, then stored in the bucket (uploads are not held back)
+    key = f"hubproxy/blobs/{sha256_file(files / SLOW)[:2]}/{sha256_file(files / SLOW)}"
+    slow = boto3.client("s3", endpoint_url=slow_endpoint, region_name="us-east-1")
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            slow.head_object(Bucket="slow", Key=key)
+            break
+        except Exception:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    quiet(moto)
+    size = args.slow_mib * 1024 * 1024
+
+    def one_get() -> float:
+        t0 = time.monotonic()
+        body = slow.get_object(Bucket="slow", Key=key)["Body"]
+        while body.read(8 * 1024 * 1024):
+            pass
+        return time.monotonic() - t0
+
+    def boto3_parallel() -> float:
+        """boto3's managed download (ranged GETs of 8 MiB, ten at once), into a sink."""
+        sink = _Sink()
+        t0 = time.monotonic()
+        slow.download_fileobj("slow", key, sink)
+        return time.monotonic() - t0
+
+    label = f"S3 store, hot, bucket sending each GET at {args.slow_mbps:g} MB/s ({args.slow_mib} MiB), throughput"
+    pairs(f"{label} (x one direct boto3 GET)", lambda: size / curl_time(target), lambda: size / one_get(),
+          args.rounds, True)
+    pairs(f"{label} (x boto3's parallel download_fileobj)", lambda: size / curl_time(target),
+          lambda: size / boto3_parallel(), args.rounds, True)
+
+
+class _Sink:
+    """A writable, seekable file that keeps nothing (boto3's parallel download writes parts at their offsets)."""
+
+    def __init__(self) -> None:
+        self.pos = 0
+
+    def write(self, data: bytes) -> int:
+        self.pos += len(data)
+        return len(data)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = pos
+        return pos
+
+    def tell(self) -> int:
+        return self.pos
 
 
 if __name__ == "__main__":

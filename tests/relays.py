@@ -96,8 +96,10 @@ class S3FaultRelay:
         self.bytes_per_second: float | None = None
         self.delayed: Callable[[str, str], bool] = lambda method, path: False
         self.delay = 0.0
-        #: (method, path, headers with lower-case names) of every request relayed or refused.
+        #: (method, path, headers with lower-case names) of every request relayed or refused (the first
+        #: ``seen_limit`` of them if it is set).
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.seen_limit: int | None = None
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -109,7 +111,8 @@ class S3FaultRelay:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                relay.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                if relay.seen_limit is None or len(relay.seen) < relay.seen_limit:
+                    relay.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if relay.refuse(self.command, self.path):
                     msg = b"<Error><Code>InsufficientStorage</Code><Message>bucket full</Message></Error>"
                     self.send_response(507)
@@ -136,3 +139,19 @@ class S3FaultRelay:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":  # a relay of its own process, for the benchmarks (``benchmarks/s3.py``)
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="An S3FaultRelay in front of an S3 server; writes its URL to a file.")
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--bytes-per-second", type=float, default=None, help="each GET answer's body at most this fast")
+    ap.add_argument("--url-file", required=True)
+    args = ap.parse_args()
+    relay = S3FaultRelay(args.target)
+    relay.bytes_per_second = args.bytes_per_second
+    relay.seen_limit = 0
+    Path(args.url_file).write_text(relay.url)
+    threading.Event().wait()

@@ -79,9 +79,10 @@ def test_a_slow_bucket_is_read_with_ranged_gets_in_parallel(make_proxy, fakehub:
                                cache_dir=tmp_path / "hf")
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
         ranges = _ranges(relay, since, sha)
-        # The first GET asks for the whole blob; once judged slow, the rest comes in 8 MiB parts, each asked once.
+        # The first GET asks for the whole blob; once judged slow, it carries the first 8 MiB part after its first
+        # 4 MiB, and the rest comes in 8 MiB parts by ranged GETs, each asked once.
         assert ranges[0] == (0, SIZE)
-        assert sorted(ranges[1:]) == [(4 * MIB + i * 8 * MIB, 4 * MIB + (i + 1) * 8 * MIB) for i in range(5)]
+        assert sorted(ranges[1:]) == [(4 * MIB + i * 8 * MIB, 4 * MIB + (i + 1) * 8 * MIB) for i in range(1, 5)]
         if forward_proxy is not None:
             assert any(sha in seen for seen in forward_proxy.seen)
     finally:
@@ -112,6 +113,13 @@ def test_a_part_cut_short_is_asked_for_again_from_where_it_stopped(make_proxy, f
     ranges = _ranges(relay, since, sha)
     assert (12 * MIB, 20 * MIB) in ranges and (15 * MIB, 20 * MIB) in ranges  # the cut part, then its rest
     assert relay.cut_once is None
+    # The first stream cut while it carries the first part: a ranged GET fetches that part instead.
+    relay.cut_once = (0, 6 * MIB)
+    since = len(relay.seen)
+    status, _, body = request("GET", f"{proxy.url}/alice/cut-part/resolve/main/w.safetensors")
+    assert status == 200 and hashlib.sha256(body).hexdigest() == sha
+    ranges = _ranges(relay, since, sha)
+    assert ranges[0] == (0, SIZE) and (4 * MIB, 12 * MIB) in ranges and relay.cut_once is None
     # A client's own range (past the first byte) is judged and split the same way.
     since = len(relay.seen)
     status, _, body = request("GET", f"{proxy.url}/alice/cut-part/resolve/main/w.safetensors",

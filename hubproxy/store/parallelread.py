@@ -7,8 +7,9 @@ of the whole range, as every read does, and its first ``JUDGE_BYTES`` are timed 
 - faster than ``s3_read_single_stream_mbps``: that stream carries the rest (relayed socket to socket where the
   endpoint allows, ``rawget.py``). A fast endpoint is never split: some S3-compatible servers (moto, some
   gateways) read the whole object for every range they answer;
-- slower: the stream is closed and the rest is fetched in parts of ``PART_BYTES``, by up to
-  ``s3_read_connections`` ranged GETs at once, each part handed on as soon as the ones before it have been.
+- slower: the rest is fetched in parts of ``PART_BYTES``, by up to ``s3_read_connections`` GETs at once, each
+  part handed on as soon as the ones before it have been: the first stream carries the first part (then it is
+  closed), ranged GETs the others.
 
 A part's bytes stay in memory until they are handed on: one read holds at most ``s3_read_connections`` parts,
 and the process's reads at most ``PARTS_BUDGET_BYTES`` in all (a read that finds the budget spent fetches one part
@@ -49,6 +50,9 @@ class FirstStream(Protocol):
     def take(self, size: int) -> bytes:
         """(Blocking.) The body's next ``size`` bytes (fewer only at its end)."""
 
+    def close_now(self) -> None:
+        """(Blocking.) Close the stream (only read with ``take``)."""
+
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
@@ -64,6 +68,10 @@ class BotoBody:
 
     def take(self, size: int) -> bytes:
         return self._body.read(size)
+
+    def close_now(self) -> None:
+        with contextlib.suppress(Exception):
+            self._body.close()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._rest is None:
@@ -127,20 +135,17 @@ class AdaptiveRead:
         if len(data) < min(JUDGE_BYTES, self._end - self._start):
             raise OSError(f"the object's body ended {self._end - self._start - len(data)} bytes early")
         self.parallel = seconds > 0 and len(data) / seconds < self._fast_bps
-        if self.parallel:
-            first, self._first = self._first, None
-            await first.aclose()
         return data
 
     async def _spans(self) -> AsyncIterator[Span | bytes]:
         data = await self._judge()
         yield data
-        if self._first is not None:
-            async for span in self._first.spans():  # type: ignore[attr-defined]
-                yield span
-        else:
+        if self.parallel:
             async for part in self._parts(self._start + len(data)):
                 yield part
+        elif self._first is not None:
+            async for span in self._first.spans():  # type: ignore[attr-defined]
+                yield span
 
     def __aiter__(self) -> AdaptiveRead:
         return self
@@ -153,17 +158,18 @@ class AdaptiveRead:
     async def _iterate(self) -> AsyncIterator[bytes]:
         data = await self._judge()
         yield data
-        if self._first is not None:
-            async for piece in self._first:
-                yield piece
-        else:
+        if self.parallel:
             async for part in self._parts(self._start + len(data)):
                 yield part
+        elif self._first is not None:
+            async for piece in self._first:
+                yield piece
 
     async def _parts(self, pos: int) -> AsyncIterator[bytes]:
         """Bytes ``[pos, end)`` part by part, in order, with up to ``connections`` parts fetched at once."""
         loop = asyncio.get_running_loop()
         running: collections.deque[tuple[asyncio.Future[bytes], int]] = collections.deque()
+        lead, self._first = self._first, None
         try:
             while running or pos < self._end:
                 while pos < self._end and len(running) < self._connections:
@@ -171,7 +177,11 @@ class AdaptiveRead:
                     held = size if budget.take(size) else 0
                     if not held and running:
                         break  # the budget is spent: one part at a time
-                    future = loop.run_in_executor(self._pool, self._fetch_part, pos, pos + size)
+                    if lead is not None:  # the first part: the rest of the first stream's
+                        future = loop.run_in_executor(self._pool, self._lead_part, lead, pos, pos + size)
+                        lead = None
+                    else:
+                        future = loop.run_in_executor(self._pool, self._fetch_part, pos, pos + size)
                     running.append((future, held))
                     pos += size
                 future, held = running[0]
@@ -185,6 +195,19 @@ class AdaptiveRead:
             for future, held in running:  # wanted by nobody now (a part being fetched is dropped when it ends)
                 budget.give(held)
                 future.cancel()
+            if lead is not None:
+                lead.close_now()
+
+    def _lead_part(self, lead: FirstStream, start: int, end: int) -> bytes:
+        """(Blocking.) Bytes ``[start, end)`` from the first stream, which is then closed; what it fails to carry
+        is fetched as any part is."""
+        try:
+            data = lead.take(end - start)
+        except Exception:  # noqa: BLE001 - the stream failed (a socket or boto3 error): a ranged GET takes over
+            data = b""
+        finally:
+            lead.close_now()
+        return data if len(data) == end - start else data + self._fetch_part(start + len(data), end)
 
     async def aclose(self) -> None:
         if self._pieces is not None:
