@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import hf_hub_download
 
+from hubproxy.store.parallelread import JUDGE_BYTES, PART_BYTES
 from tests.fakehub import FakeHub
 from tests.helpers import request, s3_settings, wait_until
 from tests.netproxy import ForwardProxy
@@ -24,8 +25,10 @@ from tests.relays import S3FaultRelay
 MIB = 1024 * 1024
 #: Bytes per second the relay sends each GET's body at: far below ``s3_read_single_stream_mbps``.
 RATE = 24 * MIB
-#: The blob: a 4 MiB judged start, then five parts of 8 MiB (``parallelread.JUDGE_BYTES``, ``PART_BYTES``).
-SIZE = 44 * MIB
+#: The blob: the judged start, then five whole parts and a short one.
+SIZE = JUDGE_BYTES + 5 * PART_BYTES + 3 * MIB
+#: The parts after the judged start, in order.
+PARTS = [(JUDGE_BYTES + i * PART_BYTES, min(SIZE, JUDGE_BYTES + (i + 1) * PART_BYTES)) for i in range(6)]
 
 
 @pytest.fixture
@@ -79,10 +82,10 @@ def test_a_slow_bucket_is_read_with_ranged_gets_in_parallel(make_proxy, fakehub:
                                cache_dir=tmp_path / "hf")
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
         ranges = _ranges(relay, since, sha)
-        # The first GET asks for the whole blob; once judged slow, it carries the first 8 MiB part after its first
-        # 4 MiB, and the rest comes in 8 MiB parts by ranged GETs, each asked once.
+        # The first GET asks for the whole blob; once judged slow, it carries the first part after its judged start,
+        # and the rest comes in parts by ranged GETs, each asked once.
         assert ranges[0] == (0, SIZE)
-        assert sorted(ranges[1:]) == [(4 * MIB + i * 8 * MIB, 4 * MIB + (i + 1) * 8 * MIB) for i in range(1, 5)]
+        assert sorted(ranges[1:]) == PARTS[1:]
         if forward_proxy is not None:
             assert any(sha in seen for seen in forward_proxy.seen)
     finally:
@@ -106,20 +109,20 @@ def test_a_part_cut_short_is_asked_for_again_from_where_it_stopped(make_proxy, f
     gets every byte right; a range a client asks for is read the same way."""
     proxy, data, sha = _cold_then_stored(make_proxy, fakehub, relay, bucket, "alice/cut-part")
     relay.bytes_per_second = RATE
-    relay.cut_once = (12 * MIB, 3 * MIB)
+    relay.cut_once = (PARTS[1][0], 3 * MIB)
     since = len(relay.seen)
     status, _, body = request("GET", f"{proxy.url}/alice/cut-part/resolve/main/w.safetensors")
     assert status == 200 and hashlib.sha256(body).hexdigest() == sha
     ranges = _ranges(relay, since, sha)
-    assert (12 * MIB, 20 * MIB) in ranges and (15 * MIB, 20 * MIB) in ranges  # the cut part, then its rest
+    assert PARTS[1] in ranges and (PARTS[1][0] + 3 * MIB, PARTS[1][1]) in ranges  # the cut part, then its rest
     assert relay.cut_once is None
     # The first stream cut while it carries the first part: a ranged GET fetches that part instead.
-    relay.cut_once = (0, 6 * MIB)
+    relay.cut_once = (0, JUDGE_BYTES + 2 * MIB)
     since = len(relay.seen)
     status, _, body = request("GET", f"{proxy.url}/alice/cut-part/resolve/main/w.safetensors")
     assert status == 200 and hashlib.sha256(body).hexdigest() == sha
     ranges = _ranges(relay, since, sha)
-    assert ranges[0] == (0, SIZE) and (4 * MIB, 12 * MIB) in ranges and relay.cut_once is None
+    assert ranges[0] == (0, SIZE) and PARTS[0] in ranges and relay.cut_once is None
     # A client's own range (past the first byte) is judged and split the same way.
     since = len(relay.seen)
     status, _, body = request("GET", f"{proxy.url}/alice/cut-part/resolve/main/w.safetensors",

@@ -35,7 +35,7 @@ from hubproxy.threads import run_in
 #: Reads shorter than this are one GET, however slow.
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 #: Bytes of the first stream timed before it is judged.
-JUDGE_BYTES = 4 * 1024 * 1024
+JUDGE_BYTES = 1024 * 1024
 #: Bytes per ranged GET once the read goes parallel (boto3's own parallel downloads use 8 MiB).
 PART_BYTES = 8 * 1024 * 1024
 #: Bytes all parallel reads of the process may hold at once (beyond it, a read fetches one part at a time).
