@@ -18,17 +18,19 @@ from huggingface_hub import hf_hub_download
 
 from hubproxy.store.parallelread import JUDGE_BYTES, PART_BYTES
 from tests.fakehub import FakeHub
-from tests.helpers import request, s3_settings, wait_until
+from tests.helpers import request, s3_settings, scrape, value, wait_until
 from tests.netproxy import ForwardProxy
 from tests.relays import S3FaultRelay
 
 MIB = 1024 * 1024
 #: Bytes per second the relay sends each GET's body at: far below ``s3_read_single_stream_mbps``.
 RATE = 24 * MIB
+#: Bytes a slow stream is timed over before the read goes parallel (two looks).
+JUDGED = 2 * JUDGE_BYTES
 #: The blob: the judged start, then five whole parts and a short one.
-SIZE = JUDGE_BYTES + 5 * PART_BYTES + 3 * MIB
+SIZE = JUDGED + 5 * PART_BYTES + 3 * MIB
 #: The parts after the judged start, in order.
-PARTS = [(JUDGE_BYTES + i * PART_BYTES, min(SIZE, JUDGE_BYTES + (i + 1) * PART_BYTES)) for i in range(6)]
+PARTS = [(JUDGED + i * PART_BYTES, min(SIZE, JUDGED + (i + 1) * PART_BYTES)) for i in range(6)]
 
 
 @pytest.fixture
@@ -81,6 +83,7 @@ def test_a_slow_bucket_is_read_with_ranged_gets_in_parallel(make_proxy, fakehub:
         path = hf_hub_download(f"alice/slow-parts-{reads}", "w.safetensors", endpoint=proxy.url,
                                cache_dir=tmp_path / "hf")
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
+        assert value(scrape(proxy.url), "hubproxy_store_large_reads_total", mode="parallel") >= 1
         ranges = _ranges(relay, since, sha)
         # The first GET asks for the whole blob; once judged slow, it carries the first part after its judged start,
         # and the rest comes in parts by ranged GETs, each asked once.
@@ -93,14 +96,26 @@ def test_a_slow_bucket_is_read_with_ranged_gets_in_parallel(make_proxy, fakehub:
             forward_proxy.stop()
 
 
-def test_a_fast_bucket_is_read_with_one_get(make_proxy, fakehub: FakeHub, relay: S3FaultRelay,  # noqa: ANN001
+def test_a_fast_bucket_is_read_with_one_get(make_proxy, fakehub: FakeHub, s3_endpoint: str,  # noqa: ANN001
                                             bucket) -> None:
-    """Unthrottled, the first stream is judged fast and carries the whole read: one GET, as before."""
-    proxy, data, sha = _cold_then_stored(make_proxy, fakehub, relay, bucket, "alice/fast-one-get")
-    since = len(relay.seen)
-    status, _, body = request("GET", f"{proxy.url}/alice/fast-one-get/resolve/main/w.safetensors")
+    """Straight from moto, the first stream is judged fast and carries the whole read: one GET, as before; and
+    ``/metrics`` says how each large read went."""
+    name, client = bucket
+    data = os.urandom(SIZE)
+    sha = hashlib.sha256(data).hexdigest()
+    fakehub.add_commit("model", "alice/fast-one-get", {"w.safetensors": data})
+    proxy = make_proxy(**s3_settings(s3_endpoint, name))
+    url = f"{proxy.url}/alice/fast-one-get/resolve/main/w.safetensors"
+    assert request("GET", url)[2] == data
+    assert wait_until(lambda: f"hubproxy/blobs/{sha[:2]}/{sha}" in
+                      {o["Key"] for o in client.list_objects_v2(Bucket=name).get("Contents", [])}, 30)
+    before = scrape(proxy.url)
+    status, _, body = request("GET", url)
     assert status == 200 and body == data
-    assert _ranges(relay, since, sha) == [(0, SIZE)]
+    after = scrape(proxy.url)
+    reads = {mode: value(after, "hubproxy_store_large_reads_total", mode=mode)
+             - value(before, "hubproxy_store_large_reads_total", mode=mode) for mode in ("stream", "parallel")}
+    assert reads == {"stream": 1, "parallel": 0}
 
 
 def test_a_part_cut_short_is_asked_for_again_from_where_it_stopped(make_proxy, fakehub: FakeHub,  # noqa: ANN001
@@ -117,7 +132,7 @@ def test_a_part_cut_short_is_asked_for_again_from_where_it_stopped(make_proxy, f
     assert PARTS[1] in ranges and (PARTS[1][0] + 3 * MIB, PARTS[1][1]) in ranges  # the cut part, then its rest
     assert relay.cut_once is None
     # The first stream cut while it carries the first part: a ranged GET fetches that part instead.
-    relay.cut_once = (0, JUDGE_BYTES + 2 * MIB)
+    relay.cut_once = (0, JUDGED + 2 * MIB)
     since = len(relay.seen)
     status, _, body = request("GET", f"{proxy.url}/alice/cut-part/resolve/main/w.safetensors")
     assert status == 200 and hashlib.sha256(body).hexdigest() == sha

@@ -70,6 +70,9 @@ CACHE_BYTES = Gauge("hubproxy_cache_size_bytes", "Bytes of verified blobs in the
 EVICTIONS = Counter("hubproxy_evictions_total", "Blobs evicted to stay under cache_max_bytes")
 STORE_OPERATIONS = Counter("hubproxy_store_operations_total", "Blob store operations, by operation and result",
                            ["op", "result"])
+STORE_LARGE_READS = Counter("hubproxy_store_large_reads_total",
+                            "Reads of large stored objects from S3, by how they went on once their first stream was "
+                            "timed: one stream, or ranged GETs in parallel", ["mode"])
 STORE_SECONDS = Histogram("hubproxy_store_operation_seconds", "Seconds a blob store operation took", ["op"],
                           buckets=LATENCY)
 AUDIT_QUEUE = Gauge("hubproxy_audit_queue_depth", "Download events waiting to be written",

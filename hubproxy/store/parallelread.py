@@ -2,7 +2,9 @@
 
 A bucket may hold each connection to a fraction of what it serves in all (AWS S3 gives one GET of a large object
 about 100 MB/s and advises ranged GETs in parallel). A read of at least ``PARALLEL_MIN_BYTES`` starts as one GET
-of the whole range, as every read does, and its first ``JUDGE_BYTES`` are timed from their first byte:
+of the whole range, as every read does, and its first ``JUDGE_BYTES`` are timed from their first byte (and, if
+they were slow, the next ``JUDGE_BYTES`` too: a stream is slow only if both were, so that a moment in which the
+machine was busy does not split a fast bucket's read):
 
 - faster than ``s3_read_single_stream_mbps``: that stream carries the rest (relayed socket to socket where the
   endpoint allows, ``rawget.py``). A fast endpoint is never split: some S3-compatible servers (moto, some
@@ -28,13 +30,14 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
+from hubproxy.observability import metrics
 from hubproxy.store.bodies import Span
 from hubproxy.store.readahead import read_ahead
 from hubproxy.threads import run_in
 
 #: Reads shorter than this are one GET, however slow.
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
-#: Bytes of the first stream timed before it is judged.
+#: Bytes of the first stream timed before it is judged (twice over if they came slowly).
 JUDGE_BYTES = 1024 * 1024
 #: Bytes per ranged GET once the read goes parallel (boto3's own parallel downloads use 8 MiB).
 PART_BYTES = 8 * 1024 * 1024
@@ -131,10 +134,17 @@ class AdaptiveRead:
     async def _judge(self) -> bytes:
         """Read and time the first stream's first bytes; close it if it is slow."""
         assert self._first is not None
-        data, seconds = await run_in(self._pool, _timed_take, self._first, min(JUDGE_BYTES, self._end - self._start))
-        if len(data) < min(JUDGE_BYTES, self._end - self._start):
-            raise OSError(f"the object's body ended {self._end - self._start - len(data)} bytes early")
-        self.parallel = seconds > 0 and len(data) / seconds < self._fast_bps
+        data = b""
+        for _ in range(2):
+            want = min(JUDGE_BYTES, self._end - self._start - len(data))
+            look, seconds = await run_in(self._pool, _timed_take, self._first, want)
+            if len(look) < want:
+                raise OSError(f"the object's body ended {self._end - self._start - len(data) - len(look)} bytes early")
+            data += look
+            self.parallel = seconds > 0 and len(look) / seconds < self._fast_bps
+            if not self.parallel:
+                break
+        metrics.STORE_LARGE_READS.labels("parallel" if self.parallel else "stream").inc()
         return data
 
     async def _spans(self) -> AsyncIterator[Span | bytes]:
