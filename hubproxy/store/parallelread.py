@@ -132,7 +132,8 @@ class AdaptiveRead:
             self.spans = self._spans
 
     async def _judge(self) -> bytes:
-        """Read and time the first stream's first bytes; close it if it is slow."""
+        """Read and time the first stream's first bytes (two looks if the first was slow); ``parallel`` says how
+        the read goes on."""
         assert self._first is not None
         data = b""
         for _ in range(2):
@@ -147,32 +148,27 @@ class AdaptiveRead:
         metrics.STORE_LARGE_READS.labels("parallel" if self.parallel else "stream").inc()
         return data
 
-    async def _spans(self) -> AsyncIterator[Span | bytes]:
-        data = await self._judge()
-        yield data
-        if self.parallel:
-            async for part in self._parts(self._start + len(data)):
-                yield part
-        elif self._first is not None:
-            async for span in self._first.spans():  # type: ignore[attr-defined]
-                yield span
+    def _spans(self) -> AsyncIterator[Span]:
+        return self._read(spans=True)
 
     def __aiter__(self) -> AdaptiveRead:
         return self
 
     async def __anext__(self) -> bytes:
         if self._pieces is None:
-            self._pieces = self._iterate()
+            self._pieces = self._read(spans=False)  # type: ignore[assignment]
         return await self._pieces.__anext__()
 
-    async def _iterate(self) -> AsyncIterator[bytes]:
+    async def _read(self, spans: bool) -> AsyncIterator[Span]:
+        """The judged bytes, then the rest: parts, or the first stream's spans (``spans``) or pieces."""
         data = await self._judge()
         yield data
         if self.parallel:
             async for part in self._parts(self._start + len(data)):
                 yield part
         elif self._first is not None:
-            async for piece in self._first:
+            rest: AsyncIterator[Any] = self._first.spans() if spans else self._first  # type: ignore[attr-defined]
+            async for piece in rest:
                 yield piece
 
     async def _parts(self, pos: int) -> AsyncIterator[bytes]:
