@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boto3  # noqa: E402
@@ -88,22 +89,10 @@ def main() -> int:
 
         def direct() -> float:
             """A direct boto3 GET of the same object, read to the end (the reference)."""
-            t0 = time.monotonic()
-            body = s3.get_object(Bucket="reference", Key=BIG)["Body"]
-            while body.read(8 * 1024 * 1024):
-                pass
-            return time.monotonic() - t0
+            return one_get(s3, "reference", BIG)
 
         def stored(bucket: str) -> None:
-            """Wait until the blob is an object of ``bucket`` (its upload completed)."""
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    s3.head_object(Bucket=bucket, Key=f"hubproxy/blobs/{sha[:2]}/{sha}")
-                    return
-                except Exception:  # noqa: BLE001
-                    time.sleep(0.2)
-            raise RuntimeError(f"the blob never reached bucket {bucket}")
+            wait_for_object(s3, bucket, f"hubproxy/blobs/{sha[:2]}/{sha}")
 
         hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL, SLOW: files / SLOW}, None)
         procs.append(hub)
@@ -162,7 +151,7 @@ def main() -> int:
     return 0
 
 
-def slow_rows(args: argparse.Namespace, work: Path, files: Path, hub_url: str, endpoint: str, s3: object,
+def slow_rows(args: argparse.Namespace, work: Path, files: Path, hub_url: str, endpoint: str, s3: Any,
               moto: Proc, procs: list[Proc]) -> None:
     """Hot reads of a stored object from a bucket that sends each GET's body at most ``--slow-mbps``."""
     url_file = work / "slow-relay-url"
@@ -175,31 +164,16 @@ def slow_rows(args: argparse.Namespace, work: Path, files: Path, hub_url: str, e
             raise RuntimeError("the slow bucket's relay did not start")
         time.sleep(0.1)
     slow_endpoint = url_file.read_text()
-    s3.create_bucket(Bucket="slow")  # type: ignore[attr-defined]
+    s3.create_bucket(Bucket="slow")
     proc, url = start_hubproxy_s3(hub_url, work / "slow", slow_endpoint, "slow", False, work)
     procs.append(proc)
     target = f"{url}/{REPO}/resolve/main/{SLOW}"
     curl_time(target)  # cold: filled, then stored in the bucket (uploads are not held back)
     key = f"hubproxy/blobs/{sha256_file(files / SLOW)[:2]}/{sha256_file(files / SLOW)}"
     slow = boto3.client("s3", endpoint_url=slow_endpoint, region_name="us-east-1")
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            slow.head_object(Bucket="slow", Key=key)
-            break
-        except Exception:  # noqa: BLE001
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    wait_for_object(slow, "slow", key)
     quiet(moto)
     size = args.slow_mib * 1024 * 1024
-
-    def one_get() -> float:
-        t0 = time.monotonic()
-        body = slow.get_object(Bucket="slow", Key=key)["Body"]
-        while body.read(8 * 1024 * 1024):
-            pass
-        return time.monotonic() - t0
 
     def boto3_parallel() -> float:
         """boto3's managed download (ranged GETs of 8 MiB, ten at once), into a sink."""
@@ -209,10 +183,31 @@ def slow_rows(args: argparse.Namespace, work: Path, files: Path, hub_url: str, e
         return time.monotonic() - t0
 
     label = f"S3 store, hot, bucket sending each GET at {args.slow_mbps:g} MB/s ({args.slow_mib} MiB), throughput"
-    pairs(f"{label} (x one direct boto3 GET)", lambda: size / curl_time(target), lambda: size / one_get(),
-          args.rounds, True)
+    pairs(f"{label} (x one direct boto3 GET)", lambda: size / curl_time(target),
+          lambda: size / one_get(slow, "slow", key), args.rounds, True)
     pairs(f"{label} (x boto3's parallel download_fileobj)", lambda: size / curl_time(target),
           lambda: size / boto3_parallel(), args.rounds, True)
+
+
+def one_get(client: Any, bucket: str, key: str) -> float:
+    """Seconds one boto3 GET of the object takes, read to the end."""
+    t0 = time.monotonic()
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    while body.read(8 * 1024 * 1024):
+        pass
+    return time.monotonic() - t0
+
+
+def wait_for_object(client: Any, bucket: str, key: str) -> None:
+    """Wait until ``key`` is an object of ``bucket`` (an upload completed)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return
+        except Exception:  # noqa: BLE001
+            time.sleep(0.2)
+    raise RuntimeError(f"{key} never reached bucket {bucket}")
 
 
 class _Sink:
