@@ -169,7 +169,8 @@ def slow_rows(args: argparse.Namespace, work: Path, files: Path, hub_url: str, e
     procs.append(proc)
     target = f"{url}/{REPO}/resolve/main/{SLOW}"
     curl_time(target)  # cold: filled, then stored in the bucket (uploads are not held back)
-    key = f"hubproxy/blobs/{sha256_file(files / SLOW)[:2]}/{sha256_file(files / SLOW)}"
+    sha = sha256_file(files / SLOW)
+    key = f"hubproxy/blobs/{sha[:2]}/{sha}"
     slow = boto3.client("s3", endpoint_url=slow_endpoint, region_name="us-east-1")
     wait_for_object(slow, "slow", key)
     quiet(moto)

@@ -218,8 +218,6 @@ def forward(handler: Any, host: str, port: int, target: str, body: bytes | None,
     """Send ``handler``'s request on to ``host:port`` and its answer back (test relays and proxies), the body as it
     arrives where its length is known; with ``cut_after``, the connection is closed after that many bytes of the
     answer's body; with ``bytes_per_second``, the body is sent no faster than that."""
-    import time
-
     conn = http.client.HTTPConnection(host, port, timeout=60)
     try:
         conn.request(handler.command, target, body=body, headers=headers)

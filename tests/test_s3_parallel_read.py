@@ -145,3 +145,6 @@ def test_a_part_cut_short_is_asked_for_again_from_where_it_stopped(make_proxy, f
     assert status == 206 and body == data[MIB:40 * MIB]
     ranges = _ranges(relay, since, sha)
     assert ranges[0] == (MIB, 40 * MIB) and len(ranges) > 2
+    # After its judged start and the first stream's part, the parts of the client's range, each asked once.
+    after = MIB + JUDGED + PART_BYTES
+    assert sorted(ranges[1:]) == [(pos, min(40 * MIB, pos + PART_BYTES)) for pos in range(after, 40 * MIB, PART_BYTES)]

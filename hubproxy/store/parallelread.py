@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -89,23 +88,21 @@ class BotoBody:
 
 
 class _Budget:
-    """Bytes of parts held by the process's parallel reads."""
+    """Bytes of parts held by the process's parallel reads (counted on the event loop, where parts are started
+    and handed on)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
-        self._lock = threading.Lock()
 
     def take(self, size: int) -> bool:
-        with self._lock:
-            if self.held + size > self.limit:
-                return False
-            self.held += size
-            return True
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
 
     def give(self, size: int) -> None:
-        with self._lock:
-            self.held -= size
+        self.held -= size
 
 
 budget = _Budget(PARTS_BUDGET_BYTES)

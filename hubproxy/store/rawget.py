@@ -130,7 +130,7 @@ class SocketBody:
         return await self._iterator.__anext__()
 
     def close_now(self) -> None:
-        """(Blocking, for a body read with ``take`` alone.) Close the socket."""
+        """Close the socket (a body read with ``take`` alone is closed so, from its thread)."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -138,9 +138,7 @@ class SocketBody:
     async def aclose(self) -> None:
         if self._iterator is not None:
             await self._iterator.aclose()  # type: ignore[attr-defined]
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        self.close_now()
 
 
 class _SocketReader:

@@ -153,18 +153,18 @@ class S3BlobStore:
     def _fetch_part(self, key: str, start: int, end: int) -> bytes:
         """(Blocking.) Bytes ``[start, end)`` of a stored object for a parallel read (``parallelread.py``): a ranged
         GET, asked for again from the byte it reached if it fails, up to ``PART_ATTEMPTS`` times in all."""
-        part = bytearray(end - start)
+        pieces: list[bytes] = []
         got, failures = 0, 0
-        while got < len(part):
+        while got < end - start:
             try:
                 for piece in self._range_pieces(key, start + got, end):
-                    part[got:got + len(piece)] = piece
+                    pieces.append(piece)
                     got += len(piece)
             except (OSError, BotoCoreError, ClientError) as exc:
                 failures += 1
                 if failures >= PART_ATTEMPTS:
                     raise OSError(f"bytes {start + got}-{end - 1} of {key} could not be read: {exc}") from exc
-        return bytes(part)
+        return b"".join(pieces)
 
     def _range_pieces(self, key: str, start: int, end: int) -> Iterator[bytes]:
         """(Blocking.) The bytes ``[start, end)`` as they arrive (a raw GET where the endpoint allows, else boto3's);
