@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
@@ -84,8 +83,8 @@ class S3FaultRelay:
     With ``cut_gets`` set, every GET answer is cut after that many bytes of its body; with ``cut_once`` set to
     ``(offset, n)``, the next GET whose range starts at ``offset`` is cut after ``n`` bytes; with
     ``bytes_per_second``, each GET answer's body is sent no faster (a bucket that holds each connection back); and
-    requests for which ``delayed(method, path)`` is true are held ``delay`` seconds before they are passed on (a
-    slow or throttling bucket).
+    requests for which ``delayed(method, path)`` is true are held ``delay`` seconds (or until ``release`` is set)
+    before they are passed on (a slow or throttling bucket).
     """
 
     def __init__(self, target: str) -> None:
@@ -96,6 +95,7 @@ class S3FaultRelay:
         self.bytes_per_second: float | None = None
         self.delayed: Callable[[str, str], bool] = lambda method, path: False
         self.delay = 0.0
+        self.release = threading.Event()
         #: (method, path, headers with lower-case names) of every request relayed or refused (the first
         #: ``seen_limit`` of them if it is set).
         self.seen: list[tuple[str, str, dict[str, str]]] = []
@@ -122,7 +122,7 @@ class S3FaultRelay:
                     self.wfile.write(msg)
                     return
                 if relay.delayed(self.command, self.path):
-                    time.sleep(relay.delay)
+                    relay.release.wait(relay.delay)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = self.headers.get("Host", "")
                 cut = relay.cut_gets if self.command == "GET" else None

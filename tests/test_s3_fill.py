@@ -66,6 +66,38 @@ def test_a_large_blob_is_uploaded_in_parts_while_it_fills(make_proxy, fakehub: F
     assert Path(again).read_bytes() == data
 
 
+def test_a_client_does_not_wait_for_the_bucket_to_start_the_upload(make_proxy, fakehub: FakeHub,  # noqa: ANN001
+                                                                   tmp_path: Path, s3_endpoint: str, bucket) -> None:
+    """The bucket holds back its answer to "start a multipart upload": the cold download completes meanwhile (the
+    upload starts beside the fill, not before it); once the bucket answers, the parts go up and the blob is stored."""
+    from tests.relays import S3FaultRelay
+
+    name, client = bucket
+    relay = S3FaultRelay(s3_endpoint)
+    relay.delay, relay.delayed = 120.0, lambda method, path: method == "POST" and path.endswith("?uploads")
+    try:
+        proxy = make_proxy(**_s3_settings(relay.url, name))
+        data = os.urandom(40 * MIB + 5)
+        sha = hashlib.sha256(data).hexdigest()
+        fakehub.add_commit("model", "alice/s3held", {"w.safetensors": data})
+        with ThreadPoolExecutor(1) as pool:
+            download = pool.submit(hf_hub_download, "alice/s3held", "w.safetensors", endpoint=proxy.url,
+                                   cache_dir=tmp_path)
+            done = wait_until(download.done, 30)
+            starts = [path for method, path, _ in relay.seen if method == "POST" and path.endswith("?uploads")]
+            relay.release.set()  # the bucket answers now
+            assert done, "the client's download waited for the bucket"
+            assert Path(download.result()).read_bytes() == data
+        assert starts, "the upload was asked for while the download ran"
+        head = _wait_object(client, name, f"hubproxy/blobs/{sha[:2]}/{sha}")
+        assert head is not None and head["ETag"].strip('"').endswith("-3")  # uploaded in parts after all
+        assert client.get_object(Bucket=name, Key=f"hubproxy/blobs/{sha[:2]}/{sha}")["Body"].read() == data
+        assert not client.list_multipart_uploads(Bucket=name).get("Uploads")
+    finally:
+        relay.release.set()
+        relay.stop()
+
+
 def test_a_blob_that_fails_verification_is_never_in_the_bucket(make_proxy, fakehub: FakeHub,  # noqa: ANN001
                                                                s3_endpoint: str, bucket) -> None:  # noqa: ANN001
     name, client = bucket

@@ -25,7 +25,7 @@ from hubproxy.cache.mismatch import Mismatches
 from hubproxy.cache.partmap import Ahead
 from hubproxy.cache.sharedparts import FollowedParts, announce, read_parts
 from hubproxy.cache.spool import Spool, SpoolFile
-from hubproxy.cache.upload import feed_upload
+from hubproxy.cache.upload import FillUpload
 from hubproxy.memory import release_free_memory
 from hubproxy.observability import metrics, tracing
 from hubproxy.store.base import BlobStore, Upload
@@ -182,7 +182,7 @@ class FillManager:
         renewer = asyncio.create_task(self._renew_lease(fill.key)) if self.leases is not None else None
         metrics.FILLS_IN_FLIGHT.inc()
         result = "error"
-        upload, feeding = await self._start_upload(fill, spool_file)
+        uploading: FillUpload | None = FillUpload(fill, self.store, spool_file.path)
         try:
             with tracing.span("fill", **{"hubproxy.blob": fill.key, "hubproxy.size": fill.size}):
                 await self.filler.fill(fill, spool_file)
@@ -190,9 +190,10 @@ class FillManager:
             fill.verified = True
             fill.notify()
             self.mismatches.verified(fill.key)
-            if upload is not None and await self._uploaded(feeding):
+            upload = await uploading.uploaded()
+            if upload is not None:
                 await run_in(self.store.pool, self._complete, fill, spool_file, upload)
-                upload = None
+                uploading = None
             else:
                 await run_in(self.store.pool, self._store, fill, spool_file)
             self.committed.set()
@@ -210,11 +211,8 @@ class FillManager:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            if upload is not None:  # not completed: the store must not keep any of it
-                if feeding is not None:
-                    feeding.cancel()
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(upload.abort)
+            if uploading is not None:  # not completed: the store must not keep any of it
+                await uploading.abandon()
             metrics.FILLS_IN_FLIGHT.dec()
             metrics.FILLS.labels(result).observe(time.monotonic() - fill.started)
             self.active.pop(fill.key, None)
@@ -225,29 +223,6 @@ class FillManager:
                 renewer.cancel()
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.leases.release, fill.key)  # type: ignore[union-attr]
-
-    async def _start_upload(self, fill: Fill, spool_file: SpoolFile
-                            ) -> tuple[Upload | None, asyncio.Task[None] | None]:
-        """Where the store copies blobs (S3), start uploading this one while it fills."""
-        try:
-            upload = await run_in(self.store.pool, self.store.start_upload, fill.key, fill.size)
-        except Exception as exc:  # noqa: BLE001 - the blob is uploaded after the fill instead
-            log.warning("could not start uploading %s while filling (%s); uploading it afterwards", fill.key, exc)
-            return None, None
-        if upload is None:
-            return None, None
-        feeding = asyncio.create_task(feed_upload(fill, upload, spool_file.path), name=f"upload-{fill.key[:12]}")
-        return upload, feeding
-
-    @staticmethod
-    async def _uploaded(feeding: asyncio.Task[None] | None) -> bool:
-        """Whether every part went up (if one failed, the verified file is uploaded whole instead)."""
-        try:
-            await feeding  # type: ignore[misc]
-            return True
-        except Exception as exc:  # noqa: BLE001
-            log.warning("uploading while filling failed (%s); uploading the verified file instead", exc)
-            return False
 
     def _complete(self, fill: Fill, spool_file: SpoolFile, upload: Upload) -> None:
         """(In a thread.) The verified blob's uploaded parts become the stored blob, then its record."""

@@ -1,6 +1,7 @@
 """Uploading a blob to the store while it fills (S3): each part goes up as soon as the fill's prefix holds it.
 
-Parts are read back from the spool file (the very bytes the hash runs over) and sent by a few worker
+The upload starts beside the fill, not before it: a client's first byte never waits for the store's answer
+to "start an upload" (a round trip to the bucket, tens of milliseconds on a cloud store). Parts are read back from the spool file (the very bytes the hash runs over) and sent by a few worker
 threads. The upload is only completed by the fill once the whole blob is verified, and aborted
 otherwise, so the store never holds a blob that failed verification, not even for a moment.
 
@@ -13,15 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from hubproxy.store.base import Upload
+from hubproxy.store.base import BlobStore, Upload
+from hubproxy.threads import run_in
 
 if TYPE_CHECKING:
     from hubproxy.cache.fill import Fill
+
+log = logging.getLogger(__name__)
 
 #: Parts uploaded at once.
 CONCURRENT_PARTS = 4
@@ -61,3 +66,62 @@ async def feed_upload(fill: Fill, upload: Upload, path: str) -> None:
     finally:
         for task in running:
             task.cancel()
+
+
+class FillUpload:
+    """The store's copy of one fill's blob, made while it fills (``BlobStore.start_upload``).
+
+    Started beside the fill; ``uploaded()`` (once the blob is verified) gives the upload holding every part, ready
+    to be completed, or None when the blob is to be stored whole instead; ``abandon()`` stops it and drops every
+    part sent, so the store holds the blob complete or not at all."""
+
+    def __init__(self, fill: Fill, store: BlobStore, path: str) -> None:
+        self.fill = fill
+        self.store = store
+        self.path = path
+        #: The store's upload once it has started (so that it can be aborted whatever happens after).
+        self.upload: Upload | None = None
+        self._failure_told = False
+        self._task = asyncio.create_task(self._run(), name=f"upload-{fill.key[:12]}")
+
+    async def _run(self) -> Upload | None:
+        upload = await self._start()
+        if upload is not None:
+            await feed_upload(self.fill, upload, self.path)
+        return upload
+
+    async def _start(self) -> Upload | None:
+        starting = asyncio.ensure_future(run_in(self.store.pool, self.store.start_upload, self.fill.key,
+                                                self.fill.size))
+        try:
+            self.upload = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The store may be starting the upload right now: learn of it, so that ``abandon`` aborts it.
+            with contextlib.suppress(Exception):
+                self.upload = await starting
+            raise
+        except Exception as exc:  # noqa: BLE001 - the blob is stored whole once verified instead
+            log.warning("could not start uploading %s while filling (%s); uploading it afterwards", self.fill.key, exc)
+        return self.upload
+
+    async def uploaded(self) -> Upload | None:
+        """(Once the blob is verified.) The upload with every part sent; None if the blob must be stored whole
+        (the store makes no uploads, or starting or feeding this one failed)."""
+        try:
+            return await self._task
+        except Exception as exc:  # noqa: BLE001
+            log.warning("uploading %s while filling failed (%s); uploading the verified file instead",
+                        self.fill.key, exc)
+            self._failure_told = True
+            return None
+
+    async def abandon(self) -> None:
+        """Stop sending parts and abort the upload: nothing of it is kept."""
+        self._task.cancel()
+        await asyncio.wait([self._task])
+        if not self._task.cancelled() and self._task.exception() is not None and not self._failure_told:
+            log.warning("uploading %s while filling failed: %s", self.fill.key, self._task.exception())
+        if self.upload is not None:
+            upload, self.upload = self.upload, None
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(upload.abort)
