@@ -1,8 +1,8 @@
 """Uploading a blob to the store while it fills (S3): each part goes up as soon as the fill's prefix holds it.
 
 The upload starts beside the fill, not before it: a client's first byte never waits for the store's answer
-to "start an upload" (a round trip to the bucket, tens of milliseconds on a cloud store). Parts are read back from the spool file (the very bytes the hash runs over) and sent by a few worker
-threads. The upload is only completed by the fill once the whole blob is verified, and aborted
+to "start an upload" (a round trip to the bucket, tens of milliseconds on a cloud store). Parts are read back
+from the spool file (the very bytes the hash runs over) and sent by a few worker threads. The upload is only completed by the fill once the whole blob is verified, and aborted
 otherwise, so the store never holds a blob that failed verification, not even for a moment.
 
 The upload is background work: what a client waits for (the fill's receiving, hashing and sending) comes
@@ -81,13 +81,19 @@ class FillUpload:
         self.path = path
         #: The store's upload once it has started (so that it can be aborted whatever happens after).
         self.upload: Upload | None = None
-        self._failure_told = False
         self._task = asyncio.create_task(self._run(), name=f"upload-{fill.key[:12]}")
 
     async def _run(self) -> Upload | None:
+        """The upload with every part sent, or None (no upload, or it failed: told here, once)."""
         upload = await self._start()
-        if upload is not None:
+        if upload is None:
+            return None
+        try:
             await feed_upload(self.fill, upload, self.path)
+        except Exception as exc:  # noqa: BLE001 - the verified file is stored whole instead; abandon() aborts this
+            log.warning("uploading %s while filling failed (%s); uploading the verified file instead",
+                        self.fill.key, exc)
+            return None
         return upload
 
     async def _start(self) -> Upload | None:
@@ -107,20 +113,12 @@ class FillUpload:
     async def uploaded(self) -> Upload | None:
         """(Once the blob is verified.) The upload with every part sent; None if the blob must be stored whole
         (the store makes no uploads, or starting or feeding this one failed)."""
-        try:
-            return await self._task
-        except Exception as exc:  # noqa: BLE001
-            log.warning("uploading %s while filling failed (%s); uploading the verified file instead",
-                        self.fill.key, exc)
-            self._failure_told = True
-            return None
+        return await self._task
 
     async def abandon(self) -> None:
         """Stop sending parts and abort the upload: nothing of it is kept."""
         self._task.cancel()
         await asyncio.wait([self._task])
-        if not self._task.cancelled() and self._task.exception() is not None and not self._failure_told:
-            log.warning("uploading %s while filling failed: %s", self.fill.key, self._task.exception())
         if self.upload is not None:
             upload, self.upload = self.upload, None
             with contextlib.suppress(Exception):

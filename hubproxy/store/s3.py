@@ -173,20 +173,18 @@ class S3BlobStore:
         if answer is not None and answer.status != 206:
             answer.close()
             raise OSError(f"the bucket answered a ranged GET of {key} with {answer.status}")
-        body: Any = answer.body(end - start) if answer is not None else self._get(key, start, end)["Body"]
+        body: FirstStream = answer.body(end - start) if answer is not None else \
+            BotoBody(self._get(key, start, end)["Body"], None)
         try:
             left = end - start
             while left > 0:
-                piece = body.take(min(left, PIECE_BYTES)) if answer is not None else body.read(min(left, PIECE_BYTES))
+                piece = body.take(min(left, PIECE_BYTES))
                 if not piece:
                     raise OSError(f"the answer ended {left} bytes early")
                 left -= len(piece)
                 yield piece
         finally:
-            if answer is not None:
-                body.close_now()
-            else:
-                body.close()
+            body.close_now()
 
     def _raw_answer(self, key: str, start: int, end: int) -> RawAnswer | None:
         """(Blocking.) The answer to a GET of bytes ``[start, end)`` on a raw connection (``rawget.py``) if it is
