@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import hf_hub_download
 
+from hubproxy.cache.spool import Spool
 from tests.fakehub import FakeHub
 from tests.helpers import (
     ProxyProcess,
@@ -91,6 +92,38 @@ def test_many_clients_get_exact_bytes_from_one_parallel_fetch(make_proxy, fakehu
     samples = scrape(proxy.url)
     assert value(samples, "hubproxy_fill_requests_total", receiver="event_loop") == resolved
     assert value(samples, "hubproxy_fill_requests_total", receiver="thread") == len(ranges) - resolved
+    assert _stored(proxy, sha).read_bytes() == data
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct_writes", "page_cache"])
+def test_parallel_parts_are_written_past_the_page_cache(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
+                                                         direct: bool) -> None:
+    """Where the spool's filesystem takes direct I/O, every lane of a parallel fill writes its whole pages with
+    it (new page-cache pages cost a VM more CPU than the bytes' copy); only the partial pages where batches
+    meet go through the page cache. The hash and the clients read the parts back from the disk: exact bytes."""
+    if direct and not Spool(tmp_path, direct_writes=True).direct_writes:
+        pytest.skip("the tests' temporary folder is on a filesystem without direct writes (tmpfs, NFS)")
+    proxy = make_proxy(**PARALLEL, fill_direct_writes=str(direct).lower())
+    size = 12 * MIB + 777  # the last page partial
+    data, sha = _blob(fakehub, f"unpaged{direct}", size)
+    fakehub.faults.trickle[sha] = CDN_STREAM
+    fakehub.reset_counts()
+
+    def download(i: int) -> bytes:
+        return Path(hf_hub_download(f"alice/unpaged{direct}", "w.safetensors", endpoint=proxy.url,
+                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
+
+    with ThreadPoolExecutor(3) as pool:
+        assert all(r == data for r in pool.map(download, range(3)))
+    assert _parts_at_once(fakehub, sha) == 4 and fakehub.blob_bytes[sha] == size
+    samples = scrape(proxy.url)
+    unpaged = value(samples, "hubproxy_fill_written_bytes_total", how="direct")
+    paged = value(samples, "hubproxy_fill_written_bytes_total", how="page_cache")
+    assert unpaged + paged == size
+    if direct:
+        assert unpaged >= 0.9 * size, f"only {unpaged} of {size} bytes were written past the page cache"
+    else:
+        assert unpaged == 0
     assert _stored(proxy, sha).read_bytes() == data
 
 

@@ -63,6 +63,9 @@ class Fill:
         self.ahead: Ahead | None = None
         #: Buffers still holding bytes written past the page cache (direct I/O), for readers to send from.
         self.loans: Loans | None = None
+        #: Bytes are being written through the page cache where the spool takes direct I/O (a part received on
+        #: the event loop): its pages are then made ahead of them (``filler.warm_pages``).
+        self.paged = False
         self.started = time.monotonic()
         self._event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None

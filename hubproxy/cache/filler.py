@@ -65,7 +65,7 @@ class Filler:
         hashing = asyncio.create_task(hasher.run())
         lead = self.connections * self.part_bytes + WARM_AHEAD_BYTES
         local = reserved and not spool.spool.network_filesystem
-        warming = asyncio.create_task(warm_pages(fill, spool.path, lead)) if local else None
+        warming = asyncio.create_task(warm_pages(fill, spool.path, lead, spool.direct)) if local else None
         try:
             download = PartedDownload(self.upstream, fill, spool, self.retries, self.connections,
                                       self.part_bytes, self.fast_bps, feed)
@@ -92,7 +92,7 @@ WARMER_THREADS = os.cpu_count() or 2
 WARMERS = ThreadPoolExecutor(max_workers=WARMER_THREADS, thread_name_prefix="fill-warm")
 
 
-async def warm_pages(fill: Fill, path: str, lead: int) -> None:
+async def warm_pages(fill: Fill, path: str, lead: int, unless_unpaged: bool = False) -> None:
     """Put the spool file's pages in the page cache ahead of its writers, in the warming threads, up to ``lead`` bytes
     past the written prefix (parts in flight are written at most that far ahead). Only for a reserved
     (``fallocate``d) file on a local filesystem: its bytes read as zeros with no I/O, so the kernel just makes
@@ -102,7 +102,9 @@ async def warm_pages(fill: Fill, path: str, lead: int) -> None:
     reclaims the guest's free memory (free page reporting, ballooning), each new page faults in the host, about
     2 s per GiB on our 2-core VM. Inside ``write`` those faults are taken one writer at a time (the file's lock);
     taken here, ahead, they overlap with the writes and the writers only copy (1 GiB written in 0.9 s, not 2.0 s).
-    Stops once the fill writes with direct I/O (``fill.loans``): those writes skip the page cache.
+    Stops once the fill writes with direct I/O (``fill.loans``): those writes skip the page cache. With
+    ``unless_unpaged`` (the spool takes direct I/O, so its lanes skip the page cache), it waits until a part is
+    written through it (``fill.paged``: one received on the event loop).
     """
     try:
         fd = await open_for_reading(path)
@@ -112,6 +114,10 @@ async def warm_pages(fill: Fill, path: str, lead: int) -> None:
     warmed = fill.written
     try:
         while warmed < fill.size and fill.loans is None:  # a stream written past the page cache needs no pages
+            if unless_unpaged and not fill.paged:
+                await fill.changed()
+                warmed = max(warmed, fill.written)
+                continue
             target = min(fill.size, fill.written + lead)
             if warmed < target:
                 step = min(WARM_STEP_BYTES, target - warmed)

@@ -5,7 +5,9 @@ The socket's buffer keeps receiving while a batch is written, and the hash follo
 own: receiving, writing and hashing overlap without a hand-off through the event loop per batch, for one stream
 as for many parts. A direct lane (the blob's one fast stream on a spool that takes ``O_DIRECT``) receives into
 page-aligned buffers, has a thread of its own write them past the page cache (``spoolwriter.py``) and keeps its
-last buffers for the fill's readers to be sent from.
+last buffers for the fill's readers to be sent from. An unpaged lane (one of a parallel fill's parts on such a
+spool) also receives into page-aligned buffers and writes their whole pages past the page cache, itself, between
+receives: its socket is held to a fraction of the disk's speed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ FIRST_BATCH_BYTES = 256 * 1024
 
 
 def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start: int, end: int, *, direct: bool,
-                 landed: Callable[[int], None], prefix_reached: Callable[[], bool], stop: threading.Event,
+                 unpaged: bool = False, landed: Callable[[int], None], prefix_reached: Callable[[], bool], stop: threading.Event,
                  max_wait: float, timed: tuple[int, Callable[[int, float], None]] | None = None) -> None:
     """(In a lane thread.) Receive bytes ``[start, end)`` from ``conn``'s answer into the spool file until they are
     all there, the answer ends or ``stop`` is set; ``landed(pos)`` (callable from any thread) is told, in order,
@@ -44,12 +46,12 @@ def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start:
     them (the writes between are not the stream's speed: new page-cache pages made a fast stream look slow)."""
     # Direct writes wait for the disk: a thread of their own makes them while this one receives.
     writer = SpoolWriter(spool, start, landed) if direct else None
-    ring = LaneBuffers(feed, min(DIRECT_BATCH_BYTES if direct else LANE_BATCH_BYTES, end - start), aligned=direct,
-                       wait_written=writer.wait_written if writer else None)
+    ring = LaneBuffers(feed, min(DIRECT_BATCH_BYTES if direct else LANE_BATCH_BYTES, end - start),
+                       aligned=direct or unpaged, wait_written=writer.wait_written if writer else None)
     pos, reading = start, 0.0
     try:
         while pos < end and not stop.is_set():
-            skew = pos % ALIGN if direct else 0
+            skew = pos % ALIGN if direct or unpaged else 0
             buf = ring.next()[skew:skew + min(ring.size, end - pos)]
             began = time.monotonic()
             if pos == 0:  # the blob's first bytes: to its readers as soon as they arrive
@@ -65,7 +67,9 @@ def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start:
             if not got or stop.is_set():
                 return
             batch = buf[:got]
-            if writer is None:
+            if unpaged:
+                spool.write_unpaged(batch, pos)
+            elif writer is None:
                 spool.write_at([batch], pos)
             ring.written(pos, batch, prefix_reached())
             if writer is None:

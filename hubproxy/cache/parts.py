@@ -297,14 +297,16 @@ class PartedDownload:
             metrics.UPSTREAM_BYTES.inc(pos - part.pos)
             self._advance(part, pos - part.pos)
 
-        # One stream on a spool that takes direct I/O: its pages skip the page cache, and the fill's readers send
-        # the bytes from the lane's buffers, kept for them (``hashfeed.py``).
+        # On a spool that takes direct I/O every lane writes its whole pages past the page cache. One stream keeps
+        # its last buffers for the fill's readers to send from (``hashfeed.py``); parallel parts do not (they are
+        # read back through the page cache, which costs the reader's disk time but not the writer's CPU that new
+        # pages cost on a VM: ``docs/architecture.md``).
         direct = self.spool.direct and not self.parallel
         if direct:
             self.feed.keep_for_readers(KEPT_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
         lane = functools.partial(receive_part, conn, self.spool, self.feed, part.pos, part.end, direct=direct,
-                                 landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
+                                 unpaged=self.spool.direct and not direct, landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
                                  prefix_reached=lambda: self.fill.written >= part.start, stop=stop,
                                  max_wait=FLUSH_INTERVAL, timed=timed)
         submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
@@ -360,6 +362,9 @@ class PartedDownload:
             self._widen.set()
 
     async def _write(self, part: Part, batch: list[bytes], size: int) -> None:
+        if not self.fill.paged:
+            self.fill.paged = True  # the page warmer starts, if it was waiting for this
+            self.fill.notify()
         await asyncio.to_thread(self.spool.write_at, batch, part.pos)
         self._advance(part, size)
 

@@ -10,9 +10,10 @@ there: the filler publishes its contiguous prefix (the bytes from 0 that are all
 file, and followers and whoever takes over read that number.
 Whatever the store (local disk, NFS, S3), fills spool here: readers follow a growing local file.
 
-A fast single stream may write its whole pages with direct I/O (``write_aligned``, ``O_DIRECT``): they go to the
-disk without entering the page cache, whose new pages cost more CPU than the copy into them (``docs/architecture.md``).
-Followers reading such bytes from the file get them from the disk.
+Where the filesystem takes direct I/O (``O_DIRECT``), a fill's lanes write their whole pages with it: a fast single
+stream (``write_aligned``) and a parallel fill's parts (``write_unpaged``). They go to the disk without entering the
+page cache, whose new pages cost more CPU than the copy into them (``docs/architecture.md``). Whoever reads such bytes
+from the file (the hash, readers, followers) gets them from the disk, into the page cache.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from pathlib import Path
 from hubproxy.cache.hashfeed import ALIGN
 from hubproxy.cache.sharedparts import read_parts
 from hubproxy.libc import LIBC
+from hubproxy.observability.metrics import FILL_WRITTEN_BYTES
 from hubproxy.store.base import is_blob_key
+
+DIRECT_BYTES = FILL_WRITTEN_BYTES.labels("direct")
+PAGED_BYTES = FILL_WRITTEN_BYTES.labels("page_cache")
 
 
 def _try_lock(path: str) -> int | None:
@@ -78,6 +83,8 @@ class SpoolFile:
         self._end = self.resume_from  # where ``write`` appends
         #: The same file opened for direct I/O (-1: not offered, or the filesystem refused it).
         self._direct_fd = -1
+        #: The filesystem refused a direct write (the descriptor stays open until ``close``: writers may use it).
+        self._direct_refused = False
         if spool.direct_writes:
             with contextlib.suppress(OSError):
                 self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
@@ -101,6 +108,7 @@ class SpoolFile:
     def write_at(self, buffers: list[bytes] | list[bytes | bytearray | memoryview], offset: int) -> None:
         """Write ``buffers`` one after another from ``offset`` (one system call per batch); threads take turns."""
         views = [memoryview(b) for b in buffers if len(b)]
+        PAGED_BYTES.inc(sum(len(v) for v in views))
         with self._writing:
             while views:
                 n = os.pwritev(self._fd, views[:512], offset)  # IOV_MAX is 1024 on Linux
@@ -113,8 +121,8 @@ class SpoolFile:
 
     @property
     def direct(self) -> bool:
-        """Whether ``write_aligned`` writes whole pages with direct I/O."""
-        return self._direct_fd >= 0
+        """Whether ``write_aligned`` and ``write_unpaged`` write whole pages with direct I/O."""
+        return self._direct_fd >= 0 and not self._direct_refused
 
     def write_aligned(self, data: memoryview, offset: int) -> None:
         """Write ``data`` at ``offset``, where ``data``'s address is ``offset`` modulo ``ALIGN`` (a buffer of
@@ -123,25 +131,38 @@ class SpoolFile:
         refuses it, all through the page cache. The write lock is held across the direct write: right for a fill's
         one direct lane; several direct writers would queue on it while each, back from the disk, waits for the
         interpreter's lock (tried with parallel lanes: 12.8 ms per MiB against 0.5 ms for the call;
-        ``docs/benchmark-history.md``)."""
+        ``docs/benchmark-history.md``): they use ``write_unpaged``."""
+        with self._writing:
+            self._write_split(data, offset, locked=True)
+
+    def write_unpaged(self, data: memoryview, offset: int) -> None:
+        """``write_aligned`` for one of several writers at once, each in a part of its own (a parallel fill's
+        lanes): only the partial pages at either end, where two parts may meet, take the write lock; the whole
+        pages are this writer's alone and go to the disk outside it."""
+        self._write_split(data, offset, locked=False)
+
+    def _write_split(self, data: memoryview, offset: int, locked: bool) -> None:
         head = min(len(data), -offset % ALIGN)
         body = (len(data) - head) // ALIGN * ALIGN
-        if self._direct_fd < 0 or not body:
-            self.write_at([data], offset)
-            return
-        with self._writing:
-            if head:
-                _pwrite_all(self._fd, data[:head], offset)
+        paged = [(data[:head], offset), (data[head + body:], offset + head + body)]
+        if self.direct and body:
             try:
                 _pwrite_all(self._direct_fd, data[head:head + body], offset + head)
+                DIRECT_BYTES.inc(body)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                os.close(self._direct_fd)  # this filesystem takes no direct I/O after all
-                self._direct_fd = -1
-                _pwrite_all(self._fd, data[head:head + body], offset + head)
-            if head + body < len(data):
-                _pwrite_all(self._fd, data[head + body:], offset + head + body)
+                self._direct_refused = True  # this filesystem takes no direct I/O after all
+                paged.append((data[head:head + body], offset + head))
+        else:
+            paged.append((data[head:head + body], offset + head))
+        for piece, at in paged:
+            if len(piece):
+                if locked:
+                    PAGED_BYTES.inc(len(piece))
+                    _pwrite_all(self._fd, piece, at)
+                else:
+                    self.write_at([piece], at)
 
     def reserve(self, size: int) -> bool:
         """Allocate the file's ``size`` bytes on disk up front, where the filesystem can (ext4, xfs): writing

@@ -56,6 +56,9 @@ FILL_HASHED_BYTES = Counter("hubproxy_fill_hashed_bytes_total",
 FILL_SENT_BYTES = Counter("hubproxy_fill_sent_bytes_total",
                           "Bytes of fills written with direct I/O sent to their readers, by where they came from: "
                           "the buffer they were written from, or the spool file", ["source"])
+FILL_WRITTEN_BYTES = Counter("hubproxy_fill_written_bytes_total",
+                             "Bytes fills wrote into their spool files, by how: with direct I/O past the page cache "
+                             "(whole pages, where the filesystem takes it) or through the page cache", ["how"])
 UPSTREAM_ERRORS = Counter("hubproxy_upstream_errors_total",
                           "Upstream failures: unreachable, timeout, 5xx answers, bytes that failed verification",
                           ["kind"])

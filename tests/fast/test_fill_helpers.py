@@ -4,6 +4,7 @@ the prefix hasher, the descriptors both use while a fill ends or is cancelled, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import mmap
 import os
@@ -105,6 +106,43 @@ def test_pages_are_made_ahead_of_the_prefix_and_no_further_than_the_lead(tmp_pat
         asyncio.run(run())
         with open(path, "rb") as f:
             assert f.read(MIB) == bytes(MIB)  # warmed pages of reserved bytes read as the zeros they are
+    finally:
+        part.finish()
+
+
+def test_the_warmer_waits_while_every_writer_skips_the_page_cache(tmp_path: Path) -> None:
+    """On a spool whose lanes write past the page cache, pages made ahead would only be dropped by their direct
+    writes: none are made until a part is written through the page cache (received on the event loop)."""
+    size, lead = 64 * MIB, 16 * MIB
+    spool = Spool(tmp_path)
+    part = spool.begin(KEY)
+    assert part is not None
+    if not part.reserve(size):
+        part.finish()
+        return
+    path = part.path
+
+    async def run() -> None:
+        fill = Fill(KEY, size, path, "alice/x/resolve/main/f", store=None)  # type: ignore[arg-type]
+        warming = asyncio.create_task(warm_pages(fill, path, lead, unless_unpaged=True))
+        fill.written = 8 * MIB  # lanes writing past the page cache move the prefix
+        fill.notify()
+        await asyncio.sleep(0.3)
+        assert resident(path, 0, size) == 0.0, "pages were made for writers that skip the page cache"
+        fill.paged = True  # a part now comes through the page cache: from the prefix on, pages are made ahead
+        fill.notify()
+        for _ in range(2000):
+            if resident(path, 8 * MIB, 8 * MIB + lead) >= MADE:
+                break
+            await asyncio.sleep(0.01)
+        assert resident(path, 8 * MIB, 8 * MIB + lead) >= MADE, "no pages were made ahead once a part was paged"
+        assert resident(path, 0, 8 * MIB) == 0.0, "pages behind the prefix were made"
+        warming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warming
+
+    try:
+        asyncio.run(run())
     finally:
         part.finish()
 
@@ -235,9 +273,9 @@ def test_a_fill_warms_its_spool_only_on_a_local_filesystem(make_app, fakehub, mo
     warmed: list[str] = []
     real_warm = filler.warm_pages
 
-    async def recorded(fill: Fill, path: str, lead: int) -> None:
+    async def recorded(fill: Fill, path: str, lead: int, unless_unpaged: bool = False) -> None:
         warmed.append(path)
-        await real_warm(fill, path, lead)
+        await real_warm(fill, path, lead, unless_unpaged)
 
     monkeypatch.setattr(filler, "warm_pages", recorded)
     if network:
