@@ -35,15 +35,18 @@ FIRST_BATCH_BYTES = 256 * 1024
 
 
 def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start: int, end: int, *, direct: bool,
-                 unpaged: bool = False, landed: Callable[[int], None], prefix_reached: Callable[[], bool], stop: threading.Event,
-                 max_wait: float, timed: tuple[int, Callable[[int, float], None]] | None = None) -> None:
+                 landed: Callable[[int], None], prefix_reached: Callable[[], bool], stop: threading.Event,
+                 max_wait: float, timed: tuple[int, Callable[[int, float], None]] | None = None,
+                 unpaged: bool = False) -> None:
     """(In a lane thread.) Receive bytes ``[start, end)`` from ``conn``'s answer into the spool file until they are
     all there, the answer ends or ``stop`` is set; ``landed(pos)`` (callable from any thread) is told, in order,
     that every byte before ``pos`` is in the file. A batch is handed over after at most ``max_wait`` seconds of
     receiving. ``prefix_reached()``: whether every byte before ``start`` is written. What arrived before a drop is
     kept (written before the error is raised). ``timed``: ``(ramp, told)``: ``told(received, seconds)`` is called
     once, when ``ramp`` bytes have been received (or the answer ended before), with the seconds spent receiving
-    them (the writes between are not the stream's speed: new page-cache pages made a fast stream look slow)."""
+    them (the writes between are not the stream's speed: new page-cache pages made a fast stream look slow).
+    ``direct``: the blob's one fast stream, written past the page cache by a writer thread, its buffers kept for
+    readers; ``unpaged``: a parallel part, its whole pages written past the page cache by this thread."""
     # Direct writes wait for the disk: a thread of their own makes them while this one receives.
     writer = SpoolWriter(spool, start, landed) if direct else None
     ring = LaneBuffers(feed, min(DIRECT_BATCH_BYTES if direct else LANE_BATCH_BYTES, end - start),

@@ -306,7 +306,8 @@ class PartedDownload:
             self.feed.keep_for_readers(KEPT_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
         lane = functools.partial(receive_part, conn, self.spool, self.feed, part.pos, part.end, direct=direct,
-                                 unpaged=self.spool.direct and not direct, landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
+                                 unpaged=self.spool.direct and not direct,
+                                 landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
                                  prefix_reached=lambda: self.fill.written >= part.start, stop=stop,
                                  max_wait=FLUSH_INTERVAL, timed=timed)
         submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
