@@ -63,9 +63,9 @@ class Fill:
         self.ahead: Ahead | None = None
         #: Buffers still holding bytes written past the page cache (direct I/O), for readers to send from.
         self.loans: Loans | None = None
-        #: Bytes are being written through the page cache where the spool takes direct I/O (a part received on
-        #: the event loop): its pages are then made ahead of them (``filler.warm_pages``).
-        self.paged = False
+        #: Where the spool takes direct I/O: the end of the last part written through the page cache (received on
+        #: the event loop), up to which its pages are made ahead of the writes (``filler.warm_pages``).
+        self.paged_end = 0
         self.started = time.monotonic()
         self._event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None

@@ -103,8 +103,9 @@ async def warm_pages(fill: Fill, path: str, lead: int, unless_unpaged: bool = Fa
     2 s per GiB on our 2-core VM. Inside ``write`` those faults are taken one writer at a time (the file's lock);
     taken here, ahead, they overlap with the writes and the writers only copy (1 GiB written in 0.9 s, not 2.0 s).
     Stops once the fill writes with direct I/O (``fill.loans``): those writes skip the page cache. With
-    ``unless_unpaged`` (the spool takes direct I/O, so its lanes skip the page cache), it waits until a part is
-    written through it (``fill.paged``: one received on the event loop).
+    ``unless_unpaged`` (the spool takes direct I/O, so its lanes skip the page cache) it makes only the pages of
+    parts written through the page cache (received on the event loop: up to ``fill.paged_end``), and none while
+    there are none: pages made for a lane's direct write are only dropped by it.
     """
     try:
         fd = await open_for_reading(path)
@@ -114,11 +115,9 @@ async def warm_pages(fill: Fill, path: str, lead: int, unless_unpaged: bool = Fa
     warmed = fill.written
     try:
         while warmed < fill.size and fill.loans is None:  # a stream written past the page cache needs no pages
-            if unless_unpaged and not fill.paged:
-                await fill.changed()
+            if unless_unpaged:  # (it waited for a paged part: the pages behind the prefix are written by now)
                 warmed = max(warmed, fill.written)
-                continue
-            target = min(fill.size, fill.written + lead)
+            target = min(fill.paged_end if unless_unpaged else fill.size, fill.written + lead)
             if warmed < target:
                 step = min(WARM_STEP_BYTES, target - warmed)
                 await call_owning(WARMERS, _advise, duplicate(fd), warmed, step)

@@ -363,8 +363,8 @@ class PartedDownload:
             self._widen.set()
 
     async def _write(self, part: Part, batch: list[bytes], size: int) -> None:
-        if not self.fill.paged:
-            self.fill.paged = True  # the page warmer starts, if it was waiting for this
+        if part.end > self.fill.paged_end:
+            self.fill.paged_end = part.end  # the page warmer makes this part's pages, if it was waiting for this
             self.fill.notify()
         await asyncio.to_thread(self.spool.write_at, batch, part.pos)
         self._advance(part, size)

@@ -112,7 +112,7 @@ def test_pages_are_made_ahead_of_the_prefix_and_no_further_than_the_lead(tmp_pat
 
 def test_the_warmer_waits_while_every_writer_skips_the_page_cache(tmp_path: Path) -> None:
     """On a spool whose lanes write past the page cache, pages made ahead would only be dropped by their direct
-    writes: none are made until a part is written through the page cache (received on the event loop)."""
+    writes: pages are made only for a part written through the page cache (received on the event loop)."""
     size, lead = 64 * MIB, 16 * MIB
     spool = Spool(tmp_path)
     part = spool.begin(KEY)
@@ -129,14 +129,17 @@ def test_the_warmer_waits_while_every_writer_skips_the_page_cache(tmp_path: Path
         fill.notify()
         await asyncio.sleep(0.3)
         assert resident(path, 0, size) == 0.0, "pages were made for writers that skip the page cache"
-        fill.paged = True  # a part now comes through the page cache: from the prefix on, pages are made ahead
+        fill.paged_end = 20 * MIB  # a part up to there comes through the page cache: its pages are made ahead
         fill.notify()
         for _ in range(2000):
-            if resident(path, 8 * MIB, 8 * MIB + lead) >= MADE:
+            if resident(path, 8 * MIB, 20 * MIB) >= MADE:
                 break
             await asyncio.sleep(0.01)
-        assert resident(path, 8 * MIB, 8 * MIB + lead) >= MADE, "no pages were made ahead once a part was paged"
+        assert resident(path, 8 * MIB, 20 * MIB) >= MADE, "no pages were made ahead of a part written paged"
+        await asyncio.sleep(0.1)
         assert resident(path, 0, 8 * MIB) == 0.0, "pages behind the prefix were made"
+        beyond = resident(path, 20 * MIB + WARM_STEP_BYTES, size)
+        assert beyond == 0.0, f"{beyond:.0%} made past the part written through the page cache"
         warming.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await warming
