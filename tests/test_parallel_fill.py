@@ -64,6 +64,17 @@ def _stored(proxy: ProxyProcess, sha: str) -> Path:
     return blob
 
 
+def _downloads(proxy: ProxyProcess, repo: str, folder: Path, clients: int) -> list[bytes]:
+    """The repo's ``w.safetensors`` as ``clients`` concurrent ``hf_hub_download`` calls got it, each into a cache
+    of its own under ``folder``."""
+
+    def download(i: int) -> bytes:
+        return Path(hf_hub_download(repo, "w.safetensors", endpoint=proxy.url, cache_dir=folder / f"c{i}")).read_bytes()
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(download, range(clients)))
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_many_clients_get_exact_bytes_from_one_parallel_fetch(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
                                                               workers: int) -> None:
@@ -73,12 +84,7 @@ def test_many_clients_get_exact_bytes_from_one_parallel_fetch(make_proxy, fakehu
     fakehub.faults.trickle[sha] = (256 * 1024, 0.02)  # slow enough that every client overlaps the fill
     fakehub.reset_counts()
 
-    def download(i: int) -> bytes:
-        return Path(hf_hub_download(f"alice/parallel{workers}", "w.safetensors", endpoint=proxy.url,
-                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
-
-    with ThreadPoolExecutor(6) as pool:
-        assert all(r == data for r in pool.map(download, range(6)))
+    assert all(r == data for r in _downloads(proxy, f"alice/parallel{workers}", tmp_path, 6))
     assert fakehub.blob_bytes[sha] == size  # every byte crossed the network once, for six clients
     assert _parts_at_once(fakehub, sha) == 4  # fill_connections parts at once
     ranges = _ranges(fakehub, sha)
@@ -109,12 +115,7 @@ def test_parallel_parts_are_written_past_the_page_cache(make_proxy, fakehub: Fak
     fakehub.faults.trickle[sha] = CDN_STREAM
     fakehub.reset_counts()
 
-    def download(i: int) -> bytes:
-        return Path(hf_hub_download(f"alice/unpaged{direct}", "w.safetensors", endpoint=proxy.url,
-                                    cache_dir=tmp_path / f"c{i}")).read_bytes()
-
-    with ThreadPoolExecutor(3) as pool:
-        assert all(r == data for r in pool.map(download, range(3)))
+    assert all(r == data for r in _downloads(proxy, f"alice/unpaged{direct}", tmp_path, 3))
     assert _parts_at_once(fakehub, sha) == 4 and fakehub.blob_bytes[sha] == size
     samples = scrape(proxy.url)
     unpaged = value(samples, "hubproxy_fill_written_bytes_total", how="direct")
@@ -220,10 +221,7 @@ def test_an_upstream_that_ignores_range_gets_one_stream(make_proxy, fakehub: Fak
     data, sha = _blob(fakehub, "norange", size)
     fakehub.faults.ignore_range.add(sha)
     fakehub.reset_counts()
-    with ThreadPoolExecutor(3) as pool:
-        got = list(pool.map(lambda i: Path(hf_hub_download("alice/norange", "w.safetensors", endpoint=proxy.url,
-                                                           cache_dir=tmp_path / f"c{i}")).read_bytes(), range(3)))
-    assert all(g == data for g in got)
+    assert all(g == data for g in _downloads(proxy, "alice/norange", tmp_path, 3))
     assert len(_ranges(fakehub, sha)) == 1 and fakehub.blob_bytes[sha] == size
     status, _, body = request("GET", proxy.url + "/alice/norange/resolve/main/w.safetensors",
                               {"Range": "bytes=100-199"})

@@ -2,8 +2,9 @@
 
 The upload starts beside the fill, not before it: a client's first byte never waits for the store's answer
 to "start an upload" (a round trip to the bucket, tens of milliseconds on a cloud store). Parts are read back
-from the spool file (the very bytes the hash runs over) and sent by a few worker threads. The upload is only completed by the fill once the whole blob is verified, and aborted
-otherwise, so the store never holds a blob that failed verification, not even for a moment.
+from the spool file (the very bytes the hash runs over) and sent by a few worker threads. The upload is only
+completed by the fill once the whole blob is verified, and aborted otherwise, so the store never holds a blob
+that failed verification, not even for a moment.
 
 The upload is background work: what a client waits for (the fill's receiving, hashing and sending) comes
 first. Its threads run at the lowest CPU priority (nice 19; on Linux a thread's own), so they take the
