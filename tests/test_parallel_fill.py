@@ -106,7 +106,8 @@ def test_parallel_parts_are_written_past_the_page_cache(make_proxy, fakehub: Fak
                                                          direct: bool) -> None:
     """Where the spool's filesystem takes direct I/O, every lane of a parallel fill writes its whole pages with
     it (new page-cache pages cost a VM more CPU than the bytes' copy); only the partial pages where batches
-    meet go through the page cache. The hash and the clients read the parts back from the disk: exact bytes."""
+    meet go through the page cache. The parts are held in their lanes' buffers until hashed: the hash and the
+    clients take them from there, not from the disk. Exact bytes either way."""
     if direct and not Spool(tmp_path, direct_writes=True).direct_writes:
         pytest.skip("the tests' temporary folder is on a filesystem without direct writes (tmpfs, NFS)")
     proxy = make_proxy(**PARALLEL, fill_direct_writes=str(direct).lower())
@@ -121,10 +122,14 @@ def test_parallel_parts_are_written_past_the_page_cache(make_proxy, fakehub: Fak
     unpaged = value(samples, "hubproxy_fill_written_bytes_total", how="direct")
     paged = value(samples, "hubproxy_fill_written_bytes_total", how="page_cache")
     assert unpaged + paged == size
+    from_buffers = value(samples, "hubproxy_fill_hashed_bytes_total", source="buffer")
+    sent_from_buffers = value(samples, "hubproxy_fill_sent_bytes_total", source="buffer")
     if direct:
         assert unpaged >= 0.9 * size, f"only {unpaged} of {size} bytes were written past the page cache"
+        assert from_buffers >= 0.9 * size, f"only {from_buffers} of {size} bytes were hashed from held parts"
+        assert sent_from_buffers > 0
     else:
-        assert unpaged == 0
+        assert unpaged == 0 and sent_from_buffers == 0
     assert _stored(proxy, sha).read_bytes() == data
 
 

@@ -79,6 +79,7 @@ class Filler:
                 warming.cancel()
             # Readers sending from the kept buffers keep them (``FeedReader``); later ones read the file.
             fill.loans = None
+            feed.release()
         if digest != fill.key:
             raise BlobMismatch(f"blob {fill.key} failed verification (got {digest})")
 

@@ -16,18 +16,25 @@ while for the hasher to reach it; a loan taken back unread is hashed from the sp
 hasher keeping up. The feed holds at most ``LENT_BYTES_LIMIT`` bytes.
 
 What gains: one stream (a fast upstream), whose batches arrive in the blob's order. A parallel fill's parts
-arrive side by side, and by the time the prefix reaches a part most of it was written long before: those bytes
-are hashed from the spool as before. A probe received on the event loop (through the upstream client) is not lent
-either; one received by a lane (to a known CDN URL) is.
+arrive side by side, and by the time the prefix reaches a part most of it was written long before: where they are
+not held (below), those bytes are hashed from the spool. A probe received on the event loop (through the upstream
+client) is not lent either; one received by a lane (to a known CDN URL) is.
 
 Where the one stream's spool file is written with direct I/O (``spool.py``), its bytes never enter the page cache,
 and the feed keeps its loans after the hash passed them (``keep_for_readers``), until their writer reuses the
 buffer: the fill's readers send from them (``borrow``) instead of reading the bytes back from the disk. A loan a
 reader borrowed is not taken back until the reader gives it back (a send step, a fraction of a second).
+
+Where a parallel fill's parts are written with direct I/O, the feed holds them too (``hold_parts``): it takes a
+loan anywhere ahead of the hash, keeps it for readers like one stream's, and its writer's ring grows to a whole
+part before it waits for the hash to pass its oldest buffer. The hash and the readers then never read the parts
+back from the spool's pages, which a VM makes dearly on first touch. Held bytes are bounded per fill and, over
+all the fills of the process, by ``HELD_BYTES_BUDGET``.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import mmap
 import threading
@@ -45,8 +52,36 @@ LANE_BUFFERS = 6
 #: Most buffers of a writer whose loans are kept for readers (``lane.DIRECT_BATCH_BYTES`` each, 32 MiB): the bytes
 #: it wrote last, which the fill's readers, a few batches behind it, are sent from.
 KEPT_LANE_BUFFERS = 8
+#: Most buffers of a writer of parallel parts whose loans are held (``hold_parts``; ``lane.LANE_BATCH_BYTES``
+#: each): its part and the first batches of the next, while the parts before it are still coming.
+HELD_LANE_BUFFERS = 16
+#: Most bytes of parallel parts that all the fills of a process hold at once (``hold_parts``); a part's batch
+#: lent beyond it is not held: it is hashed and sent from the spool file, as where direct I/O is not taken.
+HELD_BYTES_BUDGET = 256 * 1024 * 1024
 #: Alignment of direct I/O (``O_DIRECT``): buffers, offsets and lengths in multiples of it.
 ALIGN = 4096
+
+
+class _Budget:
+    """Bytes that may still be held, shared by every feed of the process."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if size > self.left:
+                return False
+            self.left -= size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.left += size
+
+
+HELD = _Budget(HELD_BYTES_BUDGET)
 
 
 class HashFeed:
@@ -54,8 +89,9 @@ class HashFeed:
 
     def __init__(self, start: int = 0, limit: int = LENT_BYTES_LIMIT) -> None:
         self._cond = threading.Condition()
-        #: offset -> the bytes written there; in offset order (each loan continues the one before).
+        #: offset -> the bytes written there, and their offsets in order (loans never overlap).
         self._loans: dict[int, memoryview] = {}
+        self._offsets: list[int] = []
         #: Where the next loan must start: the end of the last loan, or where the hash got to.
         self._next = start
         #: Where the hash got to.
@@ -73,11 +109,23 @@ class HashFeed:
         self.limit = limit
         #: Loans the hash passed stay until their writer takes them back (``keep_for_readers``).
         self.keep = False
+        #: Loans are taken anywhere ahead of the hash, not only where they continue it (``hold_parts``).
+        self.ahead = False
+        #: Offsets of the loans counted against the process's ``HELD`` budget.
+        self._held: set[int] = set()
 
     def keep_for_readers(self, limit: int) -> None:
         """Keep loans after they are hashed, for readers to ``borrow``, up to ``limit`` bytes lent."""
         with self._cond:
             self.keep = True
+            self.limit = max(self.limit, limit)
+
+    def hold_parts(self, limit: int) -> None:
+        """Take loans anywhere ahead of the hash (parallel parts, written side by side) and keep them for readers
+        after it passed them, up to ``limit`` bytes lent: the hash and the readers meet each part's bytes in its
+        writer's buffers, and the spool file's pages are never made (see the module's docstring)."""
+        with self._cond:
+            self.keep = self.ahead = True
             self.limit = max(self.limit, limit)
 
     def lend(self, offset: int, data: bytes | bytearray | memoryview, after_written: bool = False) -> bool:
@@ -89,10 +137,15 @@ class HashFeed:
         with self._cond:
             if not len(view) or self._lent + len(view) > self.limit:
                 return False
-            if offset != self._next and not (after_written and offset > self._next):
+            if self.ahead:
+                if offset < self._hashed or not HELD.take(len(view)):
+                    return False
+                self._held.add(offset)
+            elif offset != self._next and not (after_written and offset > self._next):
                 return False
             self._loans[offset] = view
-            self._next = offset + len(view)
+            bisect.insort(self._offsets, offset)
+            self._next = max(self._next, offset + len(view))
             self._lent += len(view)
             self._cond.notify_all()
             return True
@@ -188,20 +241,34 @@ class HashFeed:
 
     def _find(self, pos: int) -> int:
         """The offset of the loan holding ``pos``, else where the first loan after it starts, else -1."""
-        for offset, view in self._loans.items():
-            if offset + len(view) > pos:
-                return offset
-        return -1
+        i = bisect.bisect_right(self._offsets, pos) - 1
+        if i >= 0 and self._offsets[i] + len(self._loans[self._offsets[i]]) > pos:
+            return self._offsets[i]
+        return self._offsets[i + 1] if i + 1 < len(self._offsets) else -1
 
     def _forget_before(self, pos: int) -> None:
-        while self._loans:
-            first = next(iter(self._loans))
+        while self._offsets:
+            first = self._offsets[0]
             if first + len(self._loans[first]) > pos:
                 return
             self._drop(first)
 
+    def release(self) -> None:
+        """The fill is over: take no more loans, and give what its loans held back to the process's budget (readers
+        still sending from kept loans hold them until they are done)."""
+        with self._cond:
+            self.limit = 0
+            for offset in self._held:
+                HELD.give(len(self._loans[offset]))
+            self._held.clear()
+
     def _drop(self, offset: int) -> None:
-        self._lent -= len(self._loans.pop(offset))
+        size = len(self._loans.pop(offset))
+        self._lent -= size
+        del self._offsets[bisect.bisect_left(self._offsets, offset)]
+        if offset in self._held:
+            self._held.discard(offset)
+            HELD.give(size)
         self._cond.notify_all()
 
 
@@ -241,13 +308,13 @@ class LaneBuffers:
     ``offset`` is received at ``offset % ALIGN`` into its buffer, so its whole pages lie at aligned addresses)."""
 
     def __init__(self, feed: HashFeed, size: int, aligned: bool = False,
-                 wait_written: Callable[[int], None] | None = None) -> None:
+                 wait_written: Callable[[int], None] | None = None, held: bool = False) -> None:
         self.feed = feed
         self.size = size
         self.aligned = aligned
         #: Blocks until every byte before the given offset is in the file (batches written by another thread).
         self.wait_written = wait_written
-        self.most = KEPT_LANE_BUFFERS if feed.keep else LANE_BUFFERS
+        self.most = HELD_LANE_BUFFERS if held else KEPT_LANE_BUFFERS if feed.keep else LANE_BUFFERS
         #: Used buffers, oldest first, each with the offset of its loan (None: not lent) and its batch's end.
         self._ring: collections.deque[tuple[memoryview, int | None, int]] = collections.deque()
         self._current = memoryview(bytearray(0))

@@ -7,7 +7,8 @@ as for many parts. A direct lane (the blob's one fast stream on a spool that tak
 page-aligned buffers, has a thread of its own write them past the page cache (``spoolwriter.py``) and keeps its
 last buffers for the fill's readers to be sent from. An unpaged lane (one of a parallel fill's parts on such a
 spool) also receives into page-aligned buffers and writes their whole pages past the page cache, itself, between
-receives: its socket is held to a fraction of the disk's speed.
+receives: its socket is held to a fraction of the disk's speed. Its buffers are its connection's (``ring``), from
+part to part, and the feed holds its batches until the hash and the readers passed them.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ FIRST_BATCH_BYTES = 256 * 1024
 def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start: int, end: int, *, direct: bool,
                  landed: Callable[[int], None], prefix_reached: Callable[[], bool], stop: threading.Event,
                  max_wait: float, timed: tuple[int, Callable[[int, float], None]] | None = None,
-                 unpaged: bool = False) -> None:
+                 unpaged: bool = False, ring: LaneBuffers | None = None) -> None:
     """(In a lane thread.) Receive bytes ``[start, end)`` from ``conn``'s answer into the spool file until they are
     all there, the answer ends or ``stop`` is set; ``landed(pos)`` (callable from any thread) is told, in order,
     that every byte before ``pos`` is in the file. A batch is handed over after at most ``max_wait`` seconds of
@@ -46,11 +47,14 @@ def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start:
     once, when ``ramp`` bytes have been received (or the answer ended before), with the seconds spent receiving
     them (the writes between are not the stream's speed: new page-cache pages made a fast stream look slow).
     ``direct``: the blob's one fast stream, written past the page cache by a writer thread, its buffers kept for
-    readers; ``unpaged``: a parallel part, its whole pages written past the page cache by this thread."""
+    readers; ``unpaged``: a parallel part, its whole pages written past the page cache by this thread. ``ring``: the
+    buffers of the lane's earlier parts, to receive this one into (their loans are then left to its owner)."""
     # Direct writes wait for the disk: a thread of their own makes them while this one receives.
     writer = SpoolWriter(spool, start, landed) if direct else None
-    ring = LaneBuffers(feed, min(DIRECT_BATCH_BYTES if direct else LANE_BATCH_BYTES, end - start),
-                       aligned=direct or unpaged, wait_written=writer.wait_written if writer else None)
+    owned = ring is None
+    if ring is None:
+        ring = LaneBuffers(feed, min(DIRECT_BATCH_BYTES if direct else LANE_BATCH_BYTES, end - start),
+                           aligned=direct or unpaged, wait_written=writer.wait_written if writer else None)
     pos, reading = start, 0.0
     try:
         while pos < end and not stop.is_set():
@@ -87,5 +91,5 @@ def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start:
         finally:
             if pos < end:
                 ring.close()
-            elif not direct:  # a direct lane's last loans stay for the readers still sending from them
+            elif owned and not direct:  # a direct lane's last loans stay for the readers still sending from them
                 ring.finish()

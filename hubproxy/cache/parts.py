@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from hubproxy.cache.hashfeed import KEPT_LANE_BUFFERS, HashFeed
-from hubproxy.cache.lane import DIRECT_BATCH_BYTES, receive_part
+from hubproxy.cache.hashfeed import HELD_LANE_BUFFERS, KEPT_LANE_BUFFERS, HashFeed, LaneBuffers
+from hubproxy.cache.lane import DIRECT_BATCH_BYTES, LANE_BATCH_BYTES, receive_part
 from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
 from hubproxy.direct import route
@@ -105,6 +105,8 @@ class PartedDownload:
         #: Other processes following this fill: the offsets they want, and where this one's parts are shown.
         self._wants = Wants(spool.spool.want_path(fill.key))
         self._parts_path = spool.spool.parts_path(fill.key)
+        #: Each connection's lane buffers, from part to part, where parallel parts are held (``hashfeed.py``).
+        self._rings: dict[RangeConnection, LaneBuffers] = {}
 
     async def run(self) -> None:
         """Fetch every part; raises ``FillError`` (or a cancellation) and stops the other requests on failure."""
@@ -174,6 +176,7 @@ class PartedDownload:
             if probe:
                 self._widen.set()  # the others start, or see that nothing is left
             if conn is not None:
+                self._rings.pop(conn, None)  # (its loans stay for the readers sending from them)
                 conn.close()
 
     async def _fetch(self, part: Part, conn: RangeConnection | None) -> None:
@@ -298,18 +301,22 @@ class PartedDownload:
             self._advance(part, pos - part.pos)
 
         # On a spool that takes direct I/O every lane writes its whole pages past the page cache. One stream keeps
-        # its last buffers for the fill's readers to send from (``hashfeed.py``); parallel parts do not (they are
-        # read back through the page cache, which costs the reader's disk time but not the writer's CPU that new
-        # pages cost on a VM: ``docs/architecture.md``).
+        # its last buffers for the fill's readers; parallel parts, once the fill widened, are held in their lanes'
+        # buffers until the hash and the readers passed them: no page-cache page is made (``hashfeed.py``).
         direct = self.spool.direct and not self.parallel
+        ring = None
         if direct:
             self.feed.keep_for_readers(KEPT_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
+        elif self.spool.direct and self._widen.is_set():
+            self.feed.hold_parts(self.connections * HELD_LANE_BUFFERS * LANE_BATCH_BYTES)
+            self.fill.loans = self.feed
+            ring = self._rings.setdefault(conn, LaneBuffers(self.feed, LANE_BATCH_BYTES, aligned=True, held=True))
         lane = functools.partial(receive_part, conn, self.spool, self.feed, part.pos, part.end, direct=direct,
                                  unpaged=self.spool.direct and not direct,
                                  landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
                                  prefix_reached=lambda: self.fill.written >= part.start, stop=stop,
-                                 max_wait=FLUSH_INTERVAL, timed=timed)
+                                 max_wait=FLUSH_INTERVAL, timed=timed, ring=ring)
         submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
         running: Future[None] | None = None
         try:

@@ -1,0 +1,98 @@
+"""Parallel parts held in their lanes' buffers until the hash and the readers passed them (``hashfeed.hold_parts``):
+loans taken out of order, hashed in order, a batch not held read from the spool file, and the process's budget."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from hubproxy.cache import hashfeed
+from hubproxy.cache.filler import _hash_range
+from hubproxy.cache.hashfeed import HashFeed, LaneBuffers
+from hubproxy.store.base import BlobHasher
+
+MIB = 1024 * 1024
+
+
+def _held(limit: int = 64 * MIB) -> HashFeed:
+    feed = HashFeed()
+    feed.hold_parts(limit)
+    return feed
+
+
+def _hash(feed: HashFeed, path: Path, size: int) -> str:
+    """The hash over ``[0, size)`` as the fill's hasher takes it: loans where the feed holds them, else the file."""
+    hasher = BlobHasher("ab" * 32, size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert _hash_range((fd,), hasher, feed, 0, size, size) == size
+    finally:
+        os.close(fd)
+    return hasher.hexdigest()
+
+
+def test_parts_lent_out_of_order_are_hashed_in_order_from_their_buffers(tmp_path: Path) -> None:
+    parts = [os.urandom(1000), os.urandom(1000), os.urandom(777)]
+    feed = _held()
+    # The file holds zeros where the loans are: a hash that read the file instead of a loan would not match.
+    path = tmp_path / "spool"
+    path.write_bytes(b"\0" * 2777)
+    assert feed.lend(2000, parts[2]) and feed.lend(1000, parts[1]) and feed.lend(0, parts[0])
+    assert _hash(feed, path, 2777) == hashlib.sha256(b"".join(parts)).hexdigest()
+    reader = feed.reader(0)  # kept after the hash passed them: readers are sent from them too
+    lent = reader.borrow(1500)
+    assert lent is not None and lent[0] == 1000 and bytes(lent[1]) == parts[1][500:]
+    reader.give_back(1000, 2000)
+    reader.close()
+    feed.release()
+
+
+def test_a_batch_not_held_is_hashed_from_the_file_between_loans(tmp_path: Path) -> None:
+    data = os.urandom(3000)
+    path = tmp_path / "spool"
+    path.write_bytes(b"\0" * 1000 + data[1000:2000] + b"\0" * 1000)  # only the middle is not lent
+    feed = _held()
+    assert feed.lend(2000, data[2000:]) and feed.lend(0, data[:1000])
+    assert _hash(feed, path, 3000) == hashlib.sha256(data).hexdigest()
+    feed.release()
+
+
+def test_a_loan_behind_the_hash_is_refused() -> None:
+    feed = _held()
+    assert feed.lend(0, b"x" * 10)
+    feed.passed(10)
+    assert not feed.lend(5, b"y" * 3)
+    feed.release()
+
+
+def test_held_bytes_are_bounded_by_the_process_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = hashfeed._Budget(2000)
+    monkeypatch.setattr(hashfeed, "HELD", budget)
+    one, other = _held(), _held()
+    assert one.lend(0, b"a" * 1000) and other.lend(0, b"b" * 1000)
+    assert not one.lend(1000, b"c" * 10)  # the budget is spent, by two fills together
+    other.passed(1000)
+    other.reclaim(0)  # hashed, no reader: taken back, its bytes go back to the budget
+    assert budget.left == 1000 and one.lend(1000, b"c" * 1000)
+    one.release()  # the fill is over: everything it held goes back, and it takes no more
+    assert budget.left == 2000 and not one.lend(2000, b"d" * 10)
+    assert budget.left == 2000
+
+
+def test_a_held_ring_keeps_a_whole_part_before_reusing_a_buffer() -> None:
+    feed = _held()
+    ring = LaneBuffers(feed, 4096, aligned=True, held=True)
+    buffers = []
+    for i in range(hashfeed.HELD_LANE_BUFFERS):
+        buf = ring.next()
+        buffers.append(buf)
+        ring.written(i * 4096, buf[:4096], after_written=False)
+    assert len({id(b.obj) for b in buffers}) == hashfeed.HELD_LANE_BUFFERS  # none reused while they are lent
+    feed.passed(hashfeed.HELD_LANE_BUFFERS * 4096)
+    assert ring.next().obj is buffers[0].obj  # the ring is full: the oldest, hashed, is taken back and reused
+    assert not feed.holds(0) and feed.reader(0).borrow(0) is None
+    ring.close()
+    feed.release()
