@@ -58,7 +58,7 @@ class FillBody:
             await fill.wait_readable(pos)
             limit = min(self.end, fill.readable_from(pos))
             if fill.loans is not None and self._reader is None:
-                self._reader = fill.loans.reader(pos)
+                self._reader = fill.loans.reader(pos, self.end)
             yield (self._fd, pos, limit) if self._reader is None else LoanedSpan(self._fd, pos, limit, self._reader)
             pos = limit
         if self.end >= fill.size and not fill.verified:

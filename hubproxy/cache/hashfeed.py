@@ -164,7 +164,7 @@ class HashFeed:
             while offset in self._loans:
                 end = offset + len(self._loans[offset])
                 reading = self._busy == offset or self._borrowed[offset] > 0
-                behind = [reader for reader, pos in self._readers.items() if pos < end]
+                behind = [reader for reader, pos in self._readers.items() if pos < end and reader.end > offset]
                 left = deadline - time.monotonic()
                 if not reading and ((end <= self._hashed and not behind) or left <= 0):
                     for reader in behind:  # too slow to follow: they read the file from here on
@@ -207,10 +207,11 @@ class HashFeed:
             self._next = max(self._next, pos)
             self._cond.notify_all()
 
-    def reader(self, pos: int) -> FeedReader:
-        """A reader of the fill's bytes from ``pos``: followed (its writers wait for it a while before reusing a
-        buffer it has not sent) if ``pos`` is not before the loans already taken back."""
-        reader = FeedReader(self)
+    def reader(self, pos: int, end: int | None = None) -> FeedReader:
+        """A reader of the fill's bytes ``[pos, end)`` (``end`` None: to the blob's end): followed (writers wait
+        for it a while before reusing a buffer in its range that it has not sent) if ``pos`` is not before the
+        loans already taken back."""
+        reader = FeedReader(self, end)
         with self._cond:
             if pos >= self._floor:
                 self._readers[reader] = pos
@@ -275,10 +276,12 @@ class HashFeed:
 class FeedReader:
     """One reader's view of a feed's kept loans (``store.bodies.LoanReader``)."""
 
-    __slots__ = ("feed",)
+    __slots__ = ("end", "feed")
 
-    def __init__(self, feed: HashFeed) -> None:
+    def __init__(self, feed: HashFeed, end: int | None = None) -> None:
         self.feed = feed
+        #: Where the reader's range ends: loans from there on are none of its business.
+        self.end = end if end is not None else 1 << 63
 
     def borrow(self, pos: int) -> tuple[int, memoryview] | None:
         """``(offset, bytes from pos)`` of the loan holding ``pos``, kept until ``give_back(offset, ...)``; None
@@ -308,13 +311,17 @@ class LaneBuffers:
     ``offset`` is received at ``offset % ALIGN`` into its buffer, so its whole pages lie at aligned addresses)."""
 
     def __init__(self, feed: HashFeed, size: int, aligned: bool = False,
-                 wait_written: Callable[[int], None] | None = None, held: bool = False) -> None:
+                 wait_written: Callable[[int], None] | None = None,
+                 in_order: Callable[[], bool] | None = None) -> None:
         self.feed = feed
         self.size = size
         self.aligned = aligned
         #: Blocks until every byte before the given offset is in the file (batches written by another thread).
         self.wait_written = wait_written
-        self.most = HELD_LANE_BUFFERS if held else KEPT_LANE_BUFFERS if feed.keep else LANE_BUFFERS
+        #: A held part's ring (``hold_parts``): whether parts are still fetched in the blob's order, so that the
+        #: hash is sure to reach the oldest buffer soon and is worth a wait.
+        self.in_order = in_order
+        self.most = HELD_LANE_BUFFERS if in_order else KEPT_LANE_BUFFERS if feed.keep else LANE_BUFFERS
         #: Used buffers, oldest first, each with the offset of its loan (None: not lent) and its batch's end.
         self._ring: collections.deque[tuple[memoryview, int | None, int]] = collections.deque()
         self._current = memoryview(bytearray(0))
@@ -328,8 +335,10 @@ class LaneBuffers:
                 self._ring.popleft()
                 if self.wait_written is not None:
                     self.wait_written(end)
-                if loan is not None:
-                    self.feed.reclaim(loan)  # at once if the hasher has read it and no reader sends from it
+                if loan is not None:  # at once if the hasher has read it and no reader sends from it; a held
+                    # part's loan the hasher has not reached is not waited for once readers pull parts out of order
+                    unreached = self.in_order is not None and not self.in_order() and self.feed.holds(loan)
+                    self.feed.reclaim(loan, wait=0.0 if unreached else None)
                 self._current = buf
                 return buf
         # An anonymous mapping starts on a page boundary. Its pages are made now (``MAP_POPULATE``), not by the

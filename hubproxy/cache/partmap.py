@@ -78,6 +78,8 @@ class PartMap:
 
     def __init__(self, parts: list[Part], size: int) -> None:
         self.size = size
+        #: A part was taken for a reader before parts ahead of it in the blob's order (read from any thread).
+        self.reordered = False
         self._set(parts)
 
     def _set(self, parts: list[Part], taken: set[Part] | None = None) -> None:
@@ -104,6 +106,8 @@ class PartMap:
             part = self._wanted.pop(0)
             if part not in self._taken:
                 self._taken.add(part)
+                skipped = self.parts[self._head:self._index(part.start)]
+                self.reordered = self.reordered or any(p not in self._taken for p in skipped)
                 return part
         for part in self.parts[self._head:]:
             if part not in self._taken:

@@ -311,7 +311,8 @@ class PartedDownload:
         elif self.spool.direct and self._widen.is_set():
             self.feed.hold_parts(self.connections * HELD_LANE_BUFFERS * LANE_BATCH_BYTES)
             self.fill.loans = self.feed
-            ring = self._rings.setdefault(conn, LaneBuffers(self.feed, LANE_BATCH_BYTES, aligned=True, held=True))
+            ring = self._rings.setdefault(conn, LaneBuffers(self.feed, LANE_BATCH_BYTES, aligned=True,
+                                                            in_order=lambda: not self.parts.reordered))
         lane = functools.partial(receive_part, conn, self.spool, self.feed, part.pos, part.end, direct=direct,
                                  unpaged=self.spool.direct and not direct,
                                  landed=lambda pos: loop.call_soon_threadsafe(landed, pos),

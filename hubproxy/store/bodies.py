@@ -50,8 +50,8 @@ class LoanReader(Protocol):
 class Loans(Protocol):
     """Buffers holding bytes just written to a file (``cache.hashfeed.HashFeed``)."""
 
-    def reader(self, pos: int) -> LoanReader:
-        """Access for a reader starting at ``pos``."""
+    def reader(self, pos: int, end: int | None = None) -> LoanReader:
+        """Access for a reader of bytes ``[pos, end)``."""
 
 
 @dataclass(frozen=True)

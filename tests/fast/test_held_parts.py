@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,7 +86,7 @@ def test_held_bytes_are_bounded_by_the_process_budget(monkeypatch: pytest.Monkey
 
 def test_a_held_ring_keeps_a_whole_part_before_reusing_a_buffer() -> None:
     feed = _held()
-    ring = LaneBuffers(feed, 4096, aligned=True, held=True)
+    ring = LaneBuffers(feed, 4096, aligned=True, in_order=lambda: True)
     buffers = []
     for i in range(hashfeed.HELD_LANE_BUFFERS):
         buf = ring.next()
@@ -95,4 +97,46 @@ def test_a_held_ring_keeps_a_whole_part_before_reusing_a_buffer() -> None:
     assert ring.next().obj is buffers[0].obj  # the ring is full: the oldest, hashed, is taken back and reused
     assert not feed.holds(0) and feed.reader(0).borrow(0) is None
     ring.close()
+    feed.release()
+
+
+@pytest.mark.parametrize("in_order", [True, False], ids=["in_order", "reordered"])
+def test_a_full_held_ring_waits_for_the_hash_only_while_parts_come_in_order(in_order: bool) -> None:
+    """In order, the hash is sure to reach the oldest buffer soon: the ring waits for it (a while). Once readers
+    pull parts out of order it may not come for long: the buffer is taken back at once, hashed from the file."""
+    feed = _held()
+    ring = LaneBuffers(feed, 4096, aligned=True, in_order=lambda: in_order)
+    for i in range(hashfeed.HELD_LANE_BUFFERS):
+        ring.written(i * 4096, ring.next()[:4096], after_written=False)
+    taken: list[bool] = []
+
+    def hasher() -> None:  # reaches the oldest loan a little later
+        time.sleep(0.1)
+        offset, lent = feed.take(0)
+        taken.append(lent is not None)
+        if lent is not None:
+            feed.done()
+            feed.passed(4096)
+
+    thread = threading.Thread(target=hasher)
+    thread.start()
+    ring.next()  # the ring is full: its oldest buffer, unhashed, is wanted again
+    thread.join()
+    assert taken == [in_order]  # hashed from the buffer, or taken back unread first (read from the file)
+    ring.close()
+    feed.release()
+
+
+def test_a_reader_holds_up_only_the_loans_in_its_range() -> None:
+    """``hf_transfer`` reads a blob as many ranges at once: a reader of one range must not hold the lanes writing
+    another (each would wait for it, then let it go)."""
+    feed = _held()
+    assert feed.lend(100, b"x" * 100)
+    feed.passed(200)
+    near = feed.reader(0, 100)  # its range ends where the loan starts
+    began = time.monotonic()
+    feed.reclaim(100)
+    assert time.monotonic() - began < hashfeed.RECLAIM_WAIT_SECONDS
+    assert near in feed._readers  # still followed: it was never in the way
+    near.close()
     feed.release()

@@ -26,6 +26,15 @@ def test_parts_are_taken_in_order_unless_a_reader_waits_for_one() -> None:
     assert not parts.untaken()
 
 
+def test_a_part_taken_for_a_reader_ahead_of_untaken_ones_marks_the_parts_reordered() -> None:
+    parts = _map()
+    parts.take()
+    parts.want(2 * MIB)  # the next part in order anyway: still in order
+    assert parts.take().start == 2 * MIB and not parts.reordered  # type: ignore[union-attr]
+    parts.want(8 * MIB)  # skips the parts at 4 and 6 MiB
+    assert parts.take().start == 8 * MIB and parts.reordered  # type: ignore[union-attr]
+
+
 def test_written_bytes_reach_across_finished_parts_and_stop_at_a_gap() -> None:
     parts = _map()
     first, second, third = parts.take(), parts.take(), parts.take()
