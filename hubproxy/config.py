@@ -63,6 +63,9 @@ class Settings:
     #: buffers they were written from: new page-cache memory is the dearest part of a fast cold fill. The
     #: stored blob is then not in the page cache after its fill. false: always through the page cache.
     fill_direct_writes: bool = True
+    #: MiB of a parallel fill's parts that a worker process holds in memory (over all its fills) until they are
+    #: hashed and sent, where the spool takes direct I/O; beyond it they are read back from the spool. 0: never.
+    fill_held_mib: int = 256
     #: Entries per tree page (the Hub uses 1000, and 50 with expand=true).
     tree_page_size: int = 1000
     tree_expand_page_size: int = 50
@@ -275,6 +278,8 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError("setting 'fill_retries' must not be negative")
     if not 1 <= s.fill_connections <= 64:
         raise ConfigError("setting 'fill_connections' must be between 1 and 64")
+    if not 0 <= s.fill_held_mib <= 1024 * 1024:
+        raise ConfigError("setting 'fill_held_mib' must be between 0 and 1048576")
     if s.fill_part_bytes < 1024 * 1024:
         raise ConfigError("setting 'fill_part_bytes' must be at least 1 MiB (1048576)")
     if s.log_format not in ("json", "text", "auto"):

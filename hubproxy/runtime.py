@@ -24,6 +24,7 @@ from hubproxy.cache.blobs import BlobCache
 from hubproxy.cache.events import CacheEvent, CacheWatcher
 from hubproxy.cache.fill import FillManager
 from hubproxy.cache.filler import WARMER_THREADS, WARMERS, Filler
+from hubproxy.cache.hashfeed import hold_parts_up_to
 from hubproxy.cache.lease import FillLeases
 from hubproxy.cache.spool import Spool
 from hubproxy.cache.upload import UPLOAD_THREADS, uploaders
@@ -134,6 +135,7 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = make_store(settings)
         spool = Spool(settings.data_dir, settings.fill_direct_writes)
+        hold_parts_up_to(settings.fill_held_mib * 1024 * 1024)
         removed = await asyncio.to_thread(spool.clean)
         if removed:
             log.info("removed %d unfinished fills left by a previous run", removed)

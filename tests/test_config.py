@@ -34,6 +34,7 @@ def test_precedence(tmp_path: Path) -> None:
     ({"HUBPROXY_UPSTREAM": "ftp://x"}, "upstream"), ({"HUBPROXY_OFFLINE": "maybe"}, "offline"),
     ({"HUBPROXY_REVISION_TTL": "-1"}, "revision_ttl"), ({"HUBPROXY_LOG_LEVEL": "loud"}, "log_level"),
     ({"HUBPROXY_S3_PRESIGN_TTL": "30"}, "s3_presign_ttl"), ({"HUBPROXY_S3_PRESIGN_TTL": "604801"}, "s3_presign_ttl"),
+    ({"HUBPROXY_FILL_HELD_MIB": "-1"}, "fill_held_mib"),
 ])
 def test_bad_settings_are_named(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):

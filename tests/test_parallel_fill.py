@@ -101,22 +101,23 @@ def test_many_clients_get_exact_bytes_from_one_parallel_fetch(make_proxy, fakehu
     assert _stored(proxy, sha).read_bytes() == data
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct_writes", "page_cache"])
+@pytest.mark.parametrize(("direct", "held"), [(True, True), (True, False), (False, False)],
+                         ids=["direct_writes", "direct_not_held", "page_cache"])
 def test_parallel_parts_are_written_past_the_page_cache(make_proxy, fakehub: FakeHub, tmp_path: Path,  # noqa: ANN001
-                                                         direct: bool) -> None:
+                                                         direct: bool, held: bool) -> None:
     """Where the spool's filesystem takes direct I/O, every lane of a parallel fill writes its whole pages with
     it (new page-cache pages cost a VM more CPU than the bytes' copy); only the partial pages where batches
     meet go through the page cache. The parts are held in their lanes' buffers until hashed: the hash and the
-    clients take them from there, not from the disk. Exact bytes either way."""
+    clients take them from there, not from the disk (unless ``fill_held_mib`` is 0). Exact bytes either way."""
     if direct and not Spool(tmp_path, direct_writes=True).direct_writes:
         pytest.skip("the tests' temporary folder is on a filesystem without direct writes (tmpfs, NFS)")
-    proxy = make_proxy(**PARALLEL, fill_direct_writes=str(direct).lower())
+    proxy = make_proxy(**PARALLEL, fill_direct_writes=str(direct).lower(), fill_held_mib="256" if held else "0")
     size = 12 * MIB + 777  # the last page partial
-    data, sha = _blob(fakehub, f"unpaged{direct}", size)
+    data, sha = _blob(fakehub, f"unpaged{direct}{held}", size)
     fakehub.faults.trickle[sha] = CDN_STREAM
     fakehub.reset_counts()
 
-    assert all(r == data for r in _downloads(proxy, f"alice/unpaged{direct}", tmp_path, 3))
+    assert all(r == data for r in _downloads(proxy, f"alice/unpaged{direct}{held}", tmp_path, 3))
     assert _parts_at_once(fakehub, sha) == 4 and fakehub.blob_bytes[sha] == size
     samples = scrape(proxy.url)
     unpaged = value(samples, "hubproxy_fill_written_bytes_total", how="direct")
@@ -126,10 +127,13 @@ def test_parallel_parts_are_written_past_the_page_cache(make_proxy, fakehub: Fak
     sent_from_buffers = value(samples, "hubproxy_fill_sent_bytes_total", source="buffer")
     if direct:
         assert unpaged >= 0.9 * size, f"only {unpaged} of {size} bytes were written past the page cache"
+    else:
+        assert unpaged == 0
+    if held:
         assert from_buffers >= 0.9 * size, f"only {from_buffers} of {size} bytes were hashed from held parts"
         assert sent_from_buffers > 0
     else:
-        assert unpaged == 0 and sent_from_buffers == 0
+        assert sent_from_buffers == 0
     assert _stored(proxy, sha).read_bytes() == data
 
 

@@ -29,7 +29,7 @@ Where a parallel fill's parts are written with direct I/O, the feed holds them t
 loan anywhere ahead of the hash, keeps it for readers like one stream's, and its writer's ring grows to a whole
 part before it waits for the hash to pass its oldest buffer. The hash and the readers then never read the parts
 back from the spool's pages, which a VM makes dearly on first touch. Held bytes are bounded per fill and, over
-all the fills of the process, by ``HELD_BYTES_BUDGET``.
+all the fills of the process, by ``HELD`` (``fill_held_mib``).
 """
 
 from __future__ import annotations
@@ -55,9 +55,6 @@ KEPT_LANE_BUFFERS = 8
 #: Most buffers of a writer of parallel parts whose loans are held (``hold_parts``; ``lane.LANE_BATCH_BYTES``
 #: each): its part and the first batches of the next, while the parts before it are still coming.
 HELD_LANE_BUFFERS = 16
-#: Most bytes of parallel parts that all the fills of a process hold at once (``hold_parts``); a part's batch
-#: lent beyond it is not held: it is hashed and sent from the spool file, as where direct I/O is not taken.
-HELD_BYTES_BUDGET = 256 * 1024 * 1024
 #: Alignment of direct I/O (``O_DIRECT``): buffers, offsets and lengths in multiples of it.
 ALIGN = 4096
 
@@ -66,7 +63,7 @@ class _Budget:
     """Bytes that may still be held, shared by every feed of the process."""
 
     def __init__(self, total: int) -> None:
-        self.left = total
+        self.total = self.left = total
         self._lock = threading.Lock()
 
     def take(self, size: int) -> bool:
@@ -81,7 +78,15 @@ class _Budget:
             self.left += size
 
 
-HELD = _Budget(HELD_BYTES_BUDGET)
+#: Most bytes of parallel parts that all the fills of the process hold at once (``hold_parts``; the setting
+#: ``fill_held_mib``): a batch lent beyond it is not held, and is hashed and sent from the spool file.
+HELD = _Budget(256 * 1024 * 1024)
+
+
+def hold_parts_up_to(total: int) -> None:
+    """Set the process's budget of held bytes (at start, before any fill); 0: parts are never held."""
+    global HELD
+    HELD = _Budget(total)
 
 
 class HashFeed:
@@ -111,8 +116,9 @@ class HashFeed:
         self.keep = False
         #: Loans are taken anywhere ahead of the hash, not only where they continue it (``hold_parts``).
         self.ahead = False
-        #: Offsets of the loans counted against the process's ``HELD`` budget.
+        #: Offsets of the loans counted against the process's budget (``HELD`` when parts began to be held).
         self._held: set[int] = set()
+        self._budget = HELD
 
     def keep_for_readers(self, limit: int) -> None:
         """Keep loans after they are hashed, for readers to ``borrow``, up to ``limit`` bytes lent."""
@@ -126,6 +132,7 @@ class HashFeed:
         writer's buffers, and the spool file's pages are never made (see the module's docstring)."""
         with self._cond:
             self.keep = self.ahead = True
+            self._budget = HELD
             self.limit = max(self.limit, limit)
 
     def lend(self, offset: int, data: bytes | bytearray | memoryview, after_written: bool = False) -> bool:
@@ -138,7 +145,7 @@ class HashFeed:
             if not len(view) or self._lent + len(view) > self.limit:
                 return False
             if self.ahead:
-                if offset < self._hashed or not HELD.take(len(view)):
+                if offset < self._hashed or not self._budget.take(len(view)):
                     return False
                 self._held.add(offset)
             elif offset != self._next and not (after_written and offset > self._next):
@@ -260,7 +267,7 @@ class HashFeed:
         with self._cond:
             self.limit = 0
             for offset in self._held:
-                HELD.give(len(self._loans[offset]))
+                self._budget.give(len(self._loans[offset]))
             self._held.clear()
 
     def _drop(self, offset: int) -> None:
@@ -269,7 +276,7 @@ class HashFeed:
         del self._offsets[bisect.bisect_left(self._offsets, offset)]
         if offset in self._held:
             self._held.discard(offset)
-            HELD.give(size)
+            self._budget.give(size)
         self._cond.notify_all()
 
 

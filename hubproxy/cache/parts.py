@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from hubproxy.cache import hashfeed
 from hubproxy.cache.hashfeed import HELD_LANE_BUFFERS, KEPT_LANE_BUFFERS, HashFeed, LaneBuffers
 from hubproxy.cache.lane import DIRECT_BATCH_BYTES, LANE_BATCH_BYTES, receive_part
 from hubproxy.cache.partmap import Part, PartMap, plan
@@ -308,7 +309,7 @@ class PartedDownload:
         if direct:
             self.feed.keep_for_readers(KEPT_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
-        elif self.spool.direct and self._widen.is_set():
+        elif self.spool.direct and self._widen.is_set() and hashfeed.HELD.total:
             self.feed.hold_parts(self.connections * HELD_LANE_BUFFERS * LANE_BATCH_BYTES)
             self.fill.loans = self.feed
             ring = self._rings.setdefault(conn, LaneBuffers(self.feed, LANE_BATCH_BYTES, aligned=True,
