@@ -111,18 +111,22 @@ def test_a_full_held_ring_waits_for_the_hash_only_while_parts_come_in_order(in_o
     taken: list[bool] = []
 
     def hasher() -> None:  # reaches the oldest loan a little later
-        time.sleep(0.1)
+        time.sleep(0.05)
         offset, lent = feed.take(0)
         taken.append(lent is not None)
         if lent is not None:
             feed.done()
+            time.sleep(0.05)  # (its hash is told a little after it let the buffer go)
             feed.passed(4096)
 
     thread = threading.Thread(target=hasher)
     thread.start()
+    began = time.monotonic()
     ring.next()  # the ring is full: its oldest buffer, unhashed, is wanted again
+    waited = time.monotonic() - began
     thread.join()
     assert taken == [in_order]  # hashed from the buffer, or taken back unread first (read from the file)
+    assert waited < hashfeed.RECLAIM_WAIT_SECONDS  # woken by the hash passing it, not by the time running out
     ring.close()
     feed.release()
 
