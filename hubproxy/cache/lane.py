@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from hubproxy.cache.hashfeed import ALIGN, HashFeed, LaneBuffers
+from hubproxy.cache.hashfeed import HashFeed
+from hubproxy.cache.lanebuffers import ALIGN, LaneBuffers
 from hubproxy.cache.spool import SpoolFile
 from hubproxy.cache.spoolwriter import SpoolWriter
 from hubproxy.upstream.ranged import RangeConnection
 
 #: Batch size of each part received by a lane (one such buffer per part in flight, and a few more while the
-#: hasher uses the batches it lent: ``hashfeed.LaneBuffers``).
+#: hasher uses the batches it lent: ``lanebuffers.py``).
 LANE_BATCH_BYTES = 1024 * 1024
 #: Batch size of a direct lane (one per fill, its buffers kept for readers): every batch costs a loan, a write, a
 #: telling of the event loop and a piece sent to each reader. One cold GiB (``benchmarks/cold_ab.py``, four

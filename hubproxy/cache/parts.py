@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from hubproxy.cache import hashfeed
-from hubproxy.cache.hashfeed import HELD_LANE_BUFFERS, KEPT_LANE_BUFFERS, HashFeed, LaneBuffers
+from hubproxy.cache.hashfeed import HashFeed
 from hubproxy.cache.lane import DIRECT_BATCH_BYTES, LANE_BATCH_BYTES, receive_part
+from hubproxy.cache.lanebuffers import HELD_LANE_BUFFERS, KEPT_LANE_BUFFERS, LaneBuffers
 from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
 from hubproxy.direct import route

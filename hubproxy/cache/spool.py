@@ -26,7 +26,7 @@ import os
 import threading
 from pathlib import Path
 
-from hubproxy.cache.hashfeed import ALIGN
+from hubproxy.cache.lanebuffers import ALIGN
 from hubproxy.cache.sharedparts import read_parts
 from hubproxy.libc import LIBC
 from hubproxy.observability.metrics import FILL_WRITTEN_BYTES
@@ -126,7 +126,7 @@ class SpoolFile:
 
     def write_aligned(self, data: memoryview, offset: int) -> None:
         """Write ``data`` at ``offset``, where ``data``'s address is ``offset`` modulo ``ALIGN`` (a buffer of
-        ``hashfeed.LaneBuffers(aligned=True)``): its whole pages with direct I/O, the partial pages at either end
+        ``lanebuffers.LaneBuffers(aligned=True)``): its whole pages with direct I/O, the partial pages at either end
         through the page cache (a page is thus written one way only). Without direct I/O, or if the filesystem
         refuses it, all through the page cache. The write lock is held across the direct write: right for a fill's
         one direct lane; several direct writers would queue on it while each, back from the disk, waits for the

@@ -14,7 +14,8 @@ import pytest
 
 from hubproxy.cache import filler, hashfeed
 from hubproxy.cache.filler import _hash_range
-from hubproxy.cache.hashfeed import LANE_BUFFERS, HashFeed, LaneBuffers
+from hubproxy.cache.hashfeed import HashFeed
+from hubproxy.cache.lanebuffers import LANE_BUFFERS, LaneBuffers
 from hubproxy.store.base import BlobHasher
 
 MIB = 1024 * 1024

@@ -13,7 +13,8 @@ import pytest
 
 from hubproxy.cache import hashfeed
 from hubproxy.cache.filler import _hash_range
-from hubproxy.cache.hashfeed import HashFeed, LaneBuffers
+from hubproxy.cache.hashfeed import HashFeed
+from hubproxy.cache.lanebuffers import HELD_LANE_BUFFERS, LaneBuffers
 from hubproxy.store.base import BlobHasher
 
 MIB = 1024 * 1024
@@ -88,12 +89,12 @@ def test_a_held_ring_keeps_a_whole_part_before_reusing_a_buffer() -> None:
     feed = _held()
     ring = LaneBuffers(feed, 4096, aligned=True, in_order=lambda: True)
     buffers = []
-    for i in range(hashfeed.HELD_LANE_BUFFERS):
+    for i in range(HELD_LANE_BUFFERS):
         buf = ring.next()
         buffers.append(buf)
         ring.written(i * 4096, buf[:4096], after_written=False)
-    assert len({id(b.obj) for b in buffers}) == hashfeed.HELD_LANE_BUFFERS  # none reused while they are lent
-    feed.passed(hashfeed.HELD_LANE_BUFFERS * 4096)
+    assert len({id(b.obj) for b in buffers}) == HELD_LANE_BUFFERS  # none reused while they are lent
+    feed.passed(HELD_LANE_BUFFERS * 4096)
     assert ring.next().obj is buffers[0].obj  # the ring is full: the oldest, hashed, is taken back and reused
     assert not feed.holds(0) and feed.reader(0).borrow(0) is None
     ring.close()
@@ -106,7 +107,7 @@ def test_a_full_held_ring_waits_for_the_hash_only_while_parts_come_in_order(in_o
     pull parts out of order it may not come for long: the buffer is taken back at once, hashed from the file."""
     feed = _held()
     ring = LaneBuffers(feed, 4096, aligned=True, in_order=lambda: in_order)
-    for i in range(hashfeed.HELD_LANE_BUFFERS):
+    for i in range(HELD_LANE_BUFFERS):
         ring.written(i * 4096, ring.next()[:4096], after_written=False)
     taken: list[bool] = []
 

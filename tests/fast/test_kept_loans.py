@@ -16,7 +16,8 @@ import pytest
 
 from hubproxy.cache.fill import Fill
 from hubproxy.cache.fillbody import FillBody
-from hubproxy.cache.hashfeed import ALIGN, KEPT_LANE_BUFFERS, HashFeed, LaneBuffers
+from hubproxy.cache.hashfeed import HashFeed
+from hubproxy.cache.lanebuffers import ALIGN, KEPT_LANE_BUFFERS, LaneBuffers
 from hubproxy.cache.spool import Spool
 from hubproxy.cache.spoolwriter import SpoolWriter
 
