@@ -43,6 +43,10 @@ import time
 LENT_BYTES_LIMIT = 16 * 1024 * 1024
 #: Longest a writer waits for the hasher to use a loan before it takes its buffer back unread.
 RECLAIM_WAIT_SECONDS = 0.25
+#: Bytes of loans a fill keeps for its readers once it is over (``release``): the blob's tail, where its readers
+#: are (one fast stream's whole ring); the rest go once no reader sends from them, so that a slow reader does not
+#: keep a held fill's hundreds of MiB alive (it reads the spool file or the store).
+KEPT_AFTER_FILL_BYTES = 32 * 1024 * 1024
 
 
 class _Budget:
@@ -111,6 +115,8 @@ class HashFeed:
         #: Offsets of the loans counted against the process's budget (``HELD`` when parts began to be held).
         self._held: set[int] = set()
         self._budget = HELD
+        #: Once the fill is over, loans starting before this go as soon as no reader sends from them.
+        self._keep_from = 0
 
     def keep_for_readers(self, limit: int) -> None:
         """Keep loans after they are hashed, for readers to ``borrow``, up to ``limit`` bytes lent."""
@@ -237,6 +243,8 @@ class HashFeed:
                 self._borrowed[offset] -= 1
                 if self._borrowed[offset] <= 0:
                     del self._borrowed[offset]
+                    if offset < self._keep_from and offset in self._loans:  # (the fill is over)
+                        self._drop(offset)
             if reader in self._readers:
                 self._readers[reader] = reached
             self._wake(offset=offset, upto=reached)
@@ -266,11 +274,20 @@ class HashFeed:
                 return
             self._drop(first)
 
-    def release(self) -> None:
-        """The fill is over: take no more loans, and give what its loans held back to the process's budget (readers
-        still sending from kept loans hold them until they are done)."""
+    def release(self, keep: int = KEPT_AFTER_FILL_BYTES) -> None:
+        """The fill is over: take no more loans, drop all but the last ``keep`` bytes of them (a loan a reader sends
+        from goes once it is given back), and give what its loans held back to the process's budget."""
         with self._cond:
             self.limit = 0
+            kept = 0
+            for offset in reversed(self._offsets):
+                kept += len(self._loans[offset])
+                if kept > keep:
+                    self._keep_from = offset + len(self._loans[offset])
+                    break
+            for offset in [o for o in self._offsets if o < self._keep_from]:
+                if not self._borrowed[offset] and self._busy != offset:
+                    self._drop(offset)
             for offset in self._held:
                 self._budget.give(len(self._loans[offset]))
             self._held.clear()

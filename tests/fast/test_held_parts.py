@@ -145,3 +145,28 @@ def test_a_reader_holds_up_only_the_loans_in_its_range() -> None:
     assert near in feed._readers  # still followed: it was never in the way
     near.close()
     feed.release()
+
+
+def test_a_finished_fill_keeps_only_its_tail_for_readers() -> None:
+    """Once the fill is over its held parts go, but for the blob's last bytes (where its readers are): a slow reader
+    must not keep hundreds of MiB alive. A loan a reader is sending from goes when it is given back."""
+    feed = _held()
+    for i in range(10):
+        assert feed.lend(i * 1000, bytes([i]) * 1000)
+    feed.passed(10_000)
+    slow = feed.reader(0)
+    lent = slow.borrow(1500)  # the slow reader is sending from the second loan
+    assert lent is not None and lent[0] == 1000
+    feed.release(keep=3000)
+    assert slow.borrow(0) is None and slow.borrow(5500) is None  # gone: read from the file
+    tail = slow.borrow(7000)
+    assert tail is not None and bytes(tail[1][:1]) == b"\x07"  # the last 3,000 bytes stay
+    slow.give_back(7000, 7000)
+    other = feed.reader(1000)
+    still = other.borrow(1200)
+    assert still is not None  # still there: the slow reader sends from it
+    other.give_back(still[0], 1200)
+    slow.give_back(1000, 2000)
+    assert other.borrow(1200) is None  # given back by the last reader sending from it: gone
+    slow.close()
+    other.close()
