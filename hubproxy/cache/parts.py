@@ -1,22 +1,20 @@
 """Downloading a blob's bytes into its spool file: one stream, or parts fetched by concurrent Range requests.
 
-The first request (the probe) asks for the first part. If the upstream answers 206 and its stream is
-slower than ``fast_bps`` (a CDN limits each connection), more connections start and each takes
-the next part not yet taken, so the bytes from 0 that are all written (the prefix, ``fill.written``)
-grow steadily and readers get them in order. A stream faster than that (a nearby upstream, another
-hubproxy) keeps one connection: then the proxy's own CPU is the limit, and more streams only cost
-more of it. If the upstream answers 200 (it ignores Range), that one answer streams the whole blob
-and no other request is made. A part cut short resumes with
-a Range from its last written byte, so each byte crosses the network about once. Later parts go to
-the URL the probe was redirected to (a CDN), as Hub clients do; if that URL stops working they go
-through the upstream again. Once the probe has shown that the upstream serves ranges, parts are
-received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
-buffers, off the event loop, and so is the probe when it goes to the CDN URL the upstream's HEAD just gave
-(its speed is then timed over its reads); an answer those connections cannot take (a redirect, a proxy in
-the way) sends the fill back to the upstream client. Each part so received (the blob's one stream after the probe,
-or each of many parts) is received and written by one thread of its own (``lane.py``) that only reports its
-progress to the event loop (one batch costs no hand-offs between threads), and lends each batch it wrote to the
-hasher, which follows the prefix (``hashfeed.py``).
+The first request (the probe) asks for the first part. If the upstream answers 206 and its stream is slower than
+``fast_bps`` (a CDN limits each connection), more connections start and each takes the next part not yet taken, so the
+bytes from 0 that are all written (the prefix, ``fill.written``) grow steadily and readers get them in order. A stream
+faster than that (a nearby upstream, another hubproxy) keeps one connection: then the proxy's own CPU is the limit,
+and more streams only cost more of it. If the upstream answers 200 (it ignores Range), that one answer streams the
+whole blob and no other request is made. A part cut short resumes with a Range from its last written byte, so each
+byte crosses the network about once. Later parts go to the URL the probe was redirected to (a CDN), as Hub clients do;
+if that URL stops working they go through the upstream again. Once the probe has shown that the upstream serves
+ranges, parts are received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
+buffers, off the event loop, and so is the probe when it goes to the CDN URL the upstream's HEAD just gave (its speed
+is then timed over its reads); an answer those connections cannot take (a redirect, a proxy in the way) sends the fill
+back to the upstream client. Each part so received (the blob's one stream after the probe, or each of many parts) is
+received and written by one thread of its own (``lane.py``) that only reports its progress to the event loop (one
+batch costs no hand-offs between threads), and lends each batch it wrote to the hasher, which follows the prefix
+(``hashfeed.py``).
 """
 
 from __future__ import annotations
@@ -82,8 +80,7 @@ class PartedDownload:
         self.upstream = upstream
         self.fill = fill
         self.spool = spool
-        #: Where written batches are lent to the fill's hasher (it must read them: a lane whose loans nobody
-        #: reads waits for each of its buffers).
+        #: Where written batches are lent to the fill's hasher (which must read them, or their lanes wait).
         self.feed = feed
         self.fast_bps = fast_bps
         self.retries = retries
@@ -302,9 +299,8 @@ class PartedDownload:
             metrics.UPSTREAM_BYTES.inc(pos - part.pos)
             self._advance(part, pos - part.pos)
 
-        # On a spool that takes direct I/O every lane writes its whole pages past the page cache. One stream keeps
-        # its last buffers for the fill's readers; parallel parts, once the fill widened, are held in their lanes'
-        # buffers until the hash and the readers passed them: no page-cache page is made (``hashfeed.py``).
+        # With direct I/O every lane writes past the page cache; one stream keeps its last buffers for the readers,
+        # parallel parts (once widened) are held until hashed and sent: no page-cache page is made (``hashfeed.py``).
         direct = self.spool.direct and not self.parallel
         ring = None
         if direct:
