@@ -174,9 +174,13 @@ class HashFeed:
                     behind = [reader for reader, pos in self._readers.items() if pos < end and reader.end > offset]
                     left = deadline - time.monotonic()
                     if not reading and ((end <= self._hashed and not behind) or left <= 0):
-                        for reader in behind:  # too slow to follow: they read the file from here on
+                        # Too slow to follow (behind what is hashed): they read the file from here on. One that
+                        # waits for the fill itself (a part before this loan still coming) stays followed; it
+                        # reads this loan's bytes from the file.
+                        slow = [reader for reader in behind if self._readers[reader] < self._hashed]
+                        for reader in slow:
                             del self._readers[reader]
-                        if behind:  # (other writers may have been waiting for them too)
+                        if slow:  # (other writers may have been waiting for them too)
                             self._wake(upto=1 << 63)
                         self._drop(offset)
                         self._floor = max(self._floor, end)

@@ -170,3 +170,18 @@ def test_a_finished_fill_keeps_only_its_tail_for_readers() -> None:
     assert other.borrow(1200) is None  # given back by the last reader sending from it: gone
     slow.close()
     other.close()
+
+
+def test_a_reader_waiting_for_the_fill_stays_followed_when_a_buffer_ahead_is_taken_back() -> None:
+    """A writer that cannot wait longer for a loan lets go only the readers behind the hash (slow ones); a reader
+    that has sent all that is hashed waits for the fill itself, and stays followed (it reads only that loan's
+    bytes from the file): letting it go sent whole GiBs from the disk."""
+    feed = _held()
+    assert feed.lend(0, b"a" * 1000) and feed.lend(2000, b"c" * 1000)  # bytes 1000-2000 still coming
+    feed.passed(1000)
+    waiting, slow = feed.reader(1000), feed.reader(0)
+    feed.reclaim(2000, wait=0.05)
+    assert waiting in feed._readers and slow not in feed._readers
+    assert waiting.borrow(2500) is None  # that loan is gone: those bytes come from the file
+    waiting.close()
+    feed.release()
