@@ -17,8 +17,8 @@ LANE_BUFFERS = 6
 #: it wrote last, which the fill's readers, a few batches behind it, are sent from.
 KEPT_LANE_BUFFERS = 8
 #: Most buffers of a writer of parallel parts whose loans are held (``HashFeed.hold_parts``;
-#: ``lane.LANE_BATCH_BYTES`` each): its part and the first batches of the next, while the parts before it come.
-HELD_LANE_BUFFERS = 16
+#: ``lane.DIRECT_BATCH_BYTES`` each, 16 MiB): one part, while the parts before it come.
+HELD_LANE_BUFFERS = 4
 #: Alignment of direct I/O (``O_DIRECT``): buffers, offsets and lengths in multiples of it.
 ALIGN = 4096
 

@@ -33,7 +33,7 @@ import aiohttp
 
 from hubproxy.cache import hashfeed
 from hubproxy.cache.hashfeed import HashFeed
-from hubproxy.cache.lane import DIRECT_BATCH_BYTES, LANE_BATCH_BYTES, receive_part
+from hubproxy.cache.lane import DIRECT_BATCH_BYTES, receive_part
 from hubproxy.cache.lanebuffers import HELD_LANE_BUFFERS, KEPT_LANE_BUFFERS, LaneBuffers
 from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
@@ -307,9 +307,9 @@ class PartedDownload:
             self.feed.keep_for_readers(KEPT_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
         elif self.spool.direct and self._widen.is_set() and hashfeed.HELD.total:
-            self.feed.hold_parts(self.connections * HELD_LANE_BUFFERS * LANE_BATCH_BYTES)
+            self.feed.hold_parts(self.connections * HELD_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
-            ring = self._rings.setdefault(conn, LaneBuffers(self.feed, LANE_BATCH_BYTES, aligned=True,
+            ring = self._rings.setdefault(conn, LaneBuffers(self.feed, DIRECT_BATCH_BYTES, aligned=True,
                                                             in_order=lambda: not self.parts.reordered))
         lane = functools.partial(receive_part, conn, self.spool, self.feed, part.pos, part.end, direct=direct,
                                  unpaged=self.spool.direct and not direct,
