@@ -9,6 +9,8 @@ back after each fill, about 8-10 MB per worker that has filled a blob.
 
 from __future__ import annotations
 
+import threading
+
 from hubproxy.libc import LIBC
 
 #: ``mallopt`` parameter: the most malloc arenas.
@@ -27,3 +29,24 @@ def release_free_memory() -> None:
     malloc_trim = getattr(LIBC, "malloc_trim", None)  # glibc only
     if malloc_trim is not None:
         malloc_trim(0)
+
+
+class ByteBudget:
+    """Bytes of buffers a process may hold for one purpose at once (a parallel read's parts, a fill's held parts):
+    ``take`` what fits, ``give`` it back when done. Usable from any thread."""
+
+    def __init__(self, total: int) -> None:
+        self.total = self.left = total
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        """Count ``size`` bytes as held if they fit; False (nothing counted) if they do not."""
+        with self._lock:
+            if size > self.left:
+                return False
+            self.left -= size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.left += size

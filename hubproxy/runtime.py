@@ -24,7 +24,6 @@ from hubproxy.cache.blobs import BlobCache
 from hubproxy.cache.events import CacheEvent, CacheWatcher
 from hubproxy.cache.fill import FillManager
 from hubproxy.cache.filler import WARMER_THREADS, WARMERS, Filler
-from hubproxy.cache.hashfeed import hold_parts_up_to
 from hubproxy.cache.lease import FillLeases
 from hubproxy.cache.spool import Spool
 from hubproxy.cache.upload import UPLOAD_THREADS, uploaders
@@ -135,7 +134,6 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = make_store(settings)
         spool = Spool(settings.data_dir, settings.fill_direct_writes)
-        hold_parts_up_to(settings.fill_held_mib * 1024 * 1024)
         removed = await asyncio.to_thread(spool.clean)
         if removed:
             log.info("removed %d unfinished fills left by a previous run", removed)
@@ -156,7 +154,7 @@ class Runtime:
             leases = FillLeases(engine, process_name(), advertise_url(settings), settings.fill_lease_seconds)
         secret = await asyncio.to_thread(shared_secret, engine)
         filler = Filler(upstream, settings.fill_retries, settings.fill_connections, settings.fill_part_bytes,
-                        settings.fill_single_stream_mbps)
+                        settings.fill_single_stream_mbps, settings.fill_held_mib * 1024 * 1024)
         fills = FillManager(store, spool, engine, filler, leases)
         cache = BlobCache(settings, store, spool, fills, upstream, Usage(engine), secret)
         index = RepoIndex(engine)

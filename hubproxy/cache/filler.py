@@ -23,6 +23,7 @@ from hubproxy.cache.parts import FillError, PartedDownload
 from hubproxy.cache.spool import SpoolFile
 from hubproxy.descriptors import call_owning, duplicate, open_for_reading
 from hubproxy.filehash import ShortFile, hash_file_range
+from hubproxy.memory import ByteBudget
 from hubproxy.observability import metrics
 from hubproxy.store.base import BlobHasher
 from hubproxy.upstream.client import UpstreamClient
@@ -43,8 +44,10 @@ class Filler:
     """Downloads a fill's bytes into its spool file and proves they hash to the blob's name."""
 
     def __init__(self, upstream: UpstreamClient, retries: int, connections: int, part_bytes: int,
-                 fast_stream_mbps: float) -> None:
+                 fast_stream_mbps: float, held_bytes: int = 0) -> None:
         self.upstream = upstream
+        #: Bytes of parallel parts all this process's fills may hold in memory at once (``hashfeed.hold_parts``).
+        self.held = ByteBudget(held_bytes)
         self.retries = retries
         self.connections = connections
         self.part_bytes = part_bytes
@@ -60,7 +63,7 @@ class Filler:
             fill.notify()
             log.info("continuing the fill of %s from the %d bytes a stopped filler left", fill.key, held)
         reserved = await asyncio.to_thread(spool.reserve, fill.size)
-        feed = HashFeed()
+        feed = HashFeed(budget=self.held)
         hasher = PrefixHasher(fill, spool.path, feed)
         hashing = asyncio.create_task(hasher.run())
         lead = self.connections * self.part_bytes + WARM_AHEAD_BYTES

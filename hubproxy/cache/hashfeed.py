@@ -29,7 +29,7 @@ Where a parallel fill's parts are written with direct I/O, the feed holds them t
 loan anywhere ahead of the hash, keeps it for readers like one stream's, and its writer's ring grows to a whole
 part before it waits for the hash to pass its oldest buffer. The hash and the readers then never read the parts
 back from the spool's pages, which a VM makes dearly on first touch. Held bytes are bounded per fill and, over
-all the fills of the process, by ``HELD`` (``fill_held_mib``).
+all the fills of the process, by a budget (``fill_held_mib``, ``memory.ByteBudget``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ import bisect
 import collections
 import threading
 import time
+
+from hubproxy.memory import ByteBudget
 
 #: Most bytes lent at once (a writer that finds the feed full keeps its batch; it is hashed from the spool).
 LENT_BYTES_LIMIT = 16 * 1024 * 1024
@@ -49,40 +51,10 @@ RECLAIM_WAIT_SECONDS = 0.25
 KEPT_AFTER_FILL_BYTES = 32 * 1024 * 1024
 
 
-class _Budget:
-    """Bytes that may still be held, shared by every feed of the process."""
-
-    def __init__(self, total: int) -> None:
-        self.total = self.left = total
-        self._lock = threading.Lock()
-
-    def take(self, size: int) -> bool:
-        with self._lock:
-            if size > self.left:
-                return False
-            self.left -= size
-            return True
-
-    def give(self, size: int) -> None:
-        with self._lock:
-            self.left += size
-
-
-#: Most bytes of parallel parts that all the fills of the process hold at once (``hold_parts``; the setting
-#: ``fill_held_mib``): a batch lent beyond it is not held, and is hashed and sent from the spool file.
-HELD = _Budget(256 * 1024 * 1024)
-
-
-def hold_parts_up_to(total: int) -> None:
-    """Set the process's budget of held bytes (at start, before any fill); 0: parts are never held."""
-    global HELD
-    HELD = _Budget(total)
-
-
 class HashFeed:
     """Loans of written bytes, by offset, from the fill's writers to its hasher (and, kept, to its readers)."""
 
-    def __init__(self, start: int = 0, limit: int = LENT_BYTES_LIMIT) -> None:
+    def __init__(self, start: int = 0, limit: int = LENT_BYTES_LIMIT, budget: ByteBudget | None = None) -> None:
         #: The hasher waits on it for a loan; each writer taking a loan back waits on a condition of its own
         #: (``_reclaiming``), woken only by what concerns that loan: a held fill's sixteen writers woken by every
         #: change cost 11,600 wake-ups per GiB.
@@ -112,9 +84,10 @@ class HashFeed:
         self.keep = False
         #: Loans are taken anywhere ahead of the hash, not only where they continue it (``hold_parts``).
         self.ahead = False
-        #: Offsets of the loans counted against the process's budget (``HELD`` when parts began to be held).
+        #: The process's bytes of held parts (``fill_held_mib``; none: parts are never held), and the offsets of
+        #: the loans counted against it.
+        self.budget = budget
         self._held: set[int] = set()
-        self._budget = HELD
         #: Once the fill is over, loans starting before this go as soon as no reader sends from them.
         self._keep_from = 0
 
@@ -128,10 +101,14 @@ class HashFeed:
         """Take loans anywhere ahead of the hash (parallel parts, written side by side) and keep them for readers
         after it passed them, up to ``limit`` bytes lent: the hash and the readers meet each part's bytes in its
         writer's buffers, and the spool file's pages are never made (see the module's docstring)."""
+        self.keep_for_readers(limit)
         with self._cond:
-            self.keep = self.ahead = True
-            self._budget = HELD
-            self.limit = max(self.limit, limit)
+            self.ahead = True
+
+    @property
+    def can_hold(self) -> bool:
+        """Whether the process lets fills hold parts at all (``fill_held_mib`` is not 0)."""
+        return self.budget is not None and self.budget.total > 0
 
     def lend(self, offset: int, data: bytes | bytearray | memoryview, after_written: bool = False) -> bool:
         """Lend ``data``, just written at ``offset``; True if the feed took it (the writer must then ``reclaim``
@@ -143,7 +120,7 @@ class HashFeed:
             if not len(view) or self._lent + len(view) > self.limit:
                 return False
             if self.ahead:
-                if offset < self._hashed or not self._budget.take(len(view)):
+                if offset < self._hashed or self.budget is None or not self.budget.take(len(view)):
                     return False
                 self._held.add(offset)
             elif offset != self._next and not (after_written and offset > self._next):
@@ -166,7 +143,7 @@ class HashFeed:
         the hasher or a reader reads it."""
         deadline = time.monotonic() + (RECLAIM_WAIT_SECONDS if wait is None else wait)
         with self._cond:
-            waiting = threading.Condition(self._lock)
+            waiting: threading.Condition | None = None  # (made only if this writer has to wait)
             try:
                 while offset in self._loans:
                     end = offset + len(self._loans[offset])
@@ -185,6 +162,7 @@ class HashFeed:
                         self._drop(offset)
                         self._floor = max(self._floor, end)
                         return
+                    waiting = waiting or threading.Condition(self._lock)
                     self._reclaiming[offset] = (end, waiting)
                     waiting.wait(None if reading else left)
             finally:
@@ -293,7 +271,7 @@ class HashFeed:
                 if not self._borrowed[offset] and self._busy != offset:
                     self._drop(offset)
             for offset in self._held:
-                self._budget.give(len(self._loans[offset]))
+                self.budget.give(len(self._loans[offset]))  # type: ignore[union-attr] - held only with a budget
             self._held.clear()
 
     def _drop(self, offset: int) -> None:
@@ -302,7 +280,7 @@ class HashFeed:
         del self._offsets[bisect.bisect_left(self._offsets, offset)]
         if offset in self._held:
             self._held.discard(offset)
-            self._budget.give(size)
+            self.budget.give(size)  # type: ignore[union-attr]
         self._wake(offset=offset)
 
 

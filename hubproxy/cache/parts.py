@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from hubproxy.cache import hashfeed
 from hubproxy.cache.hashfeed import HashFeed
 from hubproxy.cache.lane import DIRECT_BATCH_BYTES, receive_part
 from hubproxy.cache.lanebuffers import HELD_LANE_BUFFERS, KEPT_LANE_BUFFERS, LaneBuffers
@@ -306,7 +305,7 @@ class PartedDownload:
         if direct:
             self.feed.keep_for_readers(KEPT_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
-        elif self.spool.direct and self._widen.is_set() and hashfeed.HELD.total:
+        elif self.spool.direct and self._widen.is_set() and self.feed.can_hold:
             self.feed.hold_parts(self.connections * HELD_LANE_BUFFERS * DIRECT_BATCH_BYTES)
             self.fill.loans = self.feed
             ring = self._rings.setdefault(conn, LaneBuffers(self.feed, DIRECT_BATCH_BYTES, aligned=True,

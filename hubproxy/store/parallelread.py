@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
+from hubproxy.memory import ByteBudget
 from hubproxy.observability import metrics
 from hubproxy.store.bodies import Span
 from hubproxy.store.readahead import read_ahead
@@ -87,25 +88,8 @@ class BotoBody:
             self._body.close()
 
 
-class _Budget:
-    """Bytes of parts held by the process's parallel reads (counted on the event loop, where parts are started
-    and handed on)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-
-    def take(self, size: int) -> bool:
-        if self.held + size > self.limit:
-            return False
-        self.held += size
-        return True
-
-    def give(self, size: int) -> None:
-        self.held -= size
-
-
-budget = _Budget(PARTS_BUDGET_BYTES)
+#: Bytes of parts held by the process's parallel reads.
+budget = ByteBudget(PARTS_BUDGET_BYTES)
 
 
 class AdaptiveRead:

@@ -15,13 +15,15 @@ from hubproxy.cache import hashfeed
 from hubproxy.cache.filler import _hash_range
 from hubproxy.cache.hashfeed import HashFeed
 from hubproxy.cache.lanebuffers import HELD_LANE_BUFFERS, LaneBuffers
+from hubproxy.memory import ByteBudget
 from hubproxy.store.base import BlobHasher
 
 MIB = 1024 * 1024
 
 
-def _held(limit: int = 64 * MIB) -> HashFeed:
-    feed = HashFeed()
+def _held(limit: int = 64 * MIB, budget: ByteBudget | None = None) -> HashFeed:
+    feed = HashFeed(budget=budget or ByteBudget(256 * MIB))
+    assert feed.can_hold
     feed.hold_parts(limit)
     return feed
 
@@ -71,10 +73,9 @@ def test_a_loan_behind_the_hash_is_refused() -> None:
     feed.release()
 
 
-def test_held_bytes_are_bounded_by_the_process_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    budget = hashfeed._Budget(2000)
-    monkeypatch.setattr(hashfeed, "HELD", budget)
-    one, other = _held(), _held()
+def test_held_bytes_are_bounded_by_the_process_budget() -> None:
+    budget = ByteBudget(2000)
+    one, other = _held(budget=budget), _held(budget=budget)
     assert one.lend(0, b"a" * 1000) and other.lend(0, b"b" * 1000)
     assert not one.lend(1000, b"c" * 10)  # the budget is spent, by two fills together
     other.passed(1000)
@@ -83,6 +84,7 @@ def test_held_bytes_are_bounded_by_the_process_budget(monkeypatch: pytest.Monkey
     one.release()  # the fill is over: everything it held goes back, and it takes no more
     assert budget.left == 2000 and not one.lend(2000, b"d" * 10)
     assert budget.left == 2000
+    assert not HashFeed(budget=ByteBudget(0)).can_hold and not HashFeed().can_hold  # fill_held_mib: 0
 
 
 def test_a_held_ring_keeps_a_whole_part_before_reusing_a_buffer() -> None:
