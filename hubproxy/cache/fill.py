@@ -185,7 +185,7 @@ class FillManager:
         renewer = asyncio.create_task(self._renew_lease(fill.key)) if self.leases is not None else None
         metrics.FILLS_IN_FLIGHT.inc()
         result = "error"
-        uploading: FillUpload | None = FillUpload(fill, self.store, spool_file.path)
+        uploading: FillUpload | None = FillUpload(fill, self.store, spool_file.path, spool_file.direct)
         try:
             with tracing.span("fill", **{"hubproxy.blob": fill.key, "hubproxy.size": fill.size}):
                 await self.filler.fill(fill, spool_file)

@@ -2,7 +2,8 @@
 
 The upload starts beside the fill, not before it: a client's first byte never waits for the store's answer
 to "start an upload" (a round trip to the bucket, tens of milliseconds on a cloud store). Parts are read back
-from the spool file (the very bytes the hash runs over) and sent by a few worker threads. The upload is only
+from the spool file (the very bytes the hash runs over; past the page cache where the fill wrote it so, into
+buffers reused from part to part: ``partbuffers.py``) and sent by a few worker threads. The upload is only
 completed by the fill once the whole blob is verified, and aborted otherwise, so the store never holds a blob
 that failed verification, not even for a moment.
 
@@ -21,6 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from hubproxy.cache.partbuffers import PartBuffers
 from hubproxy.store.base import BlobStore, Upload
 from hubproxy.threads import run_in
 
@@ -44,10 +46,20 @@ def _lower_priority() -> None:
 #: The threads every fill's parts go up in (each fill uploads at most ``CONCURRENT_PARTS`` at once).
 UPLOAD_THREADS = CONCURRENT_PARTS * 4
 uploaders = ThreadPoolExecutor(UPLOAD_THREADS, "hubproxy-upload", initializer=_lower_priority)
+#: The buffers parts are read into (one fill's worth kept between parts).
+part_buffers = PartBuffers(idle=CONCURRENT_PARTS)
 
 
-async def feed_upload(fill: Fill, upload: Upload, path: str) -> None:
-    """Upload every part of ``fill`` from ``path`` as its bytes arrive; returns once all are uploaded."""
+def upload_part(upload: Upload, number: int, path: str, offset: int, length: int, direct: bool) -> None:
+    """(In an upload thread.) Read part ``number`` (``[offset, offset + length)``) of the spool file at ``path``
+    and upload it; ``direct``: the fill wrote the file past the page cache."""
+    with part_buffers.read(path, offset, length, direct) as data:
+        upload.put_part(number, data)
+
+
+async def feed_upload(fill: Fill, upload: Upload, path: str, direct: bool = False) -> None:
+    """Upload every part of ``fill`` from ``path`` as its bytes arrive; returns once all are uploaded.
+    ``direct``: the fill writes the file past the page cache (its parts are read so too)."""
     running: set[asyncio.Task[None]] = set()
     number, offset = 1, 0
     try:
@@ -60,7 +72,7 @@ async def feed_upload(fill: Fill, upload: Upload, path: str) -> None:
                 for task in done:
                     task.result()
             running.add(asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
-                uploaders, upload.put_part, number, path, offset, length)))
+                uploaders, upload_part, upload, number, path, offset, length, direct)))
             number, offset = number + 1, offset + length
         for task in asyncio.as_completed(running):
             await task
@@ -76,10 +88,12 @@ class FillUpload:
     to be completed, or None when the blob is to be stored whole instead; ``abandon()`` stops it and drops every
     part sent, so the store holds the blob complete or not at all."""
 
-    def __init__(self, fill: Fill, store: BlobStore, path: str) -> None:
+    def __init__(self, fill: Fill, store: BlobStore, path: str, direct: bool = False) -> None:
         self.fill = fill
         self.store = store
         self.path = path
+        #: Whether the fill writes the spool file past the page cache.
+        self.direct = direct
         #: The store's upload once it has started (so that it can be aborted whatever happens after).
         self.upload: Upload | None = None
         self._task = asyncio.create_task(self._run(), name=f"upload-{fill.key[:12]}")
@@ -90,7 +104,7 @@ class FillUpload:
         if upload is None:
             return None
         try:
-            await feed_upload(self.fill, upload, self.path)
+            await feed_upload(self.fill, upload, self.path, self.direct)
         except Exception as exc:  # noqa: BLE001 - the verified file is stored whole instead; abandon() aborts this
             log.warning("uploading %s while filling failed (%s); uploading the verified file instead",
                         self.fill.key, exc)

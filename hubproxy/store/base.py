@@ -53,8 +53,8 @@ class Upload(Protocol):
     #: Bytes per part (every part but the last has exactly this size).
     part_bytes: int
 
-    def put_part(self, number: int, path: str, offset: int, length: int) -> None:
-        """Upload bytes ``[offset, offset + length)`` of the file at ``path`` as part ``number`` (from 1)."""
+    def put_part(self, number: int, data: memoryview) -> None:
+        """Upload ``data`` as part ``number`` (from 1). ``data`` is the caller's again once this returns."""
 
     def complete(self) -> None:
         """Make the uploaded parts the stored blob."""

@@ -99,8 +99,8 @@ class _InstrumentedUpload:
         self.upload = upload
         self.part_bytes = upload.part_bytes
 
-    def put_part(self, number: int, path: str, offset: int, length: int) -> None:
-        self.store._call("upload_part", lambda: self.upload.put_part(number, path, offset, length))
+    def put_part(self, number: int, data: memoryview) -> None:
+        self.store._call("upload_part", lambda: self.upload.put_part(number, data))
 
     def complete(self) -> None:
         self.store._call("complete_upload", self.upload.complete)

@@ -34,6 +34,7 @@ from hubproxy.store.base import is_blob_key
 from hubproxy.store.parallelread import PARALLEL_MIN_BYTES, PART_ATTEMPTS, AdaptiveRead, BotoBody, FirstStream
 from hubproxy.store.rawget import RawAnswer, raw_get
 from hubproxy.store.readahead import read_ahead
+from hubproxy.store.s3upload import S3Upload
 from hubproxy.threads import run_in
 
 log = logging.getLogger(__name__)
@@ -273,33 +274,3 @@ class S3BlobStore:
 
     def ping(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
-
-
-class S3Upload:
-    """A multipart upload of one blob (see ``store.base.Upload``)."""
-
-    def __init__(self, client: Any, bucket: str, key: str, upload_id: str, part_bytes: int) -> None:
-        self.client = client
-        self.bucket = bucket
-        self.key = key
-        self.upload_id = upload_id
-        self.part_bytes = part_bytes
-        self.etags: dict[int, str] = {}
-
-    def put_part(self, number: int, path: str, offset: int, length: int) -> None:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(length)
-        if len(data) != length:
-            raise OSError(f"part {number}: the file holds {len(data)} of {length} bytes")
-        answer = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                         PartNumber=number, Body=data)
-        self.etags[number] = answer["ETag"]
-
-    def complete(self) -> None:
-        parts = [{"PartNumber": n, "ETag": self.etags[n]} for n in sorted(self.etags)]
-        self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                              MultipartUpload={"Parts": parts})
-
-    def abort(self) -> None:
-        self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)

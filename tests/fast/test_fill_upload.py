@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
@@ -20,10 +21,12 @@ class _Upload:
 
     def __init__(self) -> None:
         self.parts: list[int] = []
+        self.sent: dict[int, bytes] = {}
         self.aborted = False
 
-    def put_part(self, number: int, path: str, offset: int, length: int) -> None:
+    def put_part(self, number: int, data: memoryview) -> None:
         self.parts.append(number)
+        self.sent[number] = bytes(data)
 
     def complete(self) -> None:
         raise AssertionError("a FillUpload leaves completing to the fill")
@@ -69,6 +72,9 @@ def test_an_upload_the_store_starts_after_the_fill_ended_is_aborted(tmp_path: Pa
 
 
 def test_parts_go_up_once_the_store_has_started_and_a_failed_start_stores_the_blob_whole(tmp_path: Path) -> None:
+    blob = os.urandom(3000)
+    (tmp_path / "spool").write_bytes(blob)
+
     async def run(store: _HeldStore) -> object:
         fill = Fill(KEY, 3000, str(tmp_path / "spool"), "", store)
         uploading = FillUpload(fill, store, str(tmp_path / "spool"))
@@ -79,6 +85,7 @@ def test_parts_go_up_once_the_store_has_started_and_a_failed_start_stores_the_bl
 
     started = _HeldStore(tmp_path / "a")
     assert asyncio.run(run(started)) is started.upload
-    assert started.upload.parts == [1, 2, 3] and not started.upload.aborted
+    assert sorted(started.upload.parts) == [1, 2, 3] and not started.upload.aborted
+    assert b"".join(started.upload.sent[n] for n in (1, 2, 3)) == blob  # each part's own bytes of the spool file
     refused = _HeldStore(tmp_path / "b", fail=True)
     assert asyncio.run(run(refused)) is None
