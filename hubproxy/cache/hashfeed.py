@@ -43,7 +43,9 @@ from hubproxy.memory import ByteBudget
 
 #: Most bytes lent at once (a writer that finds the feed full keeps its batch; it is hashed from the spool).
 LENT_BYTES_LIMIT = 16 * 1024 * 1024
-#: Longest a writer waits for the hasher to use a loan before it takes its buffer back unread.
+#: Longest a writer waits for the hasher to use a loan, counted from the hash's last step forward (a hash that
+#: moves, however slowly, is the fill's pace: waiting for it costs no time and saves reading the bytes back), before
+#: it takes its buffer back unread; and longest it then waits for readers behind the loan.
 RECLAIM_WAIT_SECONDS = 0.25
 #: Bytes of loans a fill keeps for its readers once it is over (``release``): the blob's tail, where its readers
 #: are (one fast stream's whole ring); the rest go once no reader sends from them, so that a slow reader does not
@@ -69,6 +71,8 @@ class HashFeed:
         self._next = start
         #: Where the hash got to.
         self._hashed = start
+        #: When the hash last moved forward (a writer waiting for it waits while it moves).
+        self._hashed_at = time.monotonic()
         self._lent = 0
         #: The offset of the loan being hashed now (its buffer must not change meanwhile).
         self._busy: int | None = None
@@ -139,17 +143,27 @@ class HashFeed:
 
     def reclaim(self, offset: int, wait: float | None = None) -> None:
         """Take back the loan made at ``offset``, if the feed still holds it: after the hasher is done with it, or
-        after ``wait`` seconds (``RECLAIM_WAIT_SECONDS``) unread (it is then hashed from the spool); never while
-        the hasher or a reader reads it."""
+        unread (it is then hashed from the spool) after ``wait`` seconds, or by default once the hash has not moved
+        for ``RECLAIM_WAIT_SECONDS``; never while the hasher or a reader reads it. Readers behind it are waited for
+        up to ``RECLAIM_WAIT_SECONDS`` once the hash has passed it."""
         deadline = time.monotonic() + (RECLAIM_WAIT_SECONDS if wait is None else wait)
         with self._cond:
             waiting: threading.Condition | None = None  # (made only if this writer has to wait)
+            waited_for_hash = False
             try:
                 while offset in self._loans:
                     end = offset + len(self._loans[offset])
                     reading = self._busy == offset or self._borrowed[offset] > 0
                     behind = [reader for reader, pos in self._readers.items() if pos < end and reader.end > offset]
-                    left = deadline - time.monotonic()
+                    now = time.monotonic()
+                    if wait is None:
+                        if end > self._hashed:  # while the hash moves, this loan's turn is coming
+                            waited_for_hash = True
+                            deadline = max(deadline, self._hashed_at + RECLAIM_WAIT_SECONDS)
+                        elif waited_for_hash:  # the hash passed it now: readers behind get their own wait
+                            waited_for_hash = False
+                            deadline = max(deadline, now + RECLAIM_WAIT_SECONDS)
+                    left = deadline - now
                     if not reading and ((end <= self._hashed and not behind) or left <= 0):
                         # Too slow to follow (behind what is hashed): they read the file from here on. One that
                         # waits for the fill itself (a part before this loan still coming) stays followed; it
@@ -195,7 +209,8 @@ class HashFeed:
     def passed(self, pos: int) -> None:
         """The hash covers every byte before ``pos``: loans ending there are done, and the next may start at ``pos``."""
         with self._cond:
-            self._hashed = max(self._hashed, pos)
+            if pos > self._hashed:
+                self._hashed, self._hashed_at = pos, time.monotonic()
             if not self.keep:
                 self._forget_before(pos)
             self._next = max(self._next, pos)
@@ -306,6 +321,11 @@ class FeedReader:
     def reached(self, pos: int) -> None:
         """The reader's next byte is ``pos`` (it sent bytes from the file)."""
         self.feed._give_back(None, self, pos)
+
+    @property
+    def followed(self) -> bool:
+        """Whether writers still keep the loans this reader has not passed (it was not let go, nor closed)."""
+        return self in self.feed._readers
 
     def close(self) -> None:
         """The reader is done: writers wait for it no more."""

@@ -144,7 +144,7 @@ def test_a_reader_holds_up_only_the_loans_in_its_range() -> None:
     began = time.monotonic()
     feed.reclaim(100)
     assert time.monotonic() - began < hashfeed.RECLAIM_WAIT_SECONDS
-    assert near in feed._readers  # still followed: it was never in the way
+    assert near.followed  # still followed: it was never in the way
     near.close()
     feed.release()
 
@@ -183,7 +183,41 @@ def test_a_reader_waiting_for_the_fill_stays_followed_when_a_buffer_ahead_is_tak
     feed.passed(1000)
     waiting, slow = feed.reader(1000), feed.reader(0)
     feed.reclaim(2000, wait=0.05)
-    assert waiting in feed._readers and slow not in feed._readers
+    assert waiting.followed and not slow.followed
     assert waiting.borrow(2500) is None  # that loan is gone: those bytes come from the file
     waiting.close()
+    feed.release()
+
+
+def test_a_writer_waits_for_a_hash_that_moves_and_not_for_one_that_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hash slower than the parts arrive is the fill's pace: a writer waits for it to reach its loan, however long
+    that takes while it moves (taken back unread, the loan would be read back from the spool); a hash that stopped
+    (a part before it still coming) is waited for only ``RECLAIM_WAIT_SECONDS``."""
+    monkeypatch.setattr(hashfeed, "RECLAIM_WAIT_SECONDS", 0.1)
+    feed = _held()
+    for i in range(10):
+        assert feed.lend(i * 4096, bytes(4096))
+
+    hashed = [0]
+
+    def slow_hash(upto: int) -> None:  # one loan every 60 ms
+        for i in range(upto):
+            offset, lent = feed.take(i * 4096)
+            assert offset == i * 4096 and lent is not None
+            time.sleep(0.06)
+            feed.done()
+            feed.passed((i + 1) * 4096)
+            hashed.append((i + 1) * 4096)
+
+    thread = threading.Thread(target=slow_hash, args=(8,))  # stops before the last two loans
+    thread.start()
+    began = time.monotonic()
+    feed.reclaim(7 * 4096)  # the hash reaches it after ~0.48 s, moving all along
+    waited = time.monotonic() - began
+    assert hashed[-1] >= 8 * 4096, f"taken back unread after {waited:.2f} s while the hash moved"
+    thread.join()
+    began = time.monotonic()
+    feed.reclaim(9 * 4096)  # the hash stopped at 8 * 4096: taken back unread, after the wait
+    waited = time.monotonic() - began
+    assert 0.09 <= waited < 0.5 and not feed.holds(9 * 4096)
     feed.release()
