@@ -16,6 +16,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the test servers and helpers benchmarks share with the tests
+
+from tests.helpers import evict_from_page_cache  # noqa: E402,F401 - re-exported for the benchmarks
+
 REPO = "bench/model"
 BIG = "model.safetensors"
 SMALL = "config.json"
@@ -224,16 +229,6 @@ def quiet(proc: Proc, busy: float = 0.05, step: float = 0.5, timeout: float = 60
         time.sleep(step)
         if cpu_seconds_of_tree(proc.p.pid) - before < busy * step:
             return
-
-
-def evict_from_page_cache(path: Path) -> None:
-    """Drop a file's pages from the page cache (clean pages: its next reader reads the disk)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def rss_of_tree(pid: int) -> int:

@@ -13,6 +13,7 @@ from hubproxy.cache.lanebuffers import ALIGN
 from hubproxy.cache.partbuffers import GROWTH, PartBuffers
 from hubproxy.store.s3upload import ViewBody
 from tests.fast.test_fill_helpers import resident
+from tests.helpers import evict_from_page_cache
 
 SIZE = 3 * GROWTH + 1234
 
@@ -22,15 +23,6 @@ def _file(tmp_path: Path, size: int = SIZE) -> tuple[str, bytes]:
     path = tmp_path / "spool.part"
     path.write_bytes(data)
     return str(path), data
-
-
-def _out_of_page_cache(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def _direct_io_here(path: str) -> None:
@@ -51,7 +43,7 @@ def _address(view: memoryview) -> int:
                                            (2 * GROWTH, GROWTH + 1234), (SIZE - 1, 1)])
 def test_a_part_is_read_exactly_wherever_it_lies(tmp_path: Path, direct: bool, offset: int, length: int) -> None:
     path, data = _file(tmp_path)
-    _out_of_page_cache(path)
+    evict_from_page_cache(path)
     with PartBuffers(idle=2).read(path, offset, length, direct) as part:
         assert bytes(part) == data[offset:offset + length]
 
@@ -59,7 +51,7 @@ def test_a_part_is_read_exactly_wherever_it_lies(tmp_path: Path, direct: bool, o
 def test_a_direct_read_makes_no_page_cache_pages(tmp_path: Path) -> None:
     path, data = _file(tmp_path)
     _direct_io_here(path)
-    _out_of_page_cache(path)
+    evict_from_page_cache(path)
     assert resident(path, 0, SIZE) == 0
     with PartBuffers(idle=2).read(path, 0, SIZE, direct=True) as part:
         assert bytes(part) == data
@@ -72,7 +64,7 @@ def test_a_direct_read_makes_no_page_cache_pages(tmp_path: Path) -> None:
 def test_a_direct_read_sees_bytes_still_only_in_the_page_cache(tmp_path: Path) -> None:
     path, data = _file(tmp_path)
     _direct_io_here(path)
-    _out_of_page_cache(path)
+    evict_from_page_cache(path)
     changed = os.urandom(3000)
     fd = os.open(path, os.O_WRONLY)
     try:
