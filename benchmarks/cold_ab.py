@@ -1,5 +1,5 @@
-"""One cold download (unthrottled, or ``--throttle-mbps`` per connection) in turns between variants: hubproxy
-code trees and/or settings.
+"""One cold download (unthrottled, or ``--throttle-mbps`` per connection; ``--clients`` at once) in turns between
+variants: hubproxy code trees and/or settings.
 
 Each round starts a fresh hubproxy per variant (after a pause, so that memory freed by the round before has gone
 back to the VM's host, as between the cold rows of ``run.py``) in front of the fake hub, downloads the file once
@@ -33,6 +33,7 @@ from benchmarks.common import (  # noqa: E402
     SMALL,
     cpu_seconds_of_tree,
     curl_time,
+    parallel_curls,
     random_file,
     sha256_file,
     start_fakehub,
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--pause", type=float, default=3.0, help="seconds before each download")
     ap.add_argument("--keep-work", action="store_true", help="keep the work folder (hubproxy's logs) and say where")
     ap.add_argument("--throttle-mbps", type=float, default=0, help="per-connection upstream limit, MB/s (0: none)")
+    ap.add_argument("--clients", type=int, default=1, help="concurrent curl downloads of the cold file (time: all)")
     args = ap.parse_args()
     here = Path.cwd()
     work = Path(tempfile.mkdtemp(prefix="hubproxy-cold-ab-"))
@@ -80,7 +82,8 @@ def main() -> None:
                 try:
                     curl_time(f"{url}/{REPO}/resolve/main/{SMALL}")
                     before = cpu_seconds_of_tree(proc.p.pid)
-                    seconds = curl_time(f"{url}/{REPO}/resolve/main/{BIG}")
+                    big = f"{url}/{REPO}/resolve/main/{BIG}"
+                    seconds = curl_time(big) if args.clients == 1 else parallel_curls(big, args.clients)
                     cpu = cpu_seconds_of_tree(proc.p.pid) - before
                     sent = counters(url, "hubproxy_fill_sent_bytes_total")
                     hashed = counters(url, "hubproxy_fill_hashed_bytes_total")
