@@ -139,7 +139,7 @@ class PartedDownload:
         while True:
             if self.fill.written > self._published:
                 prefix = self.fill.written
-                await asyncio.to_thread(self.spool.publish, prefix)
+                await asyncio.to_thread(self.spool.publish, prefix, followed)
                 self._published = prefix
             elif self._stopped:
                 return

@@ -89,6 +89,8 @@ class SpoolFile:
             with contextlib.suppress(OSError):
                 self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
         self._closed = False
+        #: Up to where the page cache was asked to hold the bytes for followers (``publish``).
+        self._paged_in = self.resume_from
         # The lock file's one block is taken now, before the spool file is reserved: a disk that fills up
         # mid-fill must not fail the first publication of the prefix. (A disk already full shows at the
         # reservation, and the request passes through.)
@@ -170,8 +172,15 @@ class SpoolFile:
         True if the blocks were allocated: they then read as zeros without disk I/O."""
         return reserve_space(self._fd, size)
 
-    def publish(self, prefix: int) -> None:
-        """Tell followers that bytes ``[0, prefix)`` are written."""
+    def publish(self, prefix: int, followed: bool = False) -> None:
+        """Tell followers that bytes ``[0, prefix)`` are written. ``followed`` (another process reads this file):
+        first have the kernel read into the page cache, in the background, what direct writes put past it since
+        the last time, so that the followers' ``sendfile`` finds it there instead of waiting on the disk (on the
+        Intel VM a cold GiB's second client, in another worker, took 2.4-3.5 s that way; 2.0-2.2 s with this)."""
+        if followed and self.direct and prefix > self._paged_in:
+            with contextlib.suppress(OSError):  # only a hint
+                os.posix_fadvise(self._fd, self._paged_in, prefix - self._paged_in, os.POSIX_FADV_WILLNEED)
+            self._paged_in = prefix
         os.pwrite(self._lock_fd, b"%020d" % prefix, 0)
 
     def restart(self) -> None:

@@ -10,6 +10,7 @@ import mmap
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,29 @@ def test_parts_go_up_as_the_prefix_grows_in_threads_of_the_lowest_priority(tmp_p
     assert b"".join(p.read_bytes() for p in sorted(parts.iterdir())) == data
     assert set(upload.priorities.values()) == {UPLOAD_NICE}  # what a client waits for goes first
     assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the rest of the process keeps its own
+
+
+def test_a_followed_fill_has_its_direct_written_prefix_read_into_the_page_cache(tmp_path: Path) -> None:
+    """Followers in other processes send a filling file with ``sendfile``: bytes written past the page cache are
+    asked into it when the prefix is published to them (and only then), so their reads do not wait on the disk."""
+    spool = Spool(tmp_path, direct_writes=True)
+    part = spool.begin(KEY)
+    assert part is not None
+    try:
+        if not part.direct:
+            pytest.skip("the tests' temporary folder takes no direct I/O")
+        data = os.urandom(8 * MIB)
+        buf = mmap.mmap(-1, len(data))  # page-aligned, as the lanes' buffers
+        buf[:] = data
+        part.write_unpaged(memoryview(buf)[:4 * MIB], 0)
+        part.publish(4 * MIB)  # nobody follows: nothing asked into the page cache
+        time.sleep(0.2)
+        assert resident(part.path, 0, 4 * MIB) == 0
+        part.write_unpaged(memoryview(buf)[4 * MIB:], 4 * MIB)
+        part.publish(8 * MIB, followed=True)  # a follower came: the whole prefix, not just what is new
+        asyncio.run(until_resident(part.path, 8 * MIB))
+        with open(part.path, "rb") as f:
+            assert f.read() == data
+        assert spool.progress(KEY) == (8 * MIB, True)  # and published, as before
+    finally:
+        part.finish()
