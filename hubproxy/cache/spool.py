@@ -313,15 +313,20 @@ class Spool:
         try:
             fd = os.open(self.lock_path(key), os.O_RDONLY)
         except FileNotFoundError:
-            return 0, False
-        try:
-            written = _read_prefix(fd)
+            written = 0
+        else:
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return written, True
-        finally:
-            os.close(fd)
+                written = _read_prefix(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return written, True
+            finally:
+                os.close(fd)
+        # No filler holds the lock: it died, or it finished since the first look (a filler stores or removes its
+        # file before it lets go of the lock). Taken for dead then, it would be taken over after its blob was stored.
+        if not os.path.exists(self.part_path(key)):
+            return None, False
         return written, False
 
     def clean(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 from pathlib import Path
 
@@ -49,6 +50,47 @@ def test_the_published_prefix_not_the_file_size_is_what_followers_and_take_overs
     heir = spool.begin(KEY, resume=True)
     assert heir is not None and heir.resume_from == 30
     heir.finish()
+
+
+@pytest.mark.parametrize("when", ["before_the_lock_file_opens", "before_the_lock_is_tried"])
+def test_a_filler_that_finishes_between_a_followers_looks_is_not_taken_for_dead(tmp_path: Path, when: str,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower looks for the spool file, then at the lock. A filler that stores its blob (the file renamed into
+    the store) and lets go of the lock between the two looks must not read as a dead filler at its last published
+    prefix: the follower would take the fill over and fetch the tail again (seen once in CI, two replicas on one
+    folder: 504 KiB fetched twice, a client cut one byte short)."""
+    spool = Spool(tmp_path)
+    filler = spool.begin(KEY)
+    assert filler is not None
+    filler.write_at([b"a" * 30], 0)
+    filler.publish(20)  # the last prefix published before the fill's end
+    stored = tmp_path / "stored"
+
+    def finish() -> None:
+        if filler._lock_fd >= 0:
+            filler.close()
+            os.replace(spool.part_path(KEY), stored)  # the store takes the file (``LocalBlobStore.ingest``)
+            filler.finish()  # then the lock goes
+
+    if when == "before_the_lock_file_opens":
+        real_open = os.open
+
+        def open_after(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if str(path) == spool.lock_path(KEY):
+                finish()
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", open_after)
+    else:
+        real_flock = fcntl.flock
+
+        def flock_after(fd: int, op: int) -> None:
+            finish()
+            real_flock(fd, op)
+
+        monkeypatch.setattr(fcntl, "flock", flock_after)
+    assert spool.progress(KEY) == (None, False)  # no fill left to take over: the follower looks in the store
+    assert stored.read_bytes() == b"a" * 30
 
 
 def test_a_blob_that_keeps_failing_is_not_refetched_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
