@@ -43,9 +43,9 @@ from hubproxy.memory import ByteBudget
 
 #: Most bytes lent at once (a writer that finds the feed full keeps its batch; it is hashed from the spool).
 LENT_BYTES_LIMIT = 16 * 1024 * 1024
-#: Longest a writer waits for the hasher to use a loan, counted from the hash's last step forward (a hash that
-#: moves, however slowly, is the fill's pace: waiting for it costs no time and saves reading the bytes back), before
-#: it takes its buffer back unread; and longest it then waits for readers behind the loan.
+#: Longest a writer waits to take a loan back (for the hasher, and for readers behind it), and at least that long
+#: after the hash's last step forward while the hash has not passed the loan: a hash that moves, however slowly, is
+#: the fill's pace, and waiting for it costs no time and saves reading the bytes back.
 RECLAIM_WAIT_SECONDS = 0.25
 #: Bytes of loans a fill keeps for its readers once it is over (``release``): the blob's tail, where its readers
 #: are (one fast stream's whole ring); the rest go once no reader sends from them, so that a slow reader does not
@@ -144,26 +144,19 @@ class HashFeed:
     def reclaim(self, offset: int, wait: float | None = None) -> None:
         """Take back the loan made at ``offset``, if the feed still holds it: after the hasher is done with it, or
         unread (it is then hashed from the spool) after ``wait`` seconds, or by default once the hash has not moved
-        for ``RECLAIM_WAIT_SECONDS``; never while the hasher or a reader reads it. Readers behind it are waited for
-        up to ``RECLAIM_WAIT_SECONDS`` once the hash has passed it."""
+        for ``RECLAIM_WAIT_SECONDS`` (readers behind it are waited for until the same deadline); never while the
+        hasher or a reader reads it."""
         deadline = time.monotonic() + (RECLAIM_WAIT_SECONDS if wait is None else wait)
         with self._cond:
             waiting: threading.Condition | None = None  # (made only if this writer has to wait)
-            waited_for_hash = False
             try:
                 while offset in self._loans:
                     end = offset + len(self._loans[offset])
                     reading = self._busy == offset or self._borrowed[offset] > 0
                     behind = [reader for reader, pos in self._readers.items() if pos < end and reader.end > offset]
-                    now = time.monotonic()
-                    if wait is None:
-                        if end > self._hashed:  # while the hash moves, this loan's turn is coming
-                            waited_for_hash = True
-                            deadline = max(deadline, self._hashed_at + RECLAIM_WAIT_SECONDS)
-                        elif waited_for_hash:  # the hash passed it now: readers behind get their own wait
-                            waited_for_hash = False
-                            deadline = max(deadline, now + RECLAIM_WAIT_SECONDS)
-                    left = deadline - now
+                    if wait is None and end > self._hashed:  # while the hash moves, this loan's turn is coming
+                        deadline = max(deadline, self._hashed_at + RECLAIM_WAIT_SECONDS)
+                    left = deadline - time.monotonic()
                     if not reading and ((end <= self._hashed and not behind) or left <= 0):
                         # Too slow to follow (behind what is hashed): they read the file from here on. One that
                         # waits for the fill itself (a part before this loan still coming) stays followed; it

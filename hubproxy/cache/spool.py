@@ -176,7 +176,7 @@ class SpoolFile:
         """Tell followers that bytes ``[0, prefix)`` are written. ``followed`` (another process reads this file):
         first have the kernel read into the page cache, in the background, what direct writes put past it since
         the last time, so that the followers' ``sendfile`` finds it there instead of waiting on the disk (on the
-        Intel VM a cold GiB's second client, in another worker, took 2.4-3.5 s that way; 2.0-2.2 s with this)."""
+        Intel VM two clients of a cold GiB in different workers took 3.3 s that way; 1.9-2.0 s with this)."""
         if followed and self.direct and prefix > self._paged_in:
             with contextlib.suppress(OSError):  # only a hint
                 os.posix_fadvise(self._fd, self._paged_in, prefix - self._paged_in, os.POSIX_FADV_WILLNEED)
