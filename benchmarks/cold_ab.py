@@ -16,6 +16,7 @@ benchmark row: it has no reference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ from benchmarks.common import (  # noqa: E402
     start_fakehub,
     start_hubproxy,
 )
+from benchmarks.perfsplit import recording, summary, timeline  # noqa: E402
 
 
 def counters(url: str, name: str) -> dict[str, float]:
@@ -55,6 +57,8 @@ def main() -> None:
     ap.add_argument("--keep-work", action="store_true", help="keep the work folder (hubproxy's logs) and say where")
     ap.add_argument("--throttle-mbps", type=float, default=0, help="per-connection upstream limit, MB/s (0: none)")
     ap.add_argument("--clients", type=int, default=1, help="concurrent curl downloads of the cold file (time: all)")
+    ap.add_argument("--perf", action="store_true",
+                    help="record every CPU with perf during each download; print where it went, and when")
     args = ap.parse_args()
     here = Path.cwd()
     work = Path(tempfile.mkdtemp(prefix="hubproxy-cold-ab-"))
@@ -68,7 +72,7 @@ def main() -> None:
         hub, hub_url = start_fakehub({BIG: files / BIG, SMALL: files / SMALL}, args.throttle_mbps * 1e6 or None)
         procs.append(hub)
         for rnd in range(args.rounds):
-            for variant in args.variant:
+            for number, variant in enumerate(args.variant):
                 tree, _, settings = variant.partition(":")
                 env = dict(item.split("=", 1) for item in settings.split(",") if item)
                 data = work / f"data-{rnd}"
@@ -83,7 +87,9 @@ def main() -> None:
                     curl_time(f"{url}/{REPO}/resolve/main/{SMALL}")
                     before = cpu_seconds_of_tree(proc.p.pid)
                     big = f"{url}/{REPO}/resolve/main/{BIG}"
-                    seconds = curl_time(big) if args.clients == 1 else parallel_curls(big, args.clients)
+                    perf_data = work / f"perf-{rnd}-{number}.data"
+                    with recording(perf_data) if args.perf else contextlib.nullcontext():
+                        seconds = curl_time(big) if args.clients == 1 else parallel_curls(big, args.clients)
                     cpu = cpu_seconds_of_tree(proc.p.pid) - before
                     sent = counters(url, "hubproxy_fill_sent_bytes_total")
                     hashed = counters(url, "hubproxy_fill_hashed_bytes_total")
@@ -98,6 +104,8 @@ def main() -> None:
                 mib = {k: round(v / 2**20) for k, v in sent.items()}
                 print(f"round {rnd + 1} {variant}: {seconds:.2f} s, hubproxy {cpu:.2f} core-s, sent MiB {mib}, "
                       f"hashed MiB { {k: round(v / 2**20) for k, v in hashed.items()} }", flush=True)
+                if args.perf:
+                    print(summary(perf_data), timeline(perf_data), sep="\n", flush=True)
     finally:
         for proc in procs:
             proc.stop()
