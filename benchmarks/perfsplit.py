@@ -99,9 +99,9 @@ def timeline(data: Path, threads: int = 5, step: float = 0.1) -> str:
     columns = [names[tid] for tid in busiest]
     columns += sorted({k for counts in buckets.values() for k in counts} - set(columns) - {"other"}) + ["other"]
     per_bucket = FREQUENCY * step / 100  # samples that make one percent of a core
-    lines = ["   s " + " ".join(f"{c[-13:]:>13}" for c in columns)]
+    lines = ["    s " + " ".join(f"{c[-13:]:>13}" for c in columns)]
     for b in sorted(buckets):
-        lines.append(f"{b * step:4.1f} " + " ".join(f"{buckets[b][c] / per_bucket:13.0f}" for c in columns))
+        lines.append(f"{b * step:5.2f} " + " ".join(f"{buckets[b][c] / per_bucket:13.0f}" for c in columns))
     return "\n".join(lines)
 
 
