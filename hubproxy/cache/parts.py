@@ -10,11 +10,11 @@ byte crosses the network about once. Later parts go to the URL the probe was red
 if that URL stops working they go through the upstream again. Once the probe has shown that the upstream serves
 ranges, parts are received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
 buffers, off the event loop, and so is the probe when it goes to the CDN URL the upstream's HEAD just gave (its speed
-is then timed over its reads); an answer those connections cannot take (a redirect, a proxy in the way) sends the fill
-back to the upstream client. Each part so received (the blob's one stream after the probe, or each of many parts) is
-received and written by one thread of its own (``lane.py``) that only reports its progress to the event loop (one
-batch costs no hand-offs between threads), and lends each batch it wrote to the hasher, which follows the prefix
-(``hashfeed.py``).
+is then timed over its reads and over the whole stretch: ``lane.stream_is_fast``); an answer those connections cannot
+take (a redirect, a proxy in the way) sends the fill back to the upstream client. Each part so received (the blob's
+one stream after the probe, or each of many parts) is received and written by one thread of its own (``lane.py``)
+that only reports its progress to the event loop (one batch costs no hand-offs between threads), and lends each
+batch it wrote to the hasher, which follows the prefix (``hashfeed.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from hubproxy.cache.hashfeed import HashFeed
-from hubproxy.cache.lane import DIRECT_BATCH_BYTES, receive_part
+from hubproxy.cache.lane import DIRECT_BATCH_BYTES, RAMP_BYTES, receive_part, stream_is_fast
 from hubproxy.cache.lanebuffers import HELD_LANE_BUFFERS, KEPT_LANE_BUFFERS, LaneBuffers
 from hubproxy.cache.partmap import Part, PartMap, plan
 from hubproxy.cache.sharedparts import Wants, write_parts
@@ -53,8 +53,6 @@ FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL = 0.05
 #: Longest pause between looks at what other processes following a fill want.
 SHARE_INTERVAL = 0.02
-#: Bytes of the probe's answer that measure its stream's speed.
-RAMP_BYTES = 4 * 1024 * 1024
 #: Threads receiving the parts of parallel fills, one per part being received (``fill_connections`` per
 #: fill). Their own pool: a lane blocks on its socket for as long as the upstream is slow, and must neither
 #: wait behind nor hold up the disk, hashing and database calls of the default executor. Idle threads stay.
@@ -292,7 +290,7 @@ class PartedDownload:
         where the part got to. What arrived before a drop is kept. ``measure``: the probe's answer (``_judge``)."""
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        timed = (RAMP_BYTES, lambda n, seconds: loop.call_soon_threadsafe(self._judge, n, seconds)) if measure else None
+        timed = (RAMP_BYTES, lambda *times: loop.call_soon_threadsafe(self._judge, *times)) if measure else None
 
         def landed(pos: int) -> None:
             metrics.UPSTREAM_BYTES.inc(pos - part.pos)
@@ -345,7 +343,7 @@ class PartedDownload:
                 batch.append(chunk)
                 held += len(chunk)
                 now = time.monotonic()
-                if measure and part.pos + held - start_pos >= RAMP_BYTES:
+                if measure and part.pos + held - start_pos >= RAMP_BYTES:  # (timed with the writes between)
                     measure = False
                     self._judge(part.pos + held - start_pos, now - started)
                 # The blob's first bytes are written at once: a client's first byte comes as soon as it can.
@@ -361,10 +359,14 @@ class PartedDownload:
         if measure:  # a probe part smaller than RAMP_BYTES: judged on all of it
             self._judge(part.pos - start_pos, time.monotonic() - started)
 
-    def _judge(self, received: int, seconds: float) -> None:
-        """Start the other connections if the probe's stream is slow."""
+    def _judge(self, received: int, seconds: float, elapsed: float | None = None) -> None:
+        """Start the other connections if the probe's stream is slow (``lane.stream_is_fast``)."""
         self._judged = True
-        if not self.fast_bps or received / max(seconds, 1e-6) < self.fast_bps:
+        whole = seconds if elapsed is None else elapsed
+        fast = stream_is_fast(received, seconds, whole, self.fast_bps)
+        log.debug("fill of %s: probe %d bytes, %.4f s of reads, %.4f s in all: %s", self.fill.key, received, seconds,
+                  whole, "one stream" if fast else "parts")
+        if not fast:
             self._widen.set()
 
     async def _write(self, part: Part, batch: list[bytes], size: int) -> None:
