@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from hubproxy.cache.hashfeed import HashFeed
 from hubproxy.cache.lanebuffers import ALIGN, LaneBuffers
+from hubproxy.cache.probespeed import StreamTimer
 from hubproxy.cache.spool import SpoolFile
 from hubproxy.cache.spoolwriter import SpoolWriter
 from hubproxy.upstream.ranged import RangeConnection
@@ -34,36 +35,18 @@ DIRECT_BATCH_BYTES = 4 * 1024 * 1024
 #: Most bytes of the blob's first batch, handed over with whatever the first read finds: its first bytes reach
 #: readers as soon as they arrive, not once a whole batch has come and been written.
 FIRST_BATCH_BYTES = 256 * 1024
-#: Bytes of the probe's answer that measure its stream's speed (``stream_is_fast``).
-RAMP_BYTES = 4 * 1024 * 1024
-
-
-def stream_is_fast(received: int, receiving: float, elapsed: float, fast_bps: float) -> bool:
-    """Whether a probe's stream is fast enough to carry the rest of the blob alone: ``received`` bytes at
-    ``fast_bps`` or more over the ``receiving`` seconds its reads took, and at half that or more over the
-    ``elapsed`` seconds from its first read to its last. The reads alone, because the writes between them are not
-    the stream's speed (new page-cache pages once made a fast stream look slow); the whole stretch too, because
-    what arrives while a write stalls waits in the socket and comes at once to the next read: a CDN connection
-    held to 100 MB/s measured 111-124 MB/s over its reads, and once, after a stalled write, over 300 MB/s, and the
-    whole GiB then came down that one connection (11 s, against 1.4-1.9 s in parts). A fast stream judged slow
-    costs CPU (more connections than needed); a slow one judged fast costs the fill most of its speed. 0: never
-    fast."""
-    if not fast_bps:
-        return False
-    return received >= fast_bps * max(receiving, 1e-6) and received >= fast_bps / 2 * max(elapsed, 1e-6)
 
 
 def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start: int, end: int, *, direct: bool,
                  landed: Callable[[int], None], prefix_reached: Callable[[], bool], stop: threading.Event,
-                 max_wait: float, timed: tuple[int, Callable[[int, float, float], None]] | None = None,
+                 max_wait: float, timer: StreamTimer | None = None,
                  unpaged: bool = False, ring: LaneBuffers | None = None) -> None:
     """(In a lane thread.) Receive bytes ``[start, end)`` from ``conn``'s answer into the spool file until they are
     all there, the answer ends or ``stop`` is set; ``landed(pos)`` (callable from any thread) is told, in order,
     that every byte before ``pos`` is in the file. A batch is handed over after at most ``max_wait`` seconds of
     receiving. ``prefix_reached()``: whether every byte before ``start`` is written. What arrived before a drop is
-    kept (written before the error is raised). ``timed``: ``(ramp, told)``: ``told(received, seconds, elapsed)`` is
-    called once, when ``ramp`` bytes have been received (or the answer ended before), with the seconds spent
-    receiving them and the seconds from the first receive to the last (``stream_is_fast`` weighs the two).
+    kept (written before the error is raised). ``timer``: the probe's, told of every read and how long it took
+    (``probespeed.py``).
     ``direct``: the blob's one fast stream, written past the page cache by a writer thread, its buffers kept for
     readers; ``unpaged``: a parallel part, its whole pages written past the page cache by this thread. ``ring``: the
     buffers of the lane's earlier parts, to receive this one into (their loans are then left to its owner)."""
@@ -73,7 +56,7 @@ def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start:
     if ring is None:
         ring = LaneBuffers(feed, min(DIRECT_BATCH_BYTES if direct else LANE_BATCH_BYTES, end - start),
                            aligned=direct or unpaged, wait_written=writer.wait_written if writer else None)
-    pos, reading, first = start, 0.0, time.monotonic()
+    pos = start
     try:
         while pos < end and not stop.is_set():
             skew = pos % ALIGN if direct or unpaged else 0
@@ -85,10 +68,8 @@ def receive_part(conn: RangeConnection, spool: SpoolFile, feed: HashFeed, start:
                     got += conn.read_into(buf[got:], ALIGN - got % ALIGN, max_wait)
             else:
                 got = conn.read_into(buf, len(buf), max_wait)
-            reading += time.monotonic() - began
-            if timed is not None and (pos + got - start >= timed[0] or pos + got == end or not got):
-                timed[1](pos + got - start, reading, time.monotonic() - first)
-                timed = None
+            if timer is not None:
+                timer.read(got, time.monotonic() - began)
             if not got or stop.is_set():
                 return
             batch = buf[:got]

@@ -10,7 +10,7 @@ byte crosses the network about once. Later parts go to the URL the probe was red
 if that URL stops working they go through the upstream again. Once the probe has shown that the upstream serves
 ranges, parts are received by worker threads on blocking connections (``upstream/ranged.py``) straight into batch
 buffers, off the event loop, and so is the probe when it goes to the CDN URL the upstream's HEAD just gave (its speed
-is then timed over its reads and over the whole stretch: ``lane.stream_is_fast``); an answer those connections cannot
+is then timed over its reads and over the whole stretch: ``probespeed.py``); an answer those connections cannot
 take (a redirect, a proxy in the way) sends the fill back to the upstream client. Each part so received (the blob's
 one stream after the probe, or each of many parts) is received and written by one thread of its own (``lane.py``)
 that only reports its progress to the event loop (one batch costs no hand-offs between threads), and lends each
@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from hubproxy.cache.hashfeed import HashFeed
-from hubproxy.cache.lane import DIRECT_BATCH_BYTES, RAMP_BYTES, receive_part, stream_is_fast
+from hubproxy.cache.lane import DIRECT_BATCH_BYTES, receive_part
 from hubproxy.cache.lanebuffers import HELD_LANE_BUFFERS, KEPT_LANE_BUFFERS, LaneBuffers
 from hubproxy.cache.partmap import Part, PartMap, plan
+from hubproxy.cache.probespeed import StreamTimer
 from hubproxy.cache.sharedparts import Wants, write_parts
 from hubproxy.direct import route
 from hubproxy.observability import metrics
@@ -290,7 +291,8 @@ class PartedDownload:
         where the part got to. What arrived before a drop is kept. ``measure``: the probe's answer (``_judge``)."""
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        timed = (RAMP_BYTES, lambda *times: loop.call_soon_threadsafe(self._judge, *times)) if measure else None
+        timer = StreamTimer(part.end - part.pos, self.fast_bps,
+                            lambda *verdict: loop.call_soon_threadsafe(self._judge, *verdict)) if measure else None
 
         def landed(pos: int) -> None:
             metrics.UPSTREAM_BYTES.inc(pos - part.pos)
@@ -312,7 +314,7 @@ class PartedDownload:
                                  unpaged=self.spool.direct and not direct,
                                  landed=lambda pos: loop.call_soon_threadsafe(landed, pos),
                                  prefix_reached=lambda: self.fill.written >= part.start, stop=stop,
-                                 max_wait=FLUSH_INTERVAL, timed=timed, ring=ring)
+                                 max_wait=FLUSH_INTERVAL, timer=timer, ring=ring)
         submitting = asyncio.ensure_future(submit_from_worker(_LANES, lane))
         running: Future[None] | None = None
         try:
@@ -328,11 +330,11 @@ class PartedDownload:
 
     async def _receive(self, resp: aiohttp.ClientResponse, part: Part, skip: int, measure: bool = False) -> None:
         """Write the answer's body into ``part`` in batches; what arrived before a drop is kept. ``measure``: the
-        probe's answer, whose speed over its first ``RAMP_BYTES`` decides whether more connections start."""
+        probe's answer, whose speed decides whether more connections start (timed with the writes between)."""
         batch: list[bytes] = []
         held = 0
-        last = started = time.monotonic()
-        start_pos = part.pos
+        last = time.monotonic()
+        timer = StreamTimer(part.end - part.pos, self.fast_bps, self._judge) if measure else None
         try:
             async for chunk in iter_body(resp, skip):
                 room = part.end - part.pos - held
@@ -343,9 +345,8 @@ class PartedDownload:
                 batch.append(chunk)
                 held += len(chunk)
                 now = time.monotonic()
-                if measure and part.pos + held - start_pos >= RAMP_BYTES:  # (timed with the writes between)
-                    measure = False
-                    self._judge(part.pos + held - start_pos, now - started)
+                if timer is not None:
+                    timer.read(len(chunk), None)
                 # The blob's first bytes are written at once: a client's first byte comes as soon as it can.
                 if (held >= FLUSH_BYTES or now - last >= FLUSH_INTERVAL or held == part.end - part.pos
                         or not self.fill.written):
@@ -356,16 +357,14 @@ class PartedDownload:
         finally:
             if held:
                 await self._write(part, batch, held)
-        if measure:  # a probe part smaller than RAMP_BYTES: judged on all of it
-            self._judge(part.pos - start_pos, time.monotonic() - started)
+        if timer is not None:
+            timer.read(0, None)  # the answer ended (a probe part shorter than a look: judged on all of it)
 
-    def _judge(self, received: int, seconds: float, elapsed: float | None = None) -> None:
-        """Start the other connections if the probe's stream is slow (``lane.stream_is_fast``)."""
+    def _judge(self, fast: bool, received: int, reading: float, elapsed: float) -> None:
+        """Start the other connections if the probe's stream was judged slow (``probespeed.py``)."""
         self._judged = True
-        whole = seconds if elapsed is None else elapsed
-        fast = stream_is_fast(received, seconds, whole, self.fast_bps)
-        log.debug("fill of %s: probe %d bytes, %.4f s of reads, %.4f s in all: %s", self.fill.key, received, seconds,
-                  whole, "one stream" if fast else "parts")
+        log.debug("fill of %s: probe %d bytes, %.4f s of reads, %.4f s in all: %s", self.fill.key, received, reading,
+                  elapsed, "one stream" if fast else "parts")
         if not fast:
             self._widen.set()
 
