@@ -174,6 +174,19 @@ def test_a_fast_upstream_keeps_one_stream(make_proxy, fakehub: FakeHub) -> None:
     assert lent >= size // 2
 
 
+def test_a_cdn_limited_stream_opens_more_connections_at_the_default_threshold(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
+    """With ``fill_single_stream_mbps`` at its default, a stream the CDN holds to about 50 MB/s is judged slow over
+    its reads and over the whole stretch (``cache/probespeed.py``), and the fill widens."""
+    proxy = make_proxy(fill_connections="4", fill_part_bytes=str(2 * MIB))
+    size = 16 * MIB
+    data, sha = _blob(fakehub, "cdnlimited", size)
+    fakehub.faults.trickle[sha] = CDN_STREAM
+    fakehub.reset_counts()
+    status, _, body = request("GET", proxy.url + "/alice/cdnlimited/resolve/main/w.safetensors")
+    assert status == 200 and body == data
+    assert _parts_at_once(fakehub, sha) > 1 and fakehub.blob_bytes[sha] == size
+
+
 def test_the_one_stream_of_a_fast_upstream_resumes_after_a_drop(make_proxy, fakehub: FakeHub) -> None:  # noqa: ANN001
     proxy = make_proxy(**{**PARALLEL, "fill_single_stream_mbps": "0.001"})
     size = 24 * MIB
