@@ -42,7 +42,7 @@ class StreamTimer:
         self.ramp = min(ramp, size)
         self.received = 0
         self.reading = 0.0
-        self.began = time.monotonic()
+        self.began: float | None = None  # when the first read started
         self.decided = False
 
     def read(self, got: int, seconds: float | None) -> None:
@@ -50,6 +50,8 @@ class StreamTimer:
         whole stretch counts); 0 bytes: the answer ended."""
         if self.decided:
             return
+        if self.began is None:
+            self.began = time.monotonic() - (seconds or 0.0)
         self.received += got
         self.reading += seconds or 0.0
         if self.received < self.ramp and got:
