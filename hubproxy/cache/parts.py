@@ -358,7 +358,7 @@ class PartedDownload:
             if held:
                 await self._write(part, batch, held)
         if timer is not None:
-            timer.read(0, None)  # the answer ended (a probe part shorter than a look: judged on all of it)
+            timer.read(0, None)  # the answer ended (a probe part shorter than the ramp: judged on all of it)
 
     def _judge(self, fast: bool, received: int, reading: float, elapsed: float) -> None:
         """Start the other connections if the probe's stream was judged slow (``probespeed.py``)."""
